@@ -1,0 +1,232 @@
+"""`DrawRequest`, model profiles and the validation that turns user wishes into a safe request."""
+
+from __future__ import annotations
+
+import math
+import re
+import unicodedata
+from dataclasses import dataclass, field, replace
+from enum import Enum
+from pathlib import Path
+
+from engine.errors import InvalidRequest
+
+
+class Kind(str, Enum):
+    TXT2IMG = "txt2img"
+    VARIATION = "variation"
+    UPSCALE = "upscale"
+
+
+RANDOM_SEED = -1
+MAX_SEED = 2**32 - 1
+
+# The official Z-Image 1024-class sizes, keyed by the ratio users type.
+OFFICIAL_1024 = {
+    "1:1": (1024, 1024),
+    "9:7": (1152, 896),
+    "4:3": (1152, 864),
+    "3:2": (1248, 832),
+    "16:9": (1280, 720),
+    "21:9": (1344, 576),
+}
+
+
+def _with_transposes(sizes: dict[str, tuple[int, int]]) -> dict[str, tuple[int, int]]:
+    table = dict(sizes)
+    for ratio, (w, h) in sizes.items():
+        a, b = ratio.split(":")
+        table.setdefault(f"{b}:{a}", (h, w))
+    return table
+
+
+@dataclass(frozen=True)
+class ModelProfile:
+    """What a model accepts and what it does best; every default a request gets comes from here."""
+
+    name: str
+    default_steps: int = 8
+    min_steps: int = 1
+    max_steps: int = 16
+    default_cfg: float = 1.0
+    min_cfg: float = 1.0
+    max_cfg: float = 2.5
+    default_size: tuple[int, int] = (1024, 1024)
+    multiple: int = 16
+    min_side: int = 256
+    max_side: int = 2048
+    max_pixels: int = 1536 * 1536
+    max_ratio: float = 4.0
+    max_prompt_chars: int = 1000
+    aspect_ratios: dict[str, tuple[int, int]] = field(default_factory=lambda: _with_transposes(OFFICIAL_1024))
+    quality_suffix: str = "highly detailed, sharp focus, natural lighting, masterpiece"
+    negative_prompt: str = "blurry, lowres, jpeg artifacts, deformed, watermark, text, oversaturated"
+    subtle_strength: float = 0.35
+    strong_strength: float = 0.7
+    upscale_strength: float = 0.3
+    upscale_factor: int = 2
+    transformer_gb: float = 11.5
+    text_encoder_gb: float = 7.5
+    vae_gb: float = 0.16
+
+    @property
+    def model_gb(self) -> float:
+        return self.transformer_gb + self.text_encoder_gb + self.vae_gb
+
+
+Z_IMAGE_TURBO = ModelProfile(name="Z-Image-Turbo")
+
+
+def _quarter(side: int) -> int:
+    return max(64, round(side / 4 / 16) * 16)
+
+
+# The tiny random-weight test model: same rules, sizes a quarter as long so CPU runs stay fast.
+TINY = ModelProfile(
+    name="tiny-z-image",
+    default_size=(256, 256),
+    min_side=64,
+    max_side=512,
+    max_pixels=512 * 512,
+    aspect_ratios={k: (_quarter(w), _quarter(h)) for k, (w, h) in _with_transposes(OFFICIAL_1024).items()},
+    transformer_gb=0.001,
+    text_encoder_gb=0.001,
+    vae_gb=0.001,
+)
+
+
+def profile_for(model: str) -> ModelProfile:
+    """The profile for a hub id or directory: the tiny test model says so with a marker file."""
+    if (Path(model) / "EASEL_TINY").exists():
+        return TINY
+    return Z_IMAGE_TURBO
+
+
+@dataclass(frozen=True)
+class DrawRequest:
+    """The one object that travels from an adapter to the engine.
+
+    `None` means "the profile's default".  `cfg` is the UI convention (1.0 = no guidance);
+    the engine hands `cfg - 1` to diffusers.  `source_image` is a path to a PNG on disk for the
+    image-to-image kinds.
+    """
+
+    prompt: str
+    negative_prompt: str = ""
+    width: int | None = None
+    height: int | None = None
+    steps: int | None = None
+    cfg: float | None = None
+    seed: int = RANDOM_SEED
+    enhance: bool = True
+    kind: Kind = Kind.TXT2IMG
+    source_image: str | None = None
+    strength: float | None = None
+
+    def to_dict(self) -> dict:
+        data = self.__dict__.copy()
+        data["kind"] = self.kind.value
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict) -> DrawRequest:
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        known["kind"] = Kind(known.get("kind", Kind.TXT2IMG))
+        return cls(**known)
+
+
+_INVISIBLE = re.compile("[\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff]")
+
+
+def clean_text(text: str) -> str:
+    """Strip control, zero-width and bidi-override characters; collapse whitespace."""
+    text = _INVISIBLE.sub("", text)
+    text = "".join(ch if unicodedata.category(ch)[0] != "C" else " " for ch in text)
+    return " ".join(text.split())
+
+
+def size_for_ratio(ratio_w: int, ratio_h: int, profile: ModelProfile) -> tuple[int, int]:
+    """The official size for a ratio users know, else the nearest multiple-of-16 size with the
+    profile's default pixel count."""
+    if ratio_w <= 0 or ratio_h <= 0:
+        raise InvalidRequest("error.ratio_invalid", ratio=f"{ratio_w}:{ratio_h}")
+    g = math.gcd(ratio_w, ratio_h)
+    key = f"{ratio_w // g}:{ratio_h // g}"
+    if key in profile.aspect_ratios:
+        return profile.aspect_ratios[key]
+    ratio = ratio_w / ratio_h
+    if not (1 / profile.max_ratio <= ratio <= profile.max_ratio):
+        raise InvalidRequest("error.ratio_extreme", ratio=key, max_ratio=f"{profile.max_ratio:g}:1")
+    pixels = profile.default_size[0] * profile.default_size[1]
+    m = profile.multiple
+    width = max(profile.min_side, round(math.sqrt(pixels * ratio) / m) * m)
+    height = max(profile.min_side, round(math.sqrt(pixels / ratio) / m) * m)
+    return width, height
+
+
+def validate(request: DrawRequest, profile: ModelProfile) -> DrawRequest:
+    """Return the request with every default filled in and every value checked, or raise
+    `InvalidRequest` whose key and params say exactly what is wrong."""
+    prompt = clean_text(request.prompt)
+    if not prompt:
+        raise InvalidRequest("error.prompt_empty")
+    if len(prompt) > profile.max_prompt_chars:
+        raise InvalidRequest("error.prompt_too_long", length=len(prompt), limit=profile.max_prompt_chars)
+    negative = clean_text(request.negative_prompt)
+    if len(negative) > profile.max_prompt_chars:
+        raise InvalidRequest("error.prompt_too_long", length=len(negative), limit=profile.max_prompt_chars)
+
+    width = profile.default_size[0] if request.width is None else request.width
+    height = profile.default_size[1] if request.height is None else request.height
+    _check_size(width, height, profile, upscale=request.kind is Kind.UPSCALE)
+
+    steps = profile.default_steps if request.steps is None else request.steps
+    if not isinstance(steps, int) or not profile.min_steps <= steps <= profile.max_steps:
+        raise InvalidRequest("error.steps_range", value=steps, min=profile.min_steps, max=profile.max_steps)
+
+    cfg = profile.default_cfg if request.cfg is None else float(request.cfg)
+    if not math.isfinite(cfg) or not profile.min_cfg <= cfg <= profile.max_cfg:
+        raise InvalidRequest("error.cfg_range", value=request.cfg, min=profile.min_cfg, max=profile.max_cfg)
+
+    seed = request.seed
+    if not isinstance(seed, int) or not (seed == RANDOM_SEED or 0 <= seed <= MAX_SEED):
+        raise InvalidRequest("error.seed_range", value=seed, max=MAX_SEED)
+
+    strength = request.strength
+    if request.kind is Kind.TXT2IMG:
+        strength = None
+    else:
+        if not request.source_image:
+            raise InvalidRequest("error.source_missing")
+        default = profile.upscale_strength if request.kind is Kind.UPSCALE else profile.subtle_strength
+        strength = default if strength is None else float(strength)
+        if not math.isfinite(strength) or not 0.05 <= strength <= 1.0:
+            raise InvalidRequest("error.strength_range", value=request.strength)
+
+    return replace(
+        request,
+        prompt=prompt,
+        negative_prompt=negative,
+        width=width,
+        height=height,
+        steps=steps,
+        cfg=cfg,
+        seed=seed,
+        strength=strength,
+    )
+
+
+def _check_size(width: int, height: int, profile: ModelProfile, upscale: bool = False) -> None:
+    m = profile.multiple
+    for side_name, side in (("width", width), ("height", height)):
+        if not isinstance(side, int) or side % m:
+            suggestion = max(profile.min_side, round(side / m) * m) if isinstance(side, int) else None
+            raise InvalidRequest("error.size_multiple", side=side_name, value=side, multiple=m, suggestion=suggestion)
+        if not profile.min_side <= side <= profile.max_side:
+            raise InvalidRequest(
+                "error.size_range", side=side_name, value=side, min=profile.min_side, max=profile.max_side
+            )
+    if width * height > profile.max_pixels and not upscale:
+        raise InvalidRequest("error.size_pixels", width=width, height=height, max_pixels=profile.max_pixels)
+    if max(width, height) / min(width, height) > profile.max_ratio:
+        raise InvalidRequest("error.ratio_extreme", ratio=f"{width}:{height}", max_ratio=f"{profile.max_ratio:g}:1")
