@@ -6,13 +6,13 @@ import math
 import re
 import unicodedata
 from dataclasses import dataclass, field, replace
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 
 from engine.errors import InvalidRequest
 
 
-class Kind(str, Enum):
+class Kind(StrEnum):
     TXT2IMG = "txt2img"
     VARIATION = "variation"
     UPSCALE = "upscale"

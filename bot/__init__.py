@@ -1,0 +1,1 @@
+"""easel's bot side: commands, rules, queue, worker and the chat adapters."""

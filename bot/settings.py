@@ -1,0 +1,66 @@
+"""The one settings object, read from the environment and `.env`.  Nothing else reads os.environ."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from typing_extensions import Annotated
+
+
+def _split(value: object) -> object:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+    telegram_token: SecretStr | None = Field(default=None, alias="TELEGRAM_TOKEN")
+    telegram_api_url: str = Field(default="https://api.telegram.org/bot", alias="TELEGRAM_API_URL")
+    discord_token: SecretStr | None = Field(default=None, alias="DISCORD_TOKEN")
+    discord_guild_ids: Annotated[list[int], NoDecode] = Field(default_factory=list, alias="DISCORD_GUILD_IDS")
+
+    model: str = Field(default="Tongyi-MAI/Z-Image-Turbo", alias="EASEL_MODEL")
+    device: str = Field(default="auto", alias="EASEL_DEVICE")
+    data_dir: Path = Field(default=Path("data"), alias="EASEL_DATA_DIR")
+    daily_quota: int = Field(default=50, ge=0, alias="EASEL_DAILY_QUOTA")
+    role_quotas: Annotated[dict[str, int], NoDecode] = Field(default_factory=dict, alias="EASEL_ROLE_QUOTAS")
+    max_pending: int = Field(default=3, ge=1, alias="EASEL_MAX_PENDING")
+    admins: Annotated[list[str], NoDecode] = Field(default_factory=list, alias="EASEL_ADMINS")
+    allowed_chats: Annotated[list[str], NoDecode] = Field(default_factory=list, alias="EASEL_ALLOWED_CHATS")
+    default_language: str = Field(default="en", alias="EASEL_LANGUAGE")
+    redis_url: str | None = Field(default=None, alias="EASEL_REDIS_URL")
+    metrics_port: int | None = Field(default=None, alias="EASEL_METRICS_PORT")
+    log_level: str = Field(default="INFO", alias="EASEL_LOG_LEVEL")
+
+    @field_validator("admins", "allowed_chats", "discord_guild_ids", mode="before")
+    @classmethod
+    def _comma_list(cls, value: object) -> object:
+        return _split(value)
+
+    @field_validator("role_quotas", mode="before")
+    @classmethod
+    def _role_map(cls, value: object) -> object:
+        if isinstance(value, str):
+            pairs = (part.split(":", 1) for part in _split(value))
+            return {role.strip(): int(limit) for role, limit in pairs}
+        return value
+
+    @field_validator("default_language")
+    @classmethod
+    def _language(cls, value: str) -> str:
+        return "zh" if value.lower().startswith("zh") else "en"
+
+    @property
+    def database_path(self) -> Path:
+        return self.data_dir / "easel.db"
+
+    @property
+    def images_dir(self) -> Path:
+        return self.data_dir / "images"
+
+    def is_admin(self, platform: str, user_id: str) -> bool:
+        return f"{platform}:{user_id}" in self.admins

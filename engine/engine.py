@@ -1,0 +1,252 @@
+"""`Engine`: load Z-Image once, then `generate(request) -> Result`, planned and guarded.
+
+`generate` reads like a diffusers `__call__`: check inputs, plan memory, encode, denoise, decode,
+post-process.  Out-of-memory walks down the plan ladder with the same seed; non-finite or black
+output is retried once in a safer precision.  Nothing here knows about chats, queues or storage.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from PIL import Image
+
+from engine.device import probe_device, resolve_device
+from engine.enhance import enhance_prompts, post_process
+from engine.errors import BadOutput, Cancelled, ModelNotFound, NeedsGPU, OutOfMemory
+from engine.guards import NonFiniteOutput, StepWatch, check_decoded, is_out_of_memory
+from engine.placement import DTYPES, apply_placement
+from engine.planner import DeviceFacts, Plan, choose_dtype, ladder, largest_fitting_square, safer_dtype
+from engine.request import MAX_SEED, RANDOM_SEED, DrawRequest, Kind, ModelProfile, profile_for, validate
+
+log = logging.getLogger(__name__)
+
+OnStep = Callable[[int, int], None]
+ShouldStop = Callable[[], bool]
+
+
+def turbo_sigmas(steps: int) -> list[float]:
+    """N sigmas give N transformer forwards on every diffusers version (0.36-0.38 need N+1 steps)."""
+    return torch.linspace(1.0, 1.0 / steps, steps).tolist()
+
+
+@dataclass
+class Result:
+    """What one `generate` call produced, and how."""
+
+    images: list[Image.Image]
+    seed: int
+    request: DrawRequest
+    plan: Plan
+    timings: dict[str, float]
+    peak_memory_gb: float | None
+    retries: list[str] = field(default_factory=list)
+    fallbacks: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def image(self) -> Image.Image:
+        return self.images[0]
+
+
+class Engine:
+    """One loaded model on one device.  Not thread-safe: one generation at a time."""
+
+    def __init__(self, pipeline, model: str, profile: ModelProfile, device: str, probe=probe_device) -> None:
+        from diffusers import ZImageImg2ImgPipeline
+
+        self._pipeline = pipeline
+        # from_pipe shares every weight with the text-to-image pipeline: no second copy in memory.
+        self._img2img = ZImageImg2ImgPipeline.from_pipe(pipeline)
+        for pipe in (self._pipeline, self._img2img):
+            pipe.set_progress_bar_config(disable=True)
+        self.model = model
+        self.profile = profile
+        self.device = device
+        self._probe = probe
+        self._applied: Plan | None = None
+
+    @classmethod
+    def load(cls, model: str, device: str = "auto", allow_cpu: bool | None = None) -> Engine:
+        """Load a hub id or a local directory through `from_pretrained` (no network for local files)."""
+        from diffusers import ZImagePipeline
+        from diffusers.utils import logging as diffusers_logging
+        from transformers.utils import logging as transformers_logging
+
+        diffusers_logging.disable_progress_bar()
+        transformers_logging.disable_progress_bar()
+        profile = profile_for(model)
+        device = resolve_device(device)
+        facts = probe_device(device)
+        if not facts.is_gpu and profile.model_gb > 4 and not allow_cpu:
+            raise NeedsGPU(model=model, size_gb=round(profile.model_gb, 1))
+        dtype, _ = choose_dtype(facts)
+        try:
+            pipeline = ZImagePipeline.from_pretrained(model, dtype=DTYPES[dtype])
+        except (OSError, ValueError) as exc:
+            raise ModelNotFound(model=model, reason=str(exc).splitlines()[0][:200]) from exc
+        return cls(pipeline, model, profile, device)
+
+    @property
+    def pipeline(self):
+        """The loaded diffusers ZImagePipeline, for inspection."""
+        return self._pipeline
+
+    def device_facts(self) -> DeviceFacts:
+        return self._probe(self.device)
+
+    def generate(
+        self, request: DrawRequest, on_step: OnStep | None = None, should_stop: ShouldStop | None = None
+    ) -> Result:
+        started = time.perf_counter()
+        # 1. Check inputs
+        request = validate(request, self.profile)
+        seed = random.randint(0, MAX_SEED) if request.seed == RANDOM_SEED else request.seed
+        if should_stop and should_stop():
+            raise Cancelled()
+
+        # 2. Plan memory: the fastest plan that fits, then safer rungs on OOM
+        facts = self.device_facts()
+        plans = ladder(facts, self.profile, request.width, request.height, request.cfg)
+        rung = next((i for i, p in enumerate(plans) if p.fits), len(plans) - 1)
+        retries: list[str] = []
+        fallbacks: list[str] = []
+        self._reset_peak_memory()
+
+        # 3. Run, stepping down on OOM and retrying once on non-finite output
+        while True:
+            plan = plans[rung]
+            try:
+                images, timings = self._run(plan, request, seed, on_step, should_stop)
+                break
+            except NonFiniteOutput as bad:
+                self._free_memory()
+                if retries:
+                    raise BadOutput(stage=bad.stage) from bad
+                dtype = safer_dtype(plan.dtype)
+                retries.append(f"non-finite {bad.stage} in {plan.dtype}: retried in {dtype}")
+                plans = ladder(facts, self.profile, request.width, request.height, request.cfg, dtype)
+                rung = next((i for i, p in enumerate(plans) if p.fits), len(plans) - 1)
+            except Exception as exc:
+                self._free_memory()
+                if not is_out_of_memory(exc):
+                    raise
+                if rung + 1 >= len(plans):
+                    fits = largest_fitting_square(facts, self.profile, request.cfg)
+                    raise OutOfMemory(width=request.width, height=request.height, fits=fits) from exc
+                fallbacks.append(
+                    f"out of memory on {plan.placement.value}: fell back to {plans[rung + 1].placement.value}"
+                )
+                log.warning("OOM with plan %s; falling back to %s", plan.describe(), plans[rung + 1].describe())
+                rung += 1
+
+        timings["total"] = time.perf_counter() - started
+        peak = self._read_peak_memory()
+        self._free_memory()
+        return Result(
+            images=images,
+            seed=seed,
+            request=request,
+            plan=plan,
+            timings=timings,
+            peak_memory_gb=peak,
+            retries=retries,
+            fallbacks=fallbacks,
+            warnings=list(plan.warnings),
+        )
+
+    def _run(
+        self, plan: Plan, request: DrawRequest, seed: int, on_step: OnStep | None, should_stop: ShouldStop | None
+    ) -> tuple[list[Image.Image], dict[str, float]]:
+        timings: dict[str, float] = {}
+        mark = time.perf_counter()
+        self._apply(plan)
+        pipe = self._pipeline if request.kind is Kind.TXT2IMG else self._img2img
+        generator = torch.Generator("cpu").manual_seed(seed)
+        prompt, negative = enhance_prompts(request, self.profile)
+        guidance = request.cfg - 1.0  # UIs' cfg 1.0 = diffusers' 0 = no guidance
+        timings["plan"] = _lap(mark)
+
+        # 4. Encode the prompt(s)
+        mark = time.perf_counter()
+        with torch.no_grad():
+            prompt_embeds, negative_embeds = pipe.encode_prompt(
+                prompt=prompt,
+                negative_prompt=negative or None,
+                do_classifier_free_guidance=guidance > 0,
+                device=pipe._execution_device,
+            )
+        timings["encode"] = _lap(mark)
+
+        # 5. Denoise, watching every step for cancel and non-finite latents
+        mark = time.perf_counter()
+        watch = StepWatch(pipe, on_step, should_stop)
+        arguments = dict(
+            prompt_embeds=prompt_embeds,
+            negative_prompt_embeds=negative_embeds,
+            height=request.height,
+            width=request.width,
+            num_inference_steps=request.steps,
+            sigmas=turbo_sigmas(request.steps),
+            guidance_scale=guidance,
+            generator=generator,
+            output_type="latent",
+            callback_on_step_end=watch,
+        )
+        if request.kind is not Kind.TXT2IMG:
+            arguments.update(image=self._source_image(request), strength=request.strength)
+        latents = pipe(**arguments).images
+        timings["denoise"] = _lap(mark)
+
+        # 6. Decode, then refuse NaN or all-black pictures
+        mark = time.perf_counter()
+        with torch.no_grad():
+            vae = pipe.vae
+            latents = latents.to(vae.dtype) / vae.config.scaling_factor + vae.config.shift_factor
+            decoded = vae.decode(latents, return_dict=False)[0]
+        check_decoded(decoded)
+        images = pipe.image_processor.postprocess(decoded, output_type="pil")
+        timings["decode"] = _lap(mark)
+
+        # 7. Post-process
+        mark = time.perf_counter()
+        if request.enhance:
+            images = [post_process(image) for image in images]
+        timings["post"] = _lap(mark)
+        return images, timings
+
+    def _source_image(self, request: DrawRequest) -> Image.Image:
+        with Image.open(request.source_image) as source:
+            image = source.convert("RGB")
+        if image.size != (request.width, request.height):
+            image = image.resize((request.width, request.height), Image.Resampling.LANCZOS)
+        return image
+
+    def _apply(self, plan: Plan) -> None:
+        if self._applied != plan:
+            apply_placement(self._pipeline, plan, self.device, previous=self._applied)
+            self._applied = plan
+
+    def _free_memory(self) -> None:
+        gc.collect()
+        if self.device.startswith("cuda"):
+            torch.cuda.empty_cache()
+
+    def _reset_peak_memory(self) -> None:
+        if self.device.startswith("cuda"):
+            torch.cuda.reset_peak_memory_stats(self.device)
+
+    def _read_peak_memory(self) -> float | None:
+        if self.device.startswith("cuda"):
+            return round(torch.cuda.max_memory_allocated(self.device) / 1024**3, 3)
+        return None
+
+
+def _lap(mark: float) -> float:
+    return round(time.perf_counter() - mark, 4)

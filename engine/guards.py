@@ -1,0 +1,77 @@
+"""Guards around a run: per-step cancel and NaN checks, decoded-image checks, OOM recognition and
+the fp16 overflow clamp for cards without real bf16."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from engine.errors import Cancelled
+
+FP16_LIMIT = 65000.0
+BLACK_LEVEL = 0.02  # decoded pixel values live in [-1, 1]; this is below 1% brightness
+
+
+class NonFiniteOutput(Exception):
+    """Latents or pixels went NaN/inf (or the picture came out black); `stage` says where."""
+
+    def __init__(self, stage: str) -> None:
+        self.stage = stage
+        super().__init__(stage)
+
+
+class StepWatch:
+    """The `callback_on_step_end` the engine hands to diffusers."""
+
+    def __init__(self, pipe, on_step: Callable[[int, int], None] | None, should_stop: Callable[[], bool] | None):
+        self._pipe = pipe
+        self._on_step = on_step
+        self._should_stop = should_stop
+
+    def __call__(self, pipe, index: int, timestep, callback_kwargs: dict) -> dict:
+        if self._should_stop and self._should_stop():
+            raise Cancelled()
+        # One reduction and one sync per step: cheap next to a transformer forward.
+        if not bool(torch.isfinite(callback_kwargs["latents"]).all()):
+            raise NonFiniteOutput("latents")
+        if self._on_step:
+            self._on_step(index + 1, self._pipe.num_timesteps)
+        return callback_kwargs
+
+
+def check_decoded(pixels: torch.Tensor) -> None:
+    """Refuse NaN/inf pixels and all-black pictures before anyone sees them."""
+    if not bool(torch.isfinite(pixels).all()):
+        raise NonFiniteOutput("pixels")
+    brightest = (pixels.float().clamp(-1, 1) + 1) / 2
+    if float(brightest.amax()) < BLACK_LEVEL:
+        raise NonFiniteOutput("black")
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """CUDA OOM, or the CPU allocator failing (a RuntimeError with its own wording)."""
+    if isinstance(exc, torch.OutOfMemoryError):
+        return True
+    return isinstance(exc, RuntimeError) and "can't allocate memory" in str(exc).lower()
+
+
+def _clamp_output(module, inputs, output):
+    if isinstance(output, torch.Tensor) and output.dtype == torch.float16:
+        return torch.nan_to_num(output, nan=0.0, posinf=FP16_LIMIT, neginf=-FP16_LIMIT).clamp_(-FP16_LIMIT, FP16_LIMIT)
+    return output
+
+
+def install_fp16_clamp(transformer: torch.nn.Module) -> list:
+    """Clamp the outputs that overflow in fp16 (feed-forward, whole blocks, final layer).
+
+    Upstream diffusers has no clamp; without it pre-Ampere cards decode NaN latents to black.
+    Returns the hook handles so a later plan can remove them.
+    """
+    handles = []
+    for name, module in transformer.named_modules():
+        leaf = name.rsplit(".", 1)[-1]
+        is_block = type(module).__name__ == "ZImageTransformerBlock"
+        if is_block or leaf == "feed_forward" or name.startswith("all_final_layer."):
+            handles.append(module.register_forward_hook(_clamp_output))
+    return handles

@@ -1,0 +1,72 @@
+"""Putting a loaded pipeline where a plan says: dtype, device, offload hooks, VAE tiling.
+
+The offload paths need an accelerator; they are exercised by the `gpu`-marked tests and
+`bench/gpu_matrix.py`.  Plan code never calls the offload helpers on CPU (they raise there).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from engine.guards import install_fp16_clamp
+from engine.planner import Placement, Plan
+
+DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
+_CLAMP_HANDLES = "_easel_fp16_clamp"
+
+
+def apply_placement(pipe, plan: Plan, device: str, previous: Plan | None) -> None:
+    """Move `pipe` to `plan`, undoing whatever `previous` installed."""
+    moved = previous is None or (previous.placement, previous.dtype) != (plan.placement, plan.dtype)
+    if moved:
+        _remove_offload(pipe, previous)
+        if pipe.transformer.dtype != DTYPES[plan.dtype]:
+            pipe.to(dtype=DTYPES[plan.dtype])
+        _place(pipe, plan.placement, device)
+        _set_clamp(pipe.transformer, plan.clamp_fp16)
+    if plan.vae_tiling:
+        pipe.vae.enable_tiling()
+    else:
+        pipe.vae.disable_tiling()
+    if plan.placement is Placement.CPU_LOW_MEMORY:
+        pipe.vae.enable_slicing()
+
+
+def _place(pipe, placement: Placement, device: str) -> None:
+    target = torch.device(device)
+    if placement in (Placement.CPU, Placement.CPU_LOW_MEMORY):
+        if pipe.device.type != "cpu":
+            pipe.to("cpu")
+    elif placement is Placement.GPU:
+        pipe.to(target)
+    elif placement is Placement.MODEL_OFFLOAD:
+        pipe.enable_model_cpu_offload(device=target)
+    elif placement is Placement.GROUP_OFFLOAD:
+        pipe.enable_group_offload(
+            onload_device=target, offload_device=torch.device("cpu"), offload_type="leaf_level", use_stream=True
+        )
+    else:
+        pipe.enable_sequential_cpu_offload(device=target)
+
+
+def _remove_offload(pipe, previous: Plan | None) -> None:
+    if previous is None:
+        return
+    if previous.placement in (Placement.MODEL_OFFLOAD, Placement.SEQUENTIAL_OFFLOAD):
+        pipe.remove_all_hooks()
+    elif previous.placement is Placement.GROUP_OFFLOAD:
+        from diffusers.hooks import HookRegistry
+
+        for component in pipe.components.values():
+            if isinstance(component, torch.nn.Module):
+                registry = HookRegistry.check_if_exists_or_initialize(component)
+                for name in ("group_offloading", "layer_execution_tracker", "lazy_prefetch_group_offloading"):
+                    registry.remove_hook(name, recurse=True)
+    if previous.placement is not Placement.CPU and previous.placement is not Placement.CPU_LOW_MEMORY:
+        pipe.to("cpu")
+
+
+def _set_clamp(transformer: torch.nn.Module, enabled: bool) -> None:
+    for handle in getattr(transformer, _CLAMP_HANDLES, []):
+        handle.remove()
+    setattr(transformer, _CLAMP_HANDLES, install_fp16_clamp(transformer) if enabled else [])

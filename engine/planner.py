@@ -1,0 +1,172 @@
+"""The memory planner: a pure function from device facts and request size to a plan.
+
+Figures are calibrated on the published Z-Image-Turbo measurements (FACTS.md, 1024x1024, bf16):
+all-on-GPU peaks at ~24.9 GB, model offload at ~13.5 GB, leaf group offload with streams at ~6.6 GB,
+sequential offload at ~1.9 GB.  Activation and VAE-decode memory scale with the pixel count.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from enum import StrEnum
+
+from engine.request import ModelProfile
+
+HEADROOM_GB = 1.2
+ONE_MPX = 1024 * 1024
+
+
+class Placement(StrEnum):
+    """Where the weights live while the model runs, fastest first."""
+
+    GPU = "gpu"
+    MODEL_OFFLOAD = "model_offload"
+    GROUP_OFFLOAD = "group_offload"
+    SEQUENTIAL_OFFLOAD = "sequential_offload"
+    CPU = "cpu"
+    CPU_LOW_MEMORY = "cpu_low_memory"
+
+
+GPU_LADDER = [Placement.GPU, Placement.MODEL_OFFLOAD, Placement.GROUP_OFFLOAD, Placement.SEQUENTIAL_OFFLOAD]
+CPU_LADDER = [Placement.CPU, Placement.CPU_LOW_MEMORY]
+
+# System RAM each offload needs to hold what is not on the GPU (FACTS.md, peak RAM column), per GB of model.
+_RAM_PER_MODEL_GB = {
+    Placement.MODEL_OFFLOAD: 24.4 / 19.2,
+    Placement.GROUP_OFFLOAD: 33.2 / 19.2,
+    Placement.SEQUENTIAL_OFFLOAD: 21.0 / 19.2,
+}
+
+
+@dataclass(frozen=True)
+class DeviceFacts:
+    """What the planner needs to know about the machine; `probe_device()` reads it from torch."""
+
+    kind: str  # "cuda" or "cpu"
+    name: str = "cpu"
+    total_vram_gb: float = 0.0
+    free_vram_gb: float = 0.0
+    compute_capability: tuple[int, int] | None = None
+    real_bf16: bool = False
+    system_ram_gb: float = 16.0
+
+    @property
+    def is_gpu(self) -> bool:
+        return self.kind == "cuda"
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How one request will run.  Plain data: recorded with every job."""
+
+    device: str
+    dtype: str  # "bfloat16", "float16" or "float32"
+    placement: Placement
+    vae_tiling: bool
+    clamp_fp16: bool
+    estimated_peak_gb: float
+    fits: bool
+    warnings: tuple[str, ...] = field(default_factory=tuple)
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["placement"] = self.placement.value
+        data["warnings"] = list(self.warnings)
+        return data
+
+    def describe(self) -> str:
+        tiling = ", VAE tiling" if self.vae_tiling else ""
+        return f"{self.placement.value} {self.dtype}{tiling} (~{self.estimated_peak_gb:.1f} GB)"
+
+
+def choose_dtype(device: DeviceFacts) -> tuple[str, bool]:
+    """bf16 where the card really has it; fp16 with overflow clamping before Ampere; fp32 on CPU."""
+    if not device.is_gpu:
+        return "float32", False
+    if device.real_bf16:
+        return "bfloat16", False
+    return "float16", True
+
+
+def safer_dtype(dtype: str) -> str:
+    """The precision to retry with after non-finite output."""
+    return {"float16": "bfloat16", "bfloat16": "float32"}.get(dtype, "float32")
+
+
+def estimate_peak_gb(
+    placement: Placement,
+    profile: ModelProfile,
+    width: int,
+    height: int,
+    cfg: float = 1.0,
+    vae_tiling: bool = False,
+    bytes_per_param: int = 2,
+) -> float:
+    """Peak accelerator memory (GB) for one image under a placement."""
+    mpx = width * height / ONE_MPX
+    batch = 2 if cfg > 1.0 else 1
+    denoise = 2.0 * mpx * batch
+    decode = 0.8 if vae_tiling else 5.7 * mpx
+    weights = profile.model_gb * bytes_per_param / 2
+    if placement in (Placement.CPU, Placement.CPU_LOW_MEMORY):
+        return 0.0
+    if placement is Placement.GPU:
+        return weights + max(denoise, decode)
+    if placement is Placement.MODEL_OFFLOAD:
+        scale = bytes_per_param / 2
+        return max(profile.text_encoder_gb * scale, profile.transformer_gb * scale + denoise, decode)
+    if placement is Placement.GROUP_OFFLOAD:
+        return 4.6 * weights / Z_WEIGHTS_GB + max(denoise, decode)
+    return 0.4 * weights / Z_WEIGHTS_GB + max(0.75 * denoise, decode * 0.5)
+
+
+Z_WEIGHTS_GB = 11.5 + 7.5 + 0.16
+
+
+def _needs_tiling(placement: Placement, width: int, height: int) -> bool:
+    return placement not in (Placement.GPU, Placement.CPU) or width * height > 1.5 * ONE_MPX
+
+
+def plan_for(
+    device: DeviceFacts, profile: ModelProfile, width: int, height: int, cfg: float = 1.0, dtype: str | None = None
+) -> Plan:
+    """The fastest plan that leaves at least HEADROOM_GB free; the safest one when none does."""
+    plans = ladder(device, profile, width, height, cfg, dtype)
+    return next((p for p in plans if p.fits), plans[-1])
+
+
+def ladder(
+    device: DeviceFacts, profile: ModelProfile, width: int, height: int, cfg: float = 1.0, dtype: str | None = None
+) -> list[Plan]:
+    """Every plan for this device from fastest to safest; the OOM ladder walks down it."""
+    default_dtype, _ = choose_dtype(device)
+    dtype = dtype or default_dtype
+    clamp = dtype == "float16"
+    size = 4 if dtype == "float32" else 2
+    rungs = GPU_LADDER if device.is_gpu else CPU_LADDER
+    plans = []
+    for placement in rungs:
+        tiling = _needs_tiling(placement, width, height)
+        peak = estimate_peak_gb(placement, profile, width, height, cfg, tiling, size)
+        fits = not device.is_gpu or peak + HEADROOM_GB <= device.free_vram_gb
+        warnings = []
+        ram_factor = _RAM_PER_MODEL_GB.get(placement)
+        if ram_factor and ram_factor * profile.model_gb > device.system_ram_gb:
+            warnings.append("warning.low_system_ram")
+        if clamp:
+            warnings.append("warning.fp16_clamped")
+        plans.append(Plan(device.kind, dtype, placement, tiling, clamp, round(peak, 2), fits, tuple(warnings)))
+    return plans
+
+
+def largest_fitting_square(device: DeviceFacts, profile: ModelProfile, cfg: float = 1.0) -> int | None:
+    """The largest square side (multiple of 64, within the profile) the safest rung could still hold."""
+    if not device.is_gpu:
+        return None
+    safest = GPU_LADDER[-1]
+    side = profile.max_side
+    while side >= profile.min_side:
+        if estimate_peak_gb(safest, profile, side, side, cfg, True) + HEADROOM_GB <= device.free_vram_gb:
+            return side
+        side -= 64
+    return None
