@@ -1,0 +1,304 @@
+"""Jobs: accepted atomically with their quota, moved through their states, found again later.
+
+A job's life: queued -> running -> done | failed, or cancelled from queued/running.  Every state
+change is a conditional UPDATE (`WHERE status = ...`) and returns whether it happened, so a late
+worker result can never overwrite a cancellation and two deliveries can never both win.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
+
+from storage import quota
+from storage.migrations import NOW_SQL
+
+if TYPE_CHECKING:
+    from storage.db import Database, Tx
+
+
+class JobStatus(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class Outcome(StrEnum):
+    ACCEPTED = "accepted"
+    DUPLICATE = "duplicate"
+    QUOTA = "quota"
+    PENDING = "pending"
+
+
+@dataclass(frozen=True)
+class Job:
+    id: int
+    user_id: int
+    platform: str
+    reply_to: dict[str, Any]
+    request: dict[str, Any]
+    kind: str
+    parent_id: int | None
+    status: JobStatus
+    error_key: str | None
+    error_params: dict[str, Any]
+    seed: int | None
+    image_paths: list[str]
+    plan: dict[str, Any] | None
+    timings: dict[str, Any] | None
+    created_at: str
+    started_at: str | None
+    finished_at: str | None
+    delivered_at: str | None
+    idempotency_key: str | None
+    attempts: int
+    deleted: bool
+
+
+@dataclass(frozen=True)
+class Acceptance:
+    """What `accept` decided.  `used` is today's usage after the decision; `pending` is the user's
+    queued and running jobs before it (oldest first), so a refusal can show what is in the way."""
+
+    outcome: Outcome
+    job: Job | None
+    used: int
+    pending: list[Job]
+
+
+def job_from_row(row: sqlite3.Row) -> Job:
+    return Job(
+        id=row["id"],
+        user_id=row["user_id"],
+        platform=row["platform"],
+        reply_to=json.loads(row["reply_to"]),
+        request=json.loads(row["request"]),
+        kind=row["kind"],
+        parent_id=row["parent_id"],
+        status=JobStatus(row["status"]),
+        error_key=row["error_key"],
+        error_params=_loads(row["error_params"]) or {},
+        seed=row["seed"],
+        image_paths=json.loads(row["image_paths"]),
+        plan=_loads(row["plan"]),
+        timings=_loads(row["timings"]),
+        created_at=row["created_at"],
+        started_at=row["started_at"],
+        finished_at=row["finished_at"],
+        delivered_at=row["delivered_at"],
+        idempotency_key=row["idempotency_key"],
+        attempts=row["attempts"],
+        deleted=bool(row["deleted"]),
+    )
+
+
+_PENDING_SQL = "SELECT * FROM jobs WHERE user_id = ? AND status IN ('queued', 'running') ORDER BY id"
+
+
+class Jobs:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    # -- accepting -------------------------------------------------------------------------------
+
+    async def accept(
+        self,
+        *,
+        user_id: int,
+        platform: str,
+        reply_to: dict[str, Any],
+        request: dict[str, Any],
+        kind: str,
+        day: str,
+        daily_limit: int | None,
+        max_pending: int,
+        parent_id: int | None = None,
+        idempotency_key: str | None = None,
+    ) -> Acceptance:
+        """Check and persist a new job in one transaction: duplicate, then pending, then quota.
+
+        `daily_limit=None` means unlimited; the +1 ledger row is written anyway so usage stays visible.
+        """
+        async with self._db.write() as tx:
+            used = await quota.used_in(tx, user_id, day)
+            pending = [job_from_row(row) for row in await tx.fetch_all(_PENDING_SQL, (user_id,))]
+            if idempotency_key is not None:
+                existing = await tx.fetch_one("SELECT * FROM jobs WHERE idempotency_key = ?", (idempotency_key,))
+                if existing is not None:
+                    return Acceptance(Outcome.DUPLICATE, job_from_row(existing), used, pending)
+            if len(pending) >= max_pending:
+                return Acceptance(Outcome.PENDING, None, used, pending)
+            if daily_limit is not None and used >= daily_limit:
+                return Acceptance(Outcome.QUOTA, None, used, pending)
+            job_id = await tx.insert(
+                "INSERT INTO jobs (user_id, platform, reply_to, request, kind, parent_id, idempotency_key)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (user_id, platform, json.dumps(reply_to), json.dumps(request), kind, parent_id, idempotency_key),
+            )
+            await quota.reserve_in(tx, user_id, job_id, day)
+            job = await _get_in(tx, job_id)
+        return Acceptance(Outcome.ACCEPTED, job, used + 1, pending)
+
+    # -- reading ---------------------------------------------------------------------------------
+
+    async def get(self, job_id: int) -> Job | None:
+        row = await self._db.fetch_one("SELECT * FROM jobs WHERE id = ?", (job_id,))
+        return job_from_row(row) if row else None
+
+    async def list_for_user(self, user_id: int, page: int, page_size: int = 5) -> tuple[list[Job], int]:
+        """One page (0-based) of the user's history, newest first, and how many jobs there are in all.
+        Deleted jobs are left out."""
+        page = max(page, 0)
+        rows = await self._db.fetch_all(
+            "SELECT * FROM jobs WHERE user_id = ? AND deleted = 0 ORDER BY id DESC LIMIT ? OFFSET ?",
+            (user_id, page_size, page * page_size),
+        )
+        total = await self._db.fetch_one("SELECT COUNT(*) FROM jobs WHERE user_id = ? AND deleted = 0", (user_id,))
+        return [job_from_row(row) for row in rows], int(total[0])
+
+    async def pending_for_user(self, user_id: int) -> list[Job]:
+        """Queued and running jobs, oldest first."""
+        return await self._select(_PENDING_SQL, (user_id,))
+
+    async def unfinished(self) -> list[Job]:
+        """Every queued or running job in the order it was accepted: what a restart must pick up."""
+        return await self._select("SELECT * FROM jobs WHERE status IN ('queued', 'running') ORDER BY id")
+
+    async def undelivered(self) -> list[Job]:
+        """Finished jobs whose answer never reached the user, oldest first."""
+        return await self._select(
+            "SELECT * FROM jobs WHERE status IN ('done', 'failed') AND delivered_at IS NULL AND deleted = 0 ORDER BY id"
+        )
+
+    async def lineage(self, job_id: int) -> list[Job]:
+        """The chain of ancestors from the root down to (and including) this job."""
+        return await self._select(
+            "WITH RECURSIVE chain (id, depth) AS ("
+            "  SELECT id, 0 FROM jobs WHERE id = ?"
+            "  UNION ALL"
+            "  SELECT jobs.parent_id, chain.depth + 1 FROM jobs JOIN chain ON jobs.id = chain.id"
+            "  WHERE jobs.parent_id IS NOT NULL"
+            ")"
+            " SELECT jobs.* FROM chain JOIN jobs ON jobs.id = chain.id ORDER BY chain.depth DESC",
+            (job_id,),
+        )
+
+    async def children(self, job_id: int) -> list[Job]:
+        return await self._select("SELECT * FROM jobs WHERE parent_id = ? ORDER BY id", (job_id,))
+
+    async def find_by_message(self, platform: str, chat_id: str, message_id: str) -> Job | None:
+        """The job a posted message belongs to (see `record_message`)."""
+        row = await self._db.fetch_one(
+            "SELECT jobs.* FROM messages JOIN jobs ON jobs.id = messages.job_id"
+            " WHERE messages.platform = ? AND messages.chat_id = ? AND messages.message_id = ?",
+            (platform, str(chat_id), str(message_id)),
+        )
+        return job_from_row(row) if row else None
+
+    async def counts_by_status(self) -> dict[str, int]:
+        """Jobs per status, every status present (0 when none)."""
+        counts = {status.value: 0 for status in JobStatus}
+        for row in await self._db.fetch_all("SELECT status, COUNT(*) FROM jobs GROUP BY status"):
+            counts[row[0]] = int(row[1])
+        return counts
+
+    async def recent_durations(self, limit: int = 50) -> list[tuple[int, int, int, float]]:
+        """(width, height, steps, seconds) of the latest `limit` done jobs, oldest first, so an ETA
+        estimator fed in order ends on the newest."""
+        rows = await self._db.fetch_all(
+            "SELECT * FROM ("
+            "  SELECT id, json_extract(request, '$.width') AS width, json_extract(request, '$.height') AS height,"
+            "   json_extract(request, '$.steps') AS steps, json_extract(timings, '$.total') AS seconds"
+            "  FROM jobs WHERE status = 'done'"
+            "   AND width IS NOT NULL AND height IS NOT NULL AND steps IS NOT NULL AND seconds IS NOT NULL"
+            "  ORDER BY id DESC LIMIT ?"
+            ") ORDER BY id",
+            (limit,),
+        )
+        return [(int(r["width"]), int(r["height"]), int(r["steps"]), float(r["seconds"])) for r in rows]
+
+    # -- state changes ---------------------------------------------------------------------------
+
+    async def mark_running(self, job_id: int) -> bool:
+        """queued -> running; counts the attempt.  False if the job was not queued (e.g. cancelled)."""
+        return await self._change(
+            f"UPDATE jobs SET status = 'running', attempts = attempts + 1, started_at = {NOW_SQL}"
+            " WHERE id = ? AND status = 'queued'",
+            (job_id,),
+        )
+
+    async def requeue(self, job_id: int) -> bool:
+        """running -> queued, for a job interrupted by a restart or a lost worker."""
+        return await self._change("UPDATE jobs SET status = 'queued' WHERE id = ? AND status = 'running'", (job_id,))
+
+    async def mark_done(
+        self, job_id: int, *, seed: int, image_paths: list[str], plan: dict[str, Any], timings: dict[str, Any]
+    ) -> bool:
+        """running -> done.  False if the job is no longer running (cancelled meanwhile)."""
+        return await self._change(
+            "UPDATE jobs SET status = 'done', seed = ?, image_paths = ?, plan = ?, timings = ?,"
+            f" finished_at = {NOW_SQL} WHERE id = ? AND status = 'running'",
+            (seed, json.dumps(image_paths), json.dumps(plan), json.dumps(timings), job_id),
+        )
+
+    async def mark_failed(self, job_id: int, error_key: str, error_params: dict[str, Any]) -> bool:
+        """queued/running -> failed, with the message-catalogue key and its parameters."""
+        return await self._change(
+            f"UPDATE jobs SET status = 'failed', error_key = ?, error_params = ?, finished_at = {NOW_SQL}"
+            " WHERE id = ? AND status IN ('queued', 'running')",
+            (error_key, json.dumps(error_params), job_id),
+        )
+
+    async def mark_cancelled(self, job_id: int) -> bool:
+        """queued/running -> cancelled; True if this call changed it."""
+        return await self._change(
+            f"UPDATE jobs SET status = 'cancelled', finished_at = {NOW_SQL}"
+            " WHERE id = ? AND status IN ('queued', 'running')",
+            (job_id,),
+        )
+
+    async def mark_delivered(self, job_id: int) -> bool:
+        """True for exactly one caller: the one that may send the answer."""
+        return await self._change(
+            f"UPDATE jobs SET delivered_at = {NOW_SQL} WHERE id = ? AND delivered_at IS NULL", (job_id,)
+        )
+
+    async def update_reply_to(self, job_id: int, reply_to: dict[str, Any]) -> bool:
+        return await self._change("UPDATE jobs SET reply_to = ? WHERE id = ?", (json.dumps(reply_to), job_id))
+
+    async def mark_deleted(self, job_id: int) -> bool:
+        """Hide the job from history and delivery; the row stays for lineage and the ledger."""
+        return await self._change("UPDATE jobs SET deleted = 1 WHERE id = ? AND deleted = 0", (job_id,))
+
+    async def record_message(self, job_id: int, platform: str, chat_id: str, message_id: str) -> None:
+        """Remember that a posted message shows this job, so replies and buttons on it find the job."""
+        async with self._db.write() as tx:
+            await tx.execute(
+                "INSERT INTO messages (platform, chat_id, message_id, job_id) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (platform, chat_id, message_id) DO UPDATE SET job_id = excluded.job_id",
+                (platform, str(chat_id), str(message_id), job_id),
+            )
+
+    # -- helpers ---------------------------------------------------------------------------------
+
+    async def _select(self, sql: str, params: tuple[Any, ...] = ()) -> list[Job]:
+        return [job_from_row(row) for row in await self._db.fetch_all(sql, params)]
+
+    async def _change(self, sql: str, params: tuple[Any, ...]) -> bool:
+        async with self._db.write() as tx:
+            changed = await tx.execute(sql, params)
+        return changed == 1
+
+
+async def _get_in(tx: Tx, job_id: int) -> Job:
+    row = await tx.fetch_one("SELECT * FROM jobs WHERE id = ?", (job_id,))
+    return job_from_row(row)
+
+
+def _loads(text: str | None) -> Any:
+    return None if text is None else json.loads(text)

@@ -1,0 +1,144 @@
+"""The schema as an ordered list of forward-only SQL scripts, and the code that applies them at open.
+
+Version N is `MIGRATIONS[N - 1]`.  Never edit a script that has shipped: append a new one.
+Timestamps are UTC ISO-8601 strings written by SQLite itself (`NOW_SQL`), so every row agrees on
+one clock and one format.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+
+import aiosqlite
+
+NOW_SQL = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')"
+
+_V1_CORE = f"""
+CREATE TABLE users (
+    id             INTEGER PRIMARY KEY,
+    platform       TEXT    NOT NULL,
+    platform_id    TEXT    NOT NULL,
+    name           TEXT,
+    role           TEXT    NOT NULL DEFAULT 'member',
+    banned         INTEGER NOT NULL DEFAULT 0 CHECK (banned IN (0, 1)),
+    language       TEXT,
+    settings       TEXT    NOT NULL DEFAULT '{{}}',
+    quota_override INTEGER,
+    created_at     TEXT    NOT NULL DEFAULT ({NOW_SQL}),
+    UNIQUE (platform, platform_id)
+);
+
+-- AUTOINCREMENT so a public job id is never reused, even after the newest job is purged.
+CREATE TABLE jobs (
+    id              INTEGER PRIMARY KEY AUTOINCREMENT,
+    user_id         INTEGER NOT NULL REFERENCES users (id),
+    platform        TEXT    NOT NULL,
+    reply_to        TEXT    NOT NULL DEFAULT '{{}}',
+    request         TEXT    NOT NULL,
+    kind            TEXT    NOT NULL,
+    parent_id       INTEGER REFERENCES jobs (id),
+    status          TEXT    NOT NULL DEFAULT 'queued'
+                    CHECK (status IN ('queued', 'running', 'done', 'failed', 'cancelled')),
+    error_key       TEXT,
+    error_params    TEXT,
+    seed            INTEGER,
+    image_paths     TEXT    NOT NULL DEFAULT '[]',
+    plan            TEXT,
+    timings         TEXT,
+    created_at      TEXT    NOT NULL DEFAULT ({NOW_SQL}),
+    started_at      TEXT,
+    finished_at     TEXT,
+    delivered_at    TEXT,
+    idempotency_key TEXT UNIQUE,
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    deleted         INTEGER NOT NULL DEFAULT 0 CHECK (deleted IN (0, 1))
+);
+
+CREATE TABLE messages (
+    platform   TEXT    NOT NULL,
+    chat_id    TEXT    NOT NULL,
+    message_id TEXT    NOT NULL,
+    job_id     INTEGER NOT NULL REFERENCES jobs (id),
+    PRIMARY KEY (platform, chat_id, message_id)
+) WITHOUT ROWID;
+
+CREATE TABLE quota_ledger (
+    id         INTEGER PRIMARY KEY,
+    user_id    INTEGER NOT NULL REFERENCES users (id),
+    job_id     INTEGER REFERENCES jobs (id),
+    day        TEXT    NOT NULL,
+    delta      INTEGER NOT NULL,
+    reason     TEXT    NOT NULL,
+    created_at TEXT    NOT NULL DEFAULT ({NOW_SQL})
+);
+
+-- One reserve and at most one refund per job, whatever the code above does.
+CREATE UNIQUE INDEX quota_ledger_once_per_job ON quota_ledger (job_id, delta) WHERE job_id IS NOT NULL;
+"""
+
+_V2_AUDIT_AND_INDEXES = f"""
+CREATE TABLE audit (
+    id            INTEGER PRIMARY KEY,
+    actor_user_id INTEGER REFERENCES users (id),
+    action        TEXT NOT NULL,
+    target        TEXT NOT NULL,
+    details       TEXT NOT NULL DEFAULT '{{}}',
+    created_at    TEXT NOT NULL DEFAULT ({NOW_SQL})
+);
+
+CREATE INDEX jobs_by_user_status ON jobs (user_id, status);
+CREATE INDEX jobs_by_status ON jobs (status);
+CREATE INDEX jobs_by_parent ON jobs (parent_id) WHERE parent_id IS NOT NULL;
+CREATE INDEX quota_ledger_by_user_day ON quota_ledger (user_id, day);
+"""
+
+MIGRATIONS: tuple[str, ...] = (_V1_CORE, _V2_AUDIT_AND_INDEXES)
+
+
+class SchemaTooNew(RuntimeError):
+    """The database was written by a newer easel; opening it would risk corrupting it."""
+
+    def __init__(self, found: int, known: int) -> None:
+        super().__init__(f"database schema is version {found}, this easel knows up to {known}: upgrade easel")
+        self.found = found
+        self.known = known
+
+
+async def current_version(conn: aiosqlite.Connection) -> int:
+    """The highest applied version, 0 for an empty database."""
+    await conn.execute(
+        "CREATE TABLE IF NOT EXISTS schema_version ("
+        " version INTEGER PRIMARY KEY,"
+        f" applied_at TEXT NOT NULL DEFAULT ({NOW_SQL}))"
+    )
+    rows = await conn.execute_fetchall("SELECT COALESCE(MAX(version), 0) FROM schema_version")
+    return int(next(iter(rows))[0])
+
+
+async def apply_migrations(conn: aiosqlite.Connection, scripts: Sequence[str] = MIGRATIONS) -> list[int]:
+    """Apply every script newer than the database, each in its own transaction; return the versions applied.
+
+    `conn` must be in autocommit mode (`isolation_level=None`).
+    """
+    found = await current_version(conn)
+    if found > len(scripts):
+        raise SchemaTooNew(found, len(scripts))
+    applied = []
+    for version in range(found + 1, len(scripts) + 1):
+        await _apply_one(conn, version, scripts[version - 1])
+        applied.append(version)
+    return applied
+
+
+async def _apply_one(conn: aiosqlite.Connection, version: int, script: str) -> None:
+    # executescript() commits any open transaction before it starts, so the BEGIN and the version
+    # stamp live inside the script; `version` is an int we computed, never outside input.
+    try:
+        await conn.executescript(
+            f"BEGIN IMMEDIATE;\n{script}\nINSERT INTO schema_version (version) VALUES ({int(version)});\nCOMMIT;"
+        )
+    except sqlite3.Error:
+        if conn.in_transaction:
+            await conn.execute("ROLLBACK")
+        raise

@@ -1,0 +1,51 @@
+"""The daily quota as a ledger: +1 when a job is accepted, -1 when it is refunded.
+
+Usage for a day is the sum of its rows, so every change is explained and nothing is overwritten.
+`Jobs.accept` writes the +1 in the same transaction as the job; this module reads and refunds.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from storage.db import Database, Tx
+
+RESERVE_REASON = "reserve"
+
+_USED_SQL = "SELECT COALESCE(SUM(delta), 0) FROM quota_ledger WHERE user_id = ? AND day = ?"
+
+
+async def used_in(tx: Tx, user_id: int, day: str) -> int:
+    """Usage read inside an open write transaction, so a check and the insert after it are atomic."""
+    row = await tx.fetch_one(_USED_SQL, (user_id, day))
+    return int(row[0])
+
+
+async def reserve_in(tx: Tx, user_id: int, job_id: int, day: str) -> None:
+    await tx.execute(
+        "INSERT INTO quota_ledger (user_id, job_id, day, delta, reason) VALUES (?, ?, ?, 1, ?)",
+        (user_id, job_id, day, RESERVE_REASON),
+    )
+
+
+class Quota:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def used(self, user_id: int, day: str) -> int:
+        """Net jobs charged to the user on `day` ('YYYY-MM-DD')."""
+        row = await self._db.fetch_one(_USED_SQL, (user_id, day))
+        return int(row[0])
+
+    async def refund(self, job_id: int, reason: str) -> bool:
+        """Give back the job's reservation, on the day it was charged; True only the first time."""
+        async with self._db.write() as tx:
+            refunded = await tx.execute(
+                "INSERT INTO quota_ledger (user_id, job_id, day, delta, reason)"
+                " SELECT user_id, job_id, day, -1, ? FROM quota_ledger"
+                " WHERE job_id = ? AND delta = 1"
+                " AND NOT EXISTS (SELECT 1 FROM quota_ledger WHERE job_id = ? AND delta = -1)",
+                (reason, job_id, job_id),
+            )
+        return refunded == 1

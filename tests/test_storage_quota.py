@@ -1,0 +1,78 @@
+"""The quota ledger: usage is the sum of its rows, and a job is refunded at most once."""
+
+import asyncio
+
+import pytest
+
+from storage import Database
+
+DAY = "2025-03-04"
+
+
+@pytest.fixture
+async def db(tmp_path):
+    database = await Database.open(tmp_path / "easel.db")
+    yield database
+    await database.close()
+
+
+async def accept(db, user_id, day=DAY):
+    result = await db.jobs.accept(
+        user_id=user_id,
+        platform="discord",
+        reply_to={},
+        request={"prompt": "x"},
+        kind="txt2img",
+        day=day,
+        daily_limit=3,
+        max_pending=100,
+    )
+    return result.job
+
+
+async def ledger_rows(db, job_id):
+    rows = await db.fetch_all("SELECT day, delta, reason FROM quota_ledger WHERE job_id = ? ORDER BY id", (job_id,))
+    return [tuple(row) for row in rows]
+
+
+async def test_used_is_per_user_and_per_day(db):
+    ada = await db.users.get_or_create("discord", "ada")
+    bob = await db.users.get_or_create("discord", "bob")
+    await accept(db, ada.id)
+    await accept(db, ada.id)
+    await accept(db, ada.id, day="2025-03-05")
+    await accept(db, bob.id)
+    assert await db.quota.used(ada.id, DAY) == 2
+    assert await db.quota.used(ada.id, "2025-03-05") == 1
+    assert await db.quota.used(bob.id, DAY) == 1
+    assert await db.quota.used(bob.id, "2030-01-01") == 0
+
+
+async def test_refund_happens_once_on_the_day_it_was_charged(db):
+    user = await db.users.get_or_create("discord", "ada")
+    job = await accept(db, user.id, day="2025-03-03")
+    assert await db.quota.refund(job.id, "failed")
+    assert not await db.quota.refund(job.id, "failed again")
+    assert await ledger_rows(db, job.id) == [("2025-03-03", 1, "reserve"), ("2025-03-03", -1, "failed")]
+    assert await db.quota.used(user.id, "2025-03-03") == 0
+
+
+async def test_concurrent_refunds_still_refund_once(db):
+    user = await db.users.get_or_create("discord", "ada")
+    job = await accept(db, user.id)
+    results = await asyncio.gather(*(db.quota.refund(job.id, "cancelled") for _ in range(10)))
+    assert results.count(True) == 1
+    assert await db.quota.used(user.id, DAY) == 0
+
+
+async def test_a_job_without_a_reservation_is_not_refunded(db):
+    assert not await db.quota.refund(12345, "unknown job")
+    assert await db.fetch_all("SELECT * FROM quota_ledger") == []
+
+
+async def test_a_refund_frees_room_under_the_limit(db):
+    user = await db.users.get_or_create("discord", "ada")
+    jobs = [await accept(db, user.id) for _ in range(3)]
+    assert await accept(db, user.id) is None  # limit 3 reached
+    await db.quota.refund(jobs[0].id, "failed")
+    assert await accept(db, user.id) is not None
