@@ -19,7 +19,7 @@ from PIL import Image
 
 from engine.device import probe_device, resolve_device
 from engine.enhance import enhance_prompts, post_process
-from engine.errors import BadOutput, Cancelled, ModelNotFound, NeedsGPU, OutOfMemory
+from engine.errors import BadOutput, Cancelled, InvalidRequest, ModelNotFound, NeedsGPU, OutOfMemory
 from engine.guards import NonFiniteOutput, StepWatch, check_decoded, is_out_of_memory
 from engine.placement import DTYPES, apply_placement
 from engine.planner import DeviceFacts, Plan, choose_dtype, ladder, largest_fitting_square, safer_dtype
@@ -222,8 +222,11 @@ class Engine:
         return images, timings
 
     def _source_image(self, request: DrawRequest) -> Image.Image:
-        with Image.open(request.source_image) as source:
-            image = source.convert("RGB")
+        try:
+            with Image.open(request.source_image) as source:
+                image = source.convert("RGB")
+        except OSError as exc:
+            raise InvalidRequest("error.source_missing") from exc
         if image.size != (request.width, request.height):
             image = image.resize((request.width, request.height), Image.Resampling.LANCZOS)
         return image

@@ -29,3 +29,35 @@ def engine(tiny_model_dir):
     from engine.engine import Engine
 
     return Engine.load(tiny_model_dir, device="cpu")
+
+
+@pytest.fixture
+def make_settings(tmp_path, tiny_model_dir):
+    """Settings for a test: the tiny model, a temp data dir, no .env; override with aliases."""
+    from bot.settings import Settings
+
+    def make(**overrides):
+        values = {"EASEL_MODEL": tiny_model_dir, "EASEL_DATA_DIR": str(tmp_path / "data"), "EASEL_DEVICE": "cpu"}
+        values.update({k: v for k, v in overrides.items()})
+        return Settings(_env_file=None, **values)
+
+    return make
+
+
+@pytest.fixture
+async def make_app(make_settings, engine):
+    """Build the real app (SQLite, image store, GPU thread, service) around the shared tiny engine.
+
+    Call `await make_app(**settings_overrides)`; every app is stopped at teardown."""
+    from bot.app import build_app
+
+    apps = []
+
+    async def make(**overrides):
+        app = await build_app(make_settings(**overrides), factory=lambda: engine)
+        apps.append(app)
+        return app
+
+    yield make
+    for app in apps:
+        await app.stop()

@@ -1,0 +1,99 @@
+"""The local console: the command language in a terminal, against the same service.
+
+Pictures land in the data dir and their paths are printed.  On end of input it waits until every
+accepted job has been delivered, so `echo "/draw a fox" | easel console` works in scripts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import getpass
+import sys
+from typing import TextIO
+
+from bot.service import Caller, Delivery, Service
+from storage.jobs import Job
+
+BAR_WIDTH = 24
+
+
+class ConsoleAdapter:
+    platform = "console"
+
+    def __init__(self, service: Service, stdin: TextIO = sys.stdin, stdout: TextIO = sys.stdout) -> None:
+        self.service = service
+        self._in = stdin
+        self._out = stdout
+        self._caller = Caller("console", getpass.getuser(), name=getpass.getuser(), chat_id="console")
+        self._outstanding: set[int] = set()
+        self._settled = asyncio.Event()
+
+    def _print(self, text: str) -> None:
+        self._out.write(text + "\n")
+        self._out.flush()
+
+    async def run(self) -> None:
+        self._print("easel console: type /help, or just describe a picture. Ctrl-D to quit.")
+        await self._track_recovered()
+        line_number = 0
+        while True:
+            line = await asyncio.to_thread(self._in.readline)
+            if not line:
+                break
+            line_number += 1
+            if not line.strip():
+                continue
+            reply = await self.service.handle_text(self._caller, line, {"chat_id": "console"})
+            if reply is None:
+                continue
+            self._print(reply.text)
+            if reply.job_id is not None:
+                self._outstanding.add(reply.job_id)
+                await self.service.attach_status_message(reply.job_id, status_message_id="console")
+        await self._wait_for_outstanding()
+
+    async def _track_recovered(self) -> None:
+        user = await self.service.user_for(self._caller)
+        for job in await self.service.db.jobs.pending_for_user(user.id):
+            self._outstanding.add(job.id)
+        for job in await self.service.db.jobs.undelivered():
+            if job.platform == self.platform:
+                self._outstanding.add(job.id)
+
+    async def _wait_for_outstanding(self) -> None:
+        while self._outstanding:
+            self._settled.clear()
+            for job_id in list(self._outstanding):
+                job = await self.service.db.jobs.get(job_id)
+                if job is None or job.delivered_at or job.status.value == "cancelled" or job.deleted:
+                    self._outstanding.discard(job_id)
+            if self._outstanding:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._settled.wait(), timeout=1.0)
+
+    async def show_status(self, job: Job, text: str) -> None:
+        self._print(f"  {_bar(text)}")
+
+    async def deliver(self, delivery: Delivery) -> None:
+        lines = [delivery.caption, f"  -> {delivery.image_path}", *delivery.notes]
+        self._print("\n".join(lines))
+        self._outstanding.discard(delivery.job.id)
+        self._settled.set()
+
+    async def notify_failure(self, job: Job, text: str) -> None:
+        self._print(f"#{job.id}: {text}")
+        self._outstanding.discard(job.id)
+        self._settled.set()
+
+
+def _bar(text: str) -> str:
+    """Prefix step k/N messages with a progress bar."""
+    import re
+
+    match = re.search(r"(\d+)\s*/\s*(\d+)", text)
+    if not match:
+        return text
+    step, total = int(match.group(1)), max(1, int(match.group(2)))
+    filled = BAR_WIDTH * step // total
+    return f"[{'#' * filled}{'.' * (BAR_WIDTH - filled)}] {text}"

@@ -1,0 +1,66 @@
+"""Wiring: settings -> database, image store, GPU worker, service, adapters.  Built in one place."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from bot.service import Service
+from bot.settings import Settings
+from bot.worker import GpuWorker
+from engine.request import profile_for
+from storage.db import Database
+from storage.images import ImageStore
+
+log = logging.getLogger(__name__)
+
+
+def engine_factory(settings: Settings) -> Callable[[], Any]:
+    def load():
+        from engine.engine import Engine
+
+        log.info("loading model %s on %s", settings.model, settings.device)
+        return Engine.load(settings.model, device=settings.device)
+
+    return load
+
+
+@dataclass
+class App:
+    settings: Settings
+    db: Database
+    worker: GpuWorker
+    service: Service
+
+    async def stop(self) -> None:
+        await self.service.stop()
+        self.worker.close()
+        await self.db.close()
+
+
+async def build_app(settings: Settings, factory: Callable[[], Any] | None = None) -> App:
+    """Open storage and start the service; the model loads on the GPU thread in the background."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    db = await Database.open(settings.database_path)
+    images = ImageStore(settings.images_dir)
+    worker = GpuWorker(factory or engine_factory(settings))
+    service = Service(settings, db, images, worker, profile_for(settings.model), model_name=_model_name(settings))
+    return App(settings, db, worker, service)
+
+
+def _model_name(settings: Settings) -> str:
+    return settings.model.rstrip("/").rsplit("/", 1)[-1]
+
+
+async def run_forever(app: App, adapters: list[Any]) -> None:
+    """Start every adapter, then the service (which recovers unfinished jobs), and wait."""
+    for adapter in adapters:
+        app.service.register(adapter)
+    await app.service.start()
+    try:
+        await asyncio.gather(*(adapter.run() for adapter in adapters))
+    finally:
+        await app.stop()

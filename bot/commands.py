@@ -1,0 +1,552 @@
+"""The command language: a line of chat text -> a typed command, or a `ParseError` that says how to fix it.
+
+One parser serves every platform.  Telegram and the console send whole lines (`/draw a fox --ar 3:2`);
+Discord sends its prompt option through `parse_draw_args`.  Every fixable drawing error carries an
+`example` param: the user's own command with every mistake we can fix fixed, ready to copy.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from fractions import Fraction
+
+from bot.errors import ParseError
+from engine.errors import InvalidRequest
+from engine.request import MAX_SEED, DrawRequest, ModelProfile, clean_text, size_for_ratio, validate
+
+# 1. The commands
+
+
+@dataclass(frozen=True)
+class Draw:
+    request: DrawRequest
+
+
+@dataclass(frozen=True)
+class Cancel:
+    job_id: int | None  # None: the user's latest waiting job
+
+
+@dataclass(frozen=True)
+class History:
+    page: int = 1
+
+
+@dataclass(frozen=True)
+class Show:
+    job_id: int
+
+
+@dataclass(frozen=True)
+class Quota:
+    pass
+
+
+@dataclass(frozen=True)
+class SettingsCmd:
+    key: str | None  # None: show all settings
+    value: str | None  # None: show this one
+
+
+@dataclass(frozen=True)
+class Help:
+    pass
+
+
+@dataclass(frozen=True)
+class Start:
+    """Telegram's /start; answered like /help."""
+
+
+@dataclass(frozen=True)
+class Ban:
+    target: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Unban:
+    target: str
+
+
+@dataclass(frozen=True)
+class SetQuota:
+    target: str
+    limit: int | None  # None: back to the default for the user's role; 0: unlimited
+
+
+@dataclass(frozen=True)
+class SetRole:
+    target: str
+    role: str
+
+
+@dataclass(frozen=True)
+class QueueCmd:
+    pass
+
+
+@dataclass(frozen=True)
+class Stats:
+    pass
+
+
+Command = (
+    Draw
+    | Cancel
+    | History
+    | Show
+    | Quota
+    | SettingsCmd
+    | Help
+    | Start
+    | Ban
+    | Unban
+    | SetQuota
+    | SetRole
+    | QueueCmd
+    | Stats
+)
+
+# 2. Draw flags
+
+FLAGS = ("ar", "size", "seed", "steps", "cfg", "raw", "no")  # also the order examples write them in
+KNOWN_FLAGS = ", ".join("--" + name for name in FLAGS)
+SAMPLE_PROMPT = "a red fox in the snow"
+_VALUELESS = frozenset({"raw"})
+# Names people bring from other tools, so an unknown-flag error can point at ours.
+_MEANT = {
+    "aspect": "ar",
+    "ratio": "ar",
+    "aspect_ratio": "ar",
+    "aspect-ratio": "ar",
+    "negative": "no",
+    "neg": "no",
+    "negative_prompt": "no",
+    "negative-prompt": "no",
+    "guidance": "cfg",
+    "scale": "cfg",
+}
+
+_DASHES = "-\u2010\u2011\u2012\u2013\u2014\u2015\u2212\ufe58\ufe63\uff0d"
+_FLAG_TOKEN = re.compile("([" + _DASHES + "]{1,2})([A-Za-z][A-Za-z0-9_-]*)(?:=(.*))?", re.DOTALL)
+# [0-9], not \d: \d also matches Arabic-Indic and full-width digits.
+_INTEGER = re.compile(r"[+-]?[0-9]+")
+_DECIMAL = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)")
+_RATIO = re.compile(r"([0-9]{1,6})[:\uff1a]([0-9]{1,6})")
+_SIZE = re.compile(r"([0-9]{1,6})[xX\u00d7*]([0-9]{1,6})")
+_JOB_ID = re.compile(r"[#\uff03]?([0-9]{1,18})")
+_PAGE = re.compile(r"[0-9]{1,9}")
+# int() refuses strings over 4300 digits; a number this long is out of every range anyway.
+_MAX_DIGITS = 30
+_SHOWN_CHARS = 40
+
+
+@dataclass(frozen=True)
+class _Flag:
+    written: str  # as typed, for messages
+    name: str | None  # a known flag, or None
+    meant: str | None  # the known flag it most likely means: itself when known, a guess otherwise
+    value: str | None
+
+
+def parse_draw_args(text: str, profile: ModelProfile) -> DrawRequest:
+    """Read `a fox --ar 3:2 --no text` into a checked DrawRequest, or raise ParseError.
+
+    Options the user left out stay None (the profile's default), so a variation can keep its
+    source's size; everything given has passed `engine.request.validate`.
+    """
+    prompt, flags = _lex(clean_text(text))
+    _check_lengths(prompt, flags, profile)
+
+    def fail(key: str, **params: object) -> ParseError:
+        return ParseError(key, **params, example=_corrected_command(prompt, flags, profile))
+
+    values = _settle(flags, fail)
+    if not prompt:
+        raise fail("error.prompt_empty")
+    request = _build(prompt, values, profile, fail)
+    try:
+        validate(request, profile)
+    except InvalidRequest as error:
+        raise fail(error.key, **error.params) from error
+    return request
+
+
+def _flag_token(token: str) -> tuple[str, str | None] | None:
+    """(name, inline value) when the token is a flag, else None."""
+    match = _FLAG_TOKEN.fullmatch(token)
+    if match is None:
+        return None
+    dashes, name, inline = match.groups()
+    name = name.lower()
+    if dashes == "--":
+        return name, inline
+    # Phones turn `--` into `—`, Chinese keyboards type `——`; but a dash before a word is common in
+    # prose, so only our own flag names count there.  A single ASCII hyphen never does.
+    if dashes != "-" and name in FLAGS:
+        return name, inline
+    return None
+
+
+def _lex(text: str) -> tuple[str, list[_Flag]]:
+    """Split text into the prompt and its flags, judging nothing yet."""
+    tokens = text.split()
+    words: list[str] = []
+    flags: list[_Flag] = []
+    i = 0
+    while i < len(tokens):
+        token = tokens[i]
+        i += 1
+        parsed = _flag_token(token)
+        if parsed is None:
+            words.append(token)
+            continue
+        name, inline = parsed
+        known = name if name in FLAGS else None
+        meant = known or _guess(name)
+        values = [inline] if inline else []
+        if meant == "no":
+            while i < len(tokens) and _flag_token(tokens[i]) is None:
+                values.append(tokens[i])
+                i += 1
+        elif meant not in (None, *_VALUELESS) and not values and i < len(tokens) and _flag_token(tokens[i]) is None:
+            values.append(tokens[i])
+            i += 1
+        flags.append(_Flag(token.split("=", 1)[0], known, meant, " ".join(values) or None))
+    return " ".join(words), flags
+
+
+def _guess(name: str) -> str | None:
+    if name in _MEANT:
+        return _MEANT[name]
+    close = difflib.get_close_matches(name, FLAGS, n=1, cutoff=0.6)
+    return close[0] if close else None
+
+
+def _check_lengths(prompt: str, flags: list[_Flag], profile: ModelProfile) -> None:
+    # First, and without an example: an example would repeat the whole oversized text back.
+    negative = next((flag.value or "" for flag in flags if flag.name == "no"), "")
+    for text in (prompt, negative):
+        if len(text) > profile.max_prompt_chars:
+            raise ParseError("error.prompt_too_long", length=len(text), limit=profile.max_prompt_chars)
+
+
+def _settle(flags: list[_Flag], fail: Callable[..., ParseError]) -> dict[str, str | None]:
+    """Flag name -> value, once each, or the first structural mistake."""
+    values: dict[str, str | None] = {}
+    for flag in flags:
+        if flag.name is None:
+            raise fail("error.unknown_flag", flag=_shown(flag.written), known=KNOWN_FLAGS)
+        if flag.name in values:
+            raise fail("error.repeated_flag", flag="--" + flag.name)
+        if flag.value is None and flag.name not in _VALUELESS:
+            raise fail("error.missing_value", flag="--" + flag.name)
+        values[flag.name] = flag.value
+    if "ar" in values and "size" in values:
+        raise fail("error.flag_conflict", first="--ar", second="--size")
+    return values
+
+
+def _build(
+    prompt: str, values: dict[str, str | None], profile: ModelProfile, fail: Callable[..., ParseError]
+) -> DrawRequest:
+    fields: dict[str, object] = {}
+    if "seed" in values:
+        text = values["seed"] or ""
+        seed = _to_int(text)
+        if seed is None:
+            raise fail("error.not_integer", flag="--seed", value=_shown(text))
+        # validate() would take -1 as "random"; a typed seed must be a real one.
+        if not 0 <= seed <= MAX_SEED:
+            raise fail("error.seed_range", value=_shown(text), max=MAX_SEED)
+        fields["seed"] = seed
+    if "steps" in values:
+        text = values["steps"] or ""
+        steps = _to_int(text)
+        if steps is None:
+            raise fail("error.not_integer", flag="--steps", value=_shown(text))
+        fields["steps"] = steps  # its range is validate()'s to judge
+    if "cfg" in values:
+        text = values["cfg"] or ""
+        cfg = _to_float(text)
+        if cfg is None:
+            raise fail("error.not_number", flag="--cfg", value=_shown(text))
+        fields["cfg"] = cfg
+    if "ar" in values:
+        text = values["ar"] or ""
+        ratio = _to_pair(_RATIO, text)
+        if ratio is None:
+            raise fail("error.ratio_invalid", ratio=_shown(text))
+        try:
+            fields["width"], fields["height"] = size_for_ratio(*ratio, profile)
+        except InvalidRequest as error:
+            raise fail(error.key, **error.params) from error
+    if "size" in values:
+        text = values["size"] or ""
+        size = _to_pair(_SIZE, text)
+        if size is None:
+            raise fail("error.size_format", value=_shown(text))
+        fields["width"], fields["height"] = size
+    return DrawRequest(prompt=prompt, negative_prompt=values.get("no") or "", enhance="raw" not in values, **fields)
+
+
+def _to_int(text: str) -> int | None:
+    if not _INTEGER.fullmatch(text):
+        return None
+    if len(text.lstrip("+-")) > _MAX_DIGITS:
+        return -(10**_MAX_DIGITS) if text.startswith("-") else 10**_MAX_DIGITS
+    return int(text)
+
+
+def _to_float(text: str) -> float | None:
+    # A pattern, not float(): float() takes "nan", "inf", "1_0" and non-ASCII digits.
+    if len(text) > _MAX_DIGITS or not _DECIMAL.fullmatch(text):
+        return None
+    return float(text)
+
+
+def _to_pair(pattern: re.Pattern[str], text: str) -> tuple[int, int] | None:
+    match = pattern.fullmatch(text)
+    return (int(match[1]), int(match[2])) if match else None
+
+
+def _shown(text: str) -> str:
+    """User text echoed in a message, cut so a hostile token cannot flood the chat."""
+    return text if len(text) <= _SHOWN_CHARS else text[: _SHOWN_CHARS - 1] + "\u2026"
+
+
+# 3. Examples: the user's command, repaired
+
+
+def _corrected_command(prompt: str, flags: list[_Flag], profile: ModelProfile) -> str:
+    """The user's command with every fixable mistake fixed; `parse` accepts it."""
+    values: dict[str, str | None] = {}
+    for flag in flags:
+        if flag.meant and flag.meant not in values:  # unknown flags become their guess, repeats go
+            values[flag.meant] = flag.value
+    if "ar" in values:
+        values.pop("size", None)
+    parts = ["/draw", prompt or SAMPLE_PROMPT]
+    for name in FLAGS:
+        if name not in values:
+            continue
+        if name in _VALUELESS:
+            parts.append("--" + name)
+            continue
+        value = values[name]
+        fixed = _sample(name, profile) if value is None else _REPAIRS[name](value, profile)
+        if fixed:
+            parts += ["--" + name, fixed]
+    return " ".join(parts)
+
+
+def _sample(name: str, profile: ModelProfile) -> str:
+    """A value to show when the user gave none."""
+    width, height = profile.default_size
+    return {
+        "ar": "3:2",
+        "size": f"{width}x{height}",
+        "seed": "42",
+        "steps": str(profile.default_steps),
+        "cfg": f"{profile.default_cfg:g}",
+        "no": "text, watermark",
+    }[name]
+
+
+def _repair_ar(value: str, profile: ModelProfile) -> str:
+    ratio = _to_pair(_RATIO, value)
+    if ratio is None or 0 in ratio:
+        return "1:1"
+    widest = Fraction(profile.max_ratio).limit_denominator(100)
+    if Fraction(*ratio) > widest:
+        return f"{widest.numerator}:{widest.denominator}"
+    if Fraction(ratio[1], ratio[0]) > widest:
+        return f"{widest.denominator}:{widest.numerator}"
+    return f"{ratio[0]}:{ratio[1]}"
+
+
+def _repair_size(value: str, profile: ModelProfile) -> str:
+    width, height = _fitting_size(*(_to_pair(_SIZE, value) or profile.default_size), profile)
+    return f"{width}x{height}"
+
+
+def _fitting_size(width: int, height: int, profile: ModelProfile) -> tuple[int, int]:
+    """The nearest size the profile accepts: multiples, side limits, pixel budget, then ratio."""
+    m = profile.multiple
+
+    def snap(side: int) -> int:
+        # Ties round up, so 1000 becomes 1008: the user asked for at least that much.
+        return min(profile.max_side, max(profile.min_side, (side + m // 2) // m * m))
+
+    width, height = snap(width), snap(height)
+    if width * height > profile.max_pixels:
+        scale = math.sqrt(profile.max_pixels / (width * height))
+        width = max(profile.min_side, int(width * scale) // m * m)
+        height = max(profile.min_side, int(height * scale) // m * m)
+    if width > height * profile.max_ratio:
+        width = int(height * profile.max_ratio) // m * m
+    elif height > width * profile.max_ratio:
+        height = int(width * profile.max_ratio) // m * m
+    return width, height
+
+
+def _repair_seed(value: str, profile: ModelProfile) -> str | None:
+    seed = _to_int(value)
+    return str(seed) if seed is not None and 0 <= seed <= MAX_SEED else None  # None: random
+
+
+def _repair_steps(value: str, profile: ModelProfile) -> str | None:
+    steps = _to_int(value)
+    return None if steps is None else str(min(max(steps, profile.min_steps), profile.max_steps))
+
+
+def _repair_cfg(value: str, profile: ModelProfile) -> str | None:
+    cfg = _to_float(value)
+    return None if cfg is None else f"{min(max(cfg, profile.min_cfg), profile.max_cfg):g}"
+
+
+def _repair_negative(value: str, profile: ModelProfile) -> str:
+    return value if len(value) <= profile.max_prompt_chars else value[: profile.max_prompt_chars].rsplit(" ", 1)[0]
+
+
+_REPAIRS: dict[str, Callable[[str, ModelProfile], str | None]] = {
+    "ar": _repair_ar,
+    "size": _repair_size,
+    "seed": _repair_seed,
+    "steps": _repair_steps,
+    "cfg": _repair_cfg,
+    "no": _repair_negative,
+}
+
+# 4. Slash commands
+
+_USAGE = {
+    "cancel": "/cancel #12",
+    "history": "/history 2",
+    "show": "/show #12",
+    "ban": "/ban telegram:12345 spam",
+    "unban": "/unban telegram:12345",
+    "setquota": "/setquota telegram:12345 20",
+    "setrole": "/setrole telegram:12345 trusted",
+}
+_QUOTA_WORDS = {"default": None, "reset": None, "unlimited": 0}
+
+
+def parse(text: str, profile: ModelProfile, bot_username: str | None = None) -> Command | None:
+    """Read one line of chat.  Text without a leading slash is a drawing prompt.
+
+    Returns None for a command addressed to another bot (`/draw@otherbot`); raises ParseError.
+    """
+    text = clean_text(text)
+    if not text.startswith(("/", "\uff0f")):
+        return Draw(parse_draw_args(text, profile))
+    head, _, rest = text[1:].partition(" ")
+    name, _, addressee = head.partition("@")
+    if addressee and bot_username and addressee.lower() != bot_username.lstrip("@").lower():
+        return None
+    name = name.lower()
+    if name not in _COMMANDS:
+        raise ParseError("error.unknown_command", command="/" + _shown(name), example="/help")
+    return _COMMANDS[name](rest, profile)
+
+
+def _usage(command: str) -> ParseError:
+    return ParseError("error.usage", command="/" + command, example=_USAGE[command])
+
+
+def _job_id(token: str, command: str) -> int:
+    match = _JOB_ID.fullmatch(token)
+    if match is None or int(match[1]) == 0:
+        raise ParseError("error.job_id", value=_shown(token), example=_USAGE[command])
+    return int(match[1])
+
+
+def _parse_draw(rest: str, profile: ModelProfile) -> Draw:
+    return Draw(parse_draw_args(rest, profile))
+
+
+def _parse_cancel(rest: str, profile: ModelProfile) -> Cancel:
+    args = rest.split()
+    if len(args) > 1:
+        raise _usage("cancel")
+    return Cancel(_job_id(args[0], "cancel") if args else None)
+
+
+def _parse_history(rest: str, profile: ModelProfile) -> History:
+    args = rest.split()
+    if len(args) > 1:
+        raise _usage("history")
+    if not args:
+        return History()
+    if not _PAGE.fullmatch(args[0]) or int(args[0]) == 0:
+        raise ParseError("error.page_number", value=_shown(args[0]), example=_USAGE["history"])
+    return History(int(args[0]))
+
+
+def _parse_show(rest: str, profile: ModelProfile) -> Show:
+    args = rest.split()
+    if len(args) != 1:
+        raise _usage("show")
+    return Show(_job_id(args[0], "show"))
+
+
+def _parse_settings(rest: str, profile: ModelProfile) -> SettingsCmd:
+    key, _, value = rest.partition(" ")
+    return SettingsCmd(key.lower() or None, value or None)
+
+
+def _parse_ban(rest: str, profile: ModelProfile) -> Ban:
+    target, _, reason = rest.partition(" ")
+    if not target:
+        raise _usage("ban")
+    return Ban(target, reason)
+
+
+def _parse_unban(rest: str, profile: ModelProfile) -> Unban:
+    args = rest.split()
+    if len(args) != 1:
+        raise _usage("unban")
+    return Unban(args[0])
+
+
+def _parse_setquota(rest: str, profile: ModelProfile) -> SetQuota:
+    args = rest.split()
+    if len(args) != 2:
+        raise _usage("setquota")
+    target, word = args[0], args[1].lower()
+    if word in _QUOTA_WORDS:
+        return SetQuota(target, _QUOTA_WORDS[word])
+    if not _PAGE.fullmatch(word):
+        raise ParseError("error.quota_value", value=_shown(args[1]), example=f"/setquota {_shown(target)} 20")
+    return SetQuota(target, int(word))
+
+
+def _parse_setrole(rest: str, profile: ModelProfile) -> SetRole:
+    args = rest.split()
+    if len(args) != 2:
+        raise _usage("setrole")
+    return SetRole(args[0], args[1].lower())
+
+
+# Commands that take no arguments ignore any: Telegram appends a deep-link payload to /start.
+_COMMANDS: dict[str, Callable[[str, ModelProfile], Command]] = {
+    "draw": _parse_draw,
+    "cancel": _parse_cancel,
+    "history": _parse_history,
+    "show": _parse_show,
+    "quota": lambda rest, profile: Quota(),
+    "settings": _parse_settings,
+    "help": lambda rest, profile: Help(),
+    "start": lambda rest, profile: Start(),
+    "ban": _parse_ban,
+    "unban": _parse_unban,
+    "setquota": _parse_setquota,
+    "setrole": _parse_setrole,
+    "queue": lambda rest, profile: QueueCmd(),
+    "stats": lambda rest, profile: Stats(),
+}

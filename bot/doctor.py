@@ -1,0 +1,96 @@
+"""`easel doctor`: what this machine can do with the configured model, in plain words."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from bot.settings import Settings
+from engine.request import profile_for
+
+SIZES = (512, 768, 1024, 1536)
+
+
+def report(settings: Settings) -> dict:
+    from engine.device import probe_device
+    from engine.planner import largest_fitting_square, plan_for
+
+    profile = profile_for(settings.model)
+    facts = probe_device(settings.device)
+    problems: list[str] = []
+    if facts.is_gpu:
+        summary = (
+            f"{facts.name}, {facts.total_vram_gb:.1f} GB VRAM ({facts.free_vram_gb:.1f} GB free), "
+            f"compute {facts.compute_capability}, bf16 {'yes' if facts.real_bf16 else 'no (fp16 with clamping)'}"
+        )
+    else:
+        summary = f"CPU only, {facts.system_ram_gb:.0f} GB RAM"
+        if profile.model_gb > 4:
+            problems.append(
+                f"{profile.name} needs an NVIDIA GPU (6 GB or more): on this CPU-only machine it would need "
+                f"~{profile.model_gb * 2:.0f} GB of RAM and minutes per picture."
+            )
+    plans = {}
+    for side in SIZES:
+        if side > profile.max_side:
+            continue
+        plan = plan_for(facts, profile, side, side)
+        plans[f"{side}x{side}"] = plan.describe() + ("" if plan.fits else " - may not fit")
+    if facts.is_gpu and largest_fitting_square(facts, profile) is None:
+        problems.append("not enough free GPU memory for even the smallest picture")
+    model = _model_status(settings.model)
+    if model["status"] == "missing":
+        problems.append(model["hint"])
+    problems += _configuration_problems(settings)
+    mode = (
+        ", ".join(
+            name for name, on in (("telegram", settings.telegram_token), ("discord", settings.discord_token)) if on
+        )
+        or "console (no chat token configured)"
+    )
+    return {
+        "ok": not problems,
+        "device": {"summary": summary, **facts.__dict__},
+        "plans": plans,
+        "model": model,
+        "mode": mode,
+        "redis": settings.redis_url or None,
+        "problems": problems,
+    }
+
+
+def _model_status(model: str) -> dict:
+    if Path(model).is_dir():
+        found = (Path(model) / "model_index.json").exists()
+        return {
+            "name": model,
+            "status": "local" if found else "missing",
+            "hint": f"{model} has no model_index.json: point EASEL_MODEL at a diffusers model folder",
+        }
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = isinstance(try_to_load_from_cache(model, "model_index.json"), str)
+    except Exception:
+        cached = False
+    return {
+        "name": model,
+        "status": "cached" if cached else "will download (~33 GB) on first start",
+        "hint": "",
+    }
+
+
+def _configuration_problems(settings: Settings) -> list[str]:
+    problems = []
+    data_dir = settings.data_dir
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        if not os.access(data_dir, os.W_OK):
+            problems.append(f"data dir {data_dir} is not writable")
+    except OSError as exc:
+        problems.append(f"data dir {data_dir} cannot be created: {exc.strerror}")
+    for admin in settings.admins:
+        platform, _, user_id = admin.partition(":")
+        if platform not in ("telegram", "discord") or not user_id:
+            problems.append(f"EASEL_ADMINS entry {admin!r} should look like telegram:123 or discord:456")
+    return problems

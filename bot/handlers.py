@@ -1,0 +1,234 @@
+"""One small handler per command, all wired in `run`.  Each returns the Reply to show."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from bot import commands as c
+from bot.buttons import Action
+from bot.errors import UserError
+from bot.messages import t
+from storage.jobs import Job, JobStatus
+from storage.users import User
+
+if TYPE_CHECKING:
+    from bot.service import Caller, Reply, Service
+
+HISTORY_PAGE_SIZE = 5
+SETTINGS = {"lang": ("en", "zh"), "png": ("on", "off")}
+
+
+@dataclass(frozen=True)
+class ButtonPress:
+    action: Action
+    job_id: int
+
+
+async def run(
+    service: Service, caller: Caller, user: User, command, reply_to: dict, idempotency_key: str | None
+) -> Reply:
+    lang = service.language(user)
+    match command:
+        case c.Draw(request=request):
+            return await service.submit(caller, user, request, reply_to, idempotency_key=idempotency_key)
+        case ButtonPress():
+            return await press(service, caller, user, command, reply_to, idempotency_key)
+        case c.Cancel(job_id=job_id):
+            return await service.cancel(caller, user, job_id)
+        case c.History(page=page):
+            return await history(service, user, page)
+        case c.Show(job_id=job_id):
+            return await show(service, caller, user, job_id)
+        case c.Quota():
+            return await quota(service, caller, user)
+        case c.SettingsCmd(key=key, value=value):
+            return await settings(service, user, key, value)
+        case c.Help() | c.Start():
+            text = t("help", lang)
+            if service.is_admin(caller):
+                text += "\n\n" + t("help_admin", lang)
+            return _reply(service, user, text)
+    if not service.is_admin(caller):
+        raise UserError("not_admin")
+    return await admin(service, caller, user, command)
+
+
+def _reply(service: Service, user: User, text: str, **extra) -> Reply:
+    from bot.service import Reply
+
+    return Reply(text, service.language(user), **extra)
+
+
+async def press(
+    service: Service, caller: Caller, user: User, press: ButtonPress, reply_to: dict, idempotency_key: str | None
+) -> Reply:
+    lang = service.language(user)
+    job = await service.db.jobs.get(press.job_id)
+    if job is None or job.deleted or job.status is not JobStatus.DONE or not job.image_paths:
+        return _reply(service, user, t("stale_button", lang), alert=True)
+    if press.action is Action.PARAMS:
+        return _reply(service, user, params_text(service, job, lang), alert=True)
+    if press.action is Action.DELETE:
+        if job.user_id != user.id and not service.is_admin(caller):
+            return _reply(service, user, t("delete_not_yours", lang), alert=True)
+        await service.db.jobs.mark_deleted(job.id)
+        for path in job.image_paths:
+            service.images.delete(service.images.resolve(path))
+        if job.user_id != user.id:
+            await service.db.audit.record(user.id, "delete", f"job:{job.id}")
+        return _reply(service, user, t("deleted", lang), delete_message=True, alert=True)
+    request = service.request_for_action(press.action, job)
+    return await service.submit(caller, user, request, reply_to, parent_id=job.id, idempotency_key=idempotency_key)
+
+
+def params_text(service: Service, job: Job, lang: str) -> str:
+    r = job.request
+    return t(
+        "params",
+        lang,
+        prompt=r["prompt"],
+        negative=r.get("negative_prompt") or "-",
+        seed=job.seed,
+        steps=r["steps"],
+        cfg=r["cfg"],
+        width=r["width"],
+        height=r["height"],
+        model=service.model_name,
+    )
+
+
+async def history(service: Service, user: User, page: int) -> Reply:
+    lang = service.language(user)
+    jobs, total = await service.db.jobs.list_for_user(user.id, page - 1, HISTORY_PAGE_SIZE)
+    if total == 0:
+        return _reply(service, user, t("history_empty", lang))
+    pages = max(1, math.ceil(total / HISTORY_PAGE_SIZE))
+    lines = [t("history_header", lang, page=min(page, pages), pages=pages)]
+    for job in jobs:
+        lines.append(
+            t(
+                "history_line",
+                lang,
+                job_id=job.id,
+                status=t(f"status.{job.status.value}", lang),
+                prompt=_excerpt(job.request["prompt"]),
+                created=job.created_at[:16].replace("T", " "),
+            )
+        )
+    return _reply(service, user, "\n".join(lines))
+
+
+async def show(service: Service, caller: Caller, user: User, job_id: int) -> Reply:
+    lang = service.language(user)
+    job = await service.db.jobs.get(job_id)
+    if job is None or (job.user_id != user.id and not service.is_admin(caller)):
+        raise UserError("job_not_found", job_id=job_id)
+    story = await service.db.jobs.lineage(job_id) + await service.db.jobs.children(job_id)
+    lines = [t("show_header", lang, job_id=job_id)]
+    for entry in story:
+        r = entry.request
+        lines.append(
+            t(
+                "show_line",
+                lang,
+                job_id=entry.id,
+                kind=t(f"kind.{entry.kind}", lang),
+                status=t(f"status.{entry.status.value}", lang),
+                prompt=_excerpt(r["prompt"]),
+                seed=entry.seed if entry.seed is not None else "-",
+                width=r["width"],
+                height=r["height"],
+                steps=r["steps"],
+                cfg=r["cfg"],
+            )
+        )
+    return _reply(service, user, "\n".join(lines))
+
+
+async def quota(service: Service, caller: Caller, user: User) -> Reply:
+    lang = service.language(user)
+    used = await service.db.quota.used(user.id, service.today())
+    limit = service.daily_limit(caller, user)
+    if limit is None:
+        return _reply(service, user, t("quota_unlimited", lang, used=used))
+    left = max(0, limit - used)
+    return _reply(service, user, t("quota_status", lang, used=used, limit=limit, left=left, resets=service.resets_in()))
+
+
+async def settings(service: Service, user: User, key: str | None, value: str | None) -> Reply:
+    lang = service.language(user)
+    if key is None:
+        png = t("settings.on" if user.settings.get("png") else "settings.off", lang)
+        return _reply(service, user, t("settings_current", lang, lang=lang, png=png))
+    key = key.lower()
+    choices = SETTINGS.get(key)
+    if choices is None or (value or "").lower() not in choices:
+        keys = ", ".join(f"{k} {'|'.join(v)}" for k, v in SETTINGS.items())
+        raise UserError("settings_unknown", key=f"{key} {value or ''}".strip(), keys=keys)
+    value = value.lower()
+    if key == "lang":
+        await service.db.users.set_language(user.id, value)
+        lang = value
+    else:
+        await service.db.users.set_setting(user.id, key, value == "on")
+    from bot.service import Reply
+
+    return Reply(t("settings_saved", lang, key=key, value=value), lang)
+
+
+async def admin(service: Service, caller: Caller, actor: User, command) -> Reply:
+    lang = service.language(actor)
+    match command:
+        case c.QueueCmd():
+            return await queue_listing(service, actor)
+        case c.Stats():
+            counts = await service.db.jobs.counts_by_status()
+            users = await service.db.users.count()
+            return _reply(service, actor, t("stats", lang, users=users, workers=service.live_workers(), **counts))
+    target = await resolve_target(service, caller, command.target)
+    match command:
+        case c.Ban(reason=reason):
+            await service.db.users.set_banned(target.id, True)
+            action, details = "ban", {"reason": reason}
+        case c.Unban():
+            await service.db.users.set_banned(target.id, False)
+            action, details = "unban", {}
+        case c.SetQuota(limit=limit):
+            await service.db.users.set_quota_override(target.id, limit)
+            action, details = "setquota", {"limit": limit}
+        case c.SetRole(role=role):
+            await service.db.users.set_role(target.id, role)
+            action, details = "setrole", {"role": role}
+        case _:
+            raise UserError("error.unknown_command", command=type(command).__name__.lower())
+    label = f"{target.platform}:{target.platform_id}"
+    await service.db.audit.record(actor.id, action, label, details)
+    return _reply(service, actor, t("admin_done", lang, action=t(f"action.{action}", lang), target=label))
+
+
+async def resolve_target(service: Service, caller: Caller, target: str) -> User:
+    """`telegram:123`, or a bare id on the admin's own platform."""
+    platform, _, platform_id = target.rpartition(":")
+    platform = platform or caller.platform
+    if not platform_id or platform not in ("telegram", "discord", "console"):
+        raise UserError("user_not_found", target=target)
+    return await service.db.users.get_or_create(platform, platform_id.lstrip("@"))
+
+
+async def queue_listing(service: Service, actor: User) -> Reply:
+    lang = service.language(actor)
+    snapshot = service.queue.snapshot()
+    if not snapshot:
+        return _reply(service, actor, t("queue_empty", lang))
+    lines = [t("queue_header", lang, count=len(snapshot))]
+    for position, (job_id, owner) in enumerate(snapshot[:20], start=1):
+        job = await service.db.jobs.get(job_id)
+        prompt = _excerpt(job.request["prompt"]) if job else "?"
+        lines.append(t("queue_line", lang, position=position, job_id=job_id, user=owner, prompt=prompt))
+    return _reply(service, actor, "\n".join(lines))
+
+
+def _excerpt(text: str, limit: int = 60) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"

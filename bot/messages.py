@@ -1,0 +1,351 @@
+"""The one message catalogue: every word a user reads, in English and Simplified Chinese.
+
+Errors everywhere carry a key and params; `t(key, lang, **params)` turns them into text.  Both
+languages have the same keys and the same placeholders (tests check), and `t` never raises: a
+missing param stays visible as `{name}` rather than losing the whole message.
+"""
+
+from __future__ import annotations
+
+import logging
+
+logger = logging.getLogger(__name__)
+
+LANGUAGES = ("en", "zh")
+DEFAULT_LANGUAGE = "en"
+
+# Optional params that add a line of their own when a message does not place them itself; they
+# come last so an error always ends with the command to copy.
+_HINTS = (("fits", "hint.fits"), ("example", "hint.example"))
+
+_EN = {
+    # Requests the model cannot take (engine/request.py)
+    "error.prompt_empty": "Tell me what to draw: write a description after /draw.",
+    "error.prompt_too_long": "That description is {length} characters long; the limit is {limit}. Please shorten it.",
+    "error.size_multiple": "Width and height must both be multiples of {multiple} ({value} isn't).",
+    "error.size_range": "Width and height must be between {min} and {max} pixels ({value} isn't).",
+    "error.size_pixels": "{width}x{height} is too big for this model: at most {max_pixels} pixels in total.",
+    "error.ratio_invalid": "I can't read “{ratio}” as an aspect ratio. Write it like 16:9.",
+    "error.ratio_extreme": "{ratio} is too stretched; the most this model allows is {max_ratio}.",
+    "error.steps_range": "Steps must be a whole number from {min} to {max} (you asked for {value}).",
+    "error.cfg_range": "CFG must be between {min} and {max} (you asked for {value}).",
+    "error.seed_range": "Seeds are whole numbers from 0 to {max} ({value} isn't); leave it out for a random one.",
+    "error.source_missing": "I need a picture to start from: reply to one of my pictures.",
+    "error.strength_range": "The variation strength must be between 0.05 and 1 (got {value}).",
+    "error.invalid": "I can't draw that request as it is.",
+    # Failures while drawing (engine/errors.py)
+    "error.oom": "The GPU ran out of memory for this picture. Try a smaller size.",
+    "error.bad_output": "The picture came out blank even after a safer retry. Please try another seed or prompt.",
+    "error.cancelled": "The drawing was cancelled.",
+    "error.model_not_found": "The drawing model couldn't be loaded. Please tell an admin.",
+    "error.needs_gpu": "This model needs a GPU and none is available. Please tell an admin.",
+    "error.engine": "Something went wrong while drawing. Please try again.",
+    "error.internal": "Something went wrong on our side with #{job_id}. Your quota was refunded; please try again.",
+    # The command language (bot/commands.py)
+    "error.unknown_command": "I don't know the command {command}.",
+    "error.usage": "That's not quite how {command} works.",
+    "error.unknown_flag": "I don't know the option {flag}. The options are: {known}.",
+    "error.repeated_flag": "{flag} appears more than once; keep just one.",
+    "error.flag_conflict": "Use {first} or {second}, not both.",
+    "error.missing_value": "{flag} needs a value after it.",
+    "error.not_integer": "{flag} needs a whole number, and “{value}” isn't one.",
+    "error.not_number": "{flag} needs a number like 1.5, and “{value}” isn't one.",
+    "error.size_format": "Write the size as width x height, like 1024x768 (not “{value}”).",
+    "error.job_id": "“{value}” isn't a job number. Job numbers look like #12.",
+    "error.page_number": "“{value}” isn't a page number.",
+    "error.quota_value": "A quota is pictures a day (0 = unlimited), “unlimited” or “default”, not “{value}”.",
+    "hint.example": "Try: {example}",
+    "hint.fits": "A size that fits: {fits}",
+    # The service
+    "queued": "Queued as #{job_id}: number {position} in line, ready in about {eta}.",
+    "queued_next": "Got it! #{job_id} is up next.",
+    "running": "Drawing #{job_id}… step {step} of {steps}",
+    "done_caption": "{prompt}\n#{job_id} · seed {seed} · {width}x{height} · {seconds}s",
+    "cancelled": "Cancelled #{job_id}.",
+    "cancel_none": "You have nothing waiting to cancel.",
+    "cancel_not_yours": "That job belongs to someone else, so you can't cancel it.",
+    "job_not_found": "I can't find job #{job_id}.",
+    "quota_exceeded": "You've used all {limit} of today's pictures. Your quota resets in {resets}.",
+    "quota_status": "Today: {used} of {limit} pictures used, {left} left. Your quota resets in {resets}.",
+    "quota_unlimited": "Today: {used} pictures drawn. You have no daily limit.",
+    "pending_limit": "You already have {max_pending} pictures waiting ({jobs}). Let one finish, or /cancel one.",
+    "banned": "Sorry, you're not allowed to use this bot.",
+    "chat_not_allowed": "I don't draw in this chat. An admin can allow it.",
+    "not_admin": "Only bot admins can do that.",
+    "user_not_found": "I don't know the user {target}. Write users like telegram:12345 or discord:12345.",
+    "admin_done": "Done: {action} for {target}.",
+    "action.ban": "ban",
+    "action.unban": "unban",
+    "action.setquota": "quota change",
+    "action.setrole": "role change",
+    "history_header": "Your pictures, page {page} of {pages}:",
+    "history_line": "#{job_id} · {status} · {created} · {prompt}",
+    "history_empty": "You haven't drawn anything yet. Try: /draw a red fox in the snow",
+    "show_header": "Job #{job_id}",
+    "show_line": "#{job_id} · {kind} · {status}\n{prompt}\nseed {seed} · {width}x{height} · {steps} steps · CFG {cfg}",
+    "kind.txt2img": "new picture",
+    "kind.variation": "variation",
+    "kind.upscale": "upscale",
+    "queue_header": "{count} in the queue:",
+    "queue_line": "{position}. #{job_id} · {user} · {prompt}",
+    "queue_empty": "The queue is empty. A perfect time to /draw something!",
+    "stats": (
+        "Jobs: {queued} queued, {running} drawing, {done} done, {failed} failed, {cancelled} cancelled.\n"
+        "Users: {users} · GPU workers: {workers}"
+    ),
+    "settings_current": (
+        "Your settings:\n"
+        "lang = {lang} (en or zh)\n"
+        "png = {png} (on: also send the lossless PNG file)\n"
+        "Change one like this: /settings lang zh"
+    ),
+    "settings_saved": "Saved: {key} = {value}.",
+    "settings.on": "on",
+    "settings.off": "off",
+    "settings_unknown": "There's no setting called “{key}”. Settings: {keys}.",
+    "help": (
+        "🎨 I draw pictures from your words.\n"
+        "\n"
+        "/draw <description> [options]\n"
+        "Options can go anywhere:\n"
+        "--ar 3:2 · aspect ratio (1:1, 4:3, 3:2, 16:9, 21:9, 9:16…)\n"
+        "--size 1024x768 · exact size in pixels (multiples of 16)\n"
+        "--seed 42 · same seed + same words = same picture\n"
+        "--steps 8 · more steps, more detail, slower\n"
+        "--cfg 1.5 · follow your words more strictly (slower)\n"
+        "--no text, frames · things to leave out\n"
+        "--raw · use your words exactly, without my touch-ups\n"
+        "\n"
+        "Examples:\n"
+        "/draw a lighthouse at dusk, oil painting --ar 3:2\n"
+        "/draw a cat astronaut --seed 42 --no helmet\n"
+        "\n"
+        "Reply to one of my pictures with words to draw a variation, or use the buttons under it.\n"
+        "\n"
+        "/cancel [#id] · cancel a picture still waiting\n"
+        "/history [page] · your pictures\n"
+        "/show #id · the details of one picture\n"
+        "/quota · pictures left today\n"
+        "/settings · language (lang en|zh) and PNG files (png on|off)\n"
+        "/help · this message"
+    ),
+    "help_admin": (
+        "Admin commands (write users as telegram:12345 or discord:12345):\n"
+        "/ban <user> [reason] · stop someone drawing\n"
+        "/unban <user> · let them draw again\n"
+        "/setquota <user> <number|unlimited|default> · pictures a day (0 = unlimited)\n"
+        "/setrole <user> <role> · move someone to a quota tier\n"
+        "/queue · everything waiting\n"
+        "/stats · totals and workers"
+    ),
+    "button.reroll": "🎲 Reroll",
+    "button.vary_subtle": "Vary (subtle)",
+    "button.vary_strong": "Vary (strong)",
+    "button.upscale": "Upscale",
+    "button.params": "Parameters",
+    "button.delete": "🗑 Delete",
+    "deleted": "Deleted.",
+    "delete_not_yours": "Only the person who asked for this picture can delete it.",
+    "stale_button": "This button no longer works. Start again with /draw.",
+    "params": (
+        "Prompt: {prompt}\n"
+        "Leave out: {negative}\n"
+        "Seed: {seed} · Steps: {steps} · CFG: {cfg}\n"
+        "Size: {width}x{height} · Model: {model}"
+    ),
+    "status.queued": "queued",
+    "status.running": "drawing",
+    "status.done": "done",
+    "status.failed": "failed",
+    "status.cancelled": "cancelled",
+    "fallback_note": "Made with a lower-memory plan ({fallback}), so it took a little longer.",
+    "retry_note": "The first try came out blank, so this one was redone at a safer precision.",
+    "oversize_note": "The picture was re-encoded to fit the upload limit.",
+    "token_expired_mention": "{mention} your picture is ready (the original message had expired, so here it is).",
+}
+
+_ZH = {
+    "error.prompt_empty": "请告诉我要画什么：在 /draw 后面写上画面描述。",
+    "error.prompt_too_long": "描述有 {length} 个字符，最多只能 {limit} 个，请精简一下。",
+    "error.size_multiple": "宽和高都必须是 {multiple} 的倍数（{value} 不是）。",
+    "error.size_range": "宽和高必须在 {min} 到 {max} 像素之间（{value} 超出了范围）。",
+    "error.size_pixels": "{width}x{height} 对这个模型来说太大了：总像素最多 {max_pixels}。",
+    "error.ratio_invalid": "看不懂画面比例“{ratio}”，请写成 16:9 这样的格式。",
+    "error.ratio_extreme": "{ratio} 太狭长了，这个模型最多支持 {max_ratio}。",
+    "error.steps_range": "步数必须是 {min} 到 {max} 之间的整数（你填的是 {value}）。",
+    "error.cfg_range": "CFG 必须在 {min} 到 {max} 之间（你填的是 {value}）。",
+    "error.seed_range": "种子必须是 0 到 {max} 之间的整数（{value} 不行）。不填则随机。",
+    "error.source_missing": "我需要一张图作为起点：请回复我画的某张图。",
+    "error.strength_range": "变化强度必须在 0.05 到 1 之间（收到的是 {value}）。",
+    "error.invalid": "这个请求没法照原样画。",
+    "error.oom": "画这张图时显卡内存不够了，试试小一点的尺寸。",
+    "error.bad_output": "换用更稳妥的精度重试后，图片仍然是空白的。请换个种子或描述再试。",
+    "error.cancelled": "绘制已取消。",
+    "error.model_not_found": "绘图模型加载失败，请联系管理员。",
+    "error.needs_gpu": "这个模型需要显卡，但现在没有可用的显卡，请联系管理员。",
+    "error.engine": "绘制时出了点问题，请再试一次。",
+    "error.internal": "#{job_id} 在我们这边出了问题，额度已退还，请再试一次。",
+    "error.unknown_command": "我不认识命令 {command}。",
+    "error.usage": "{command} 的用法不太对。",
+    "error.unknown_flag": "我不认识选项 {flag}。可用的选项有：{known}。",
+    "error.repeated_flag": "{flag} 出现了不止一次，只保留一个就好。",
+    "error.flag_conflict": "{first} 和 {second} 只能二选一。",
+    "error.missing_value": "{flag} 后面需要跟一个值。",
+    "error.not_integer": "{flag} 需要一个整数，“{value}”不是整数。",
+    "error.not_number": "{flag} 需要一个数字（比如 1.5），“{value}”不是数字。",
+    "error.size_format": "尺寸请写成 宽x高，比如 1024x768（而不是“{value}”）。",
+    "error.job_id": "“{value}”不是任务编号，任务编号形如 #12。",
+    "error.page_number": "“{value}”不是有效的页码。",
+    "error.quota_value": "额度应为每天的图片数（0 表示不限）、“unlimited”或“default”，而不是“{value}”。",
+    "hint.example": "试试：{example}",
+    "hint.fits": "放得下的尺寸：{fits}",
+    "queued": "已加入队列：#{job_id}，排第 {position} 位，大约 {eta} 后完成。",
+    "queued_next": "收到！下一个就画 #{job_id}。",
+    "running": "正在绘制 #{job_id}… 第 {step}/{steps} 步",
+    "done_caption": "{prompt}\n#{job_id} · 种子 {seed} · {width}x{height} · {seconds} 秒",
+    "cancelled": "已取消 #{job_id}。",
+    "cancel_none": "你没有排队中的任务可以取消。",
+    "cancel_not_yours": "这个任务不是你的，无法取消。",
+    "job_not_found": "找不到任务 #{job_id}。",
+    "quota_exceeded": "今天的 {limit} 张额度已经用完了，{resets} 后重置。",
+    "quota_status": "今天已画 {used}/{limit} 张，还剩 {left} 张，{resets} 后重置。",
+    "quota_unlimited": "今天已画 {used} 张，你没有每日上限。",
+    "pending_limit": "你已有 {max_pending} 张图在排队（{jobs}）。请等其中一张画完，或用 /cancel 取消一张。",
+    "banned": "抱歉，你无法使用这个机器人。",
+    "chat_not_allowed": "我不在这个聊天里画图，可以请管理员开启。",
+    "not_admin": "只有机器人管理员可以这样做。",
+    "user_not_found": "找不到用户 {target}。用户请写成 telegram:12345 或 discord:12345。",
+    "admin_done": "已完成对 {target} 的{action}。",
+    "action.ban": "封禁",
+    "action.unban": "解封",
+    "action.setquota": "额度调整",
+    "action.setrole": "角色调整",
+    "history_header": "你的作品，第 {page}/{pages} 页：",
+    "history_line": "#{job_id} · {status} · {created} · {prompt}",
+    "history_empty": "你还没有画过图。试试：/draw 雪地里的一只红狐狸",
+    "show_header": "任务 #{job_id}",
+    "show_line": "#{job_id} · {kind} · {status}\n{prompt}\n种子 {seed} · {width}x{height} · {steps} 步 · CFG {cfg}",
+    "kind.txt2img": "新图",
+    "kind.variation": "变体",
+    "kind.upscale": "放大",
+    "queue_header": "队列中共有 {count} 个任务：",
+    "queue_line": "{position}. #{job_id} · {user} · {prompt}",
+    "queue_empty": "队列是空的，正好来 /draw 一张！",
+    "stats": (
+        "任务：排队 {queued}，绘制中 {running}，已完成 {done}，失败 {failed}，已取消 {cancelled}。\n"
+        "用户：{users} · GPU 工作进程：{workers}"
+    ),
+    "settings_current": (
+        "你的设置：\nlang = {lang}（en 或 zh）\npng = {png}（开启后同时发送无损 PNG 原图）\n修改示例：/settings lang en"
+    ),
+    "settings_saved": "已保存：{key} = {value}。",
+    "settings.on": "开",
+    "settings.off": "关",
+    "settings_unknown": "没有名为“{key}”的设置。可用的设置：{keys}。",
+    "help": (
+        "🎨 我能根据文字画图。\n"
+        "\n"
+        "/draw <描述> [选项]\n"
+        "选项可以放在任何位置：\n"
+        "--ar 3:2 · 画面比例（1:1、4:3、3:2、16:9、21:9、9:16…）\n"
+        "--size 1024x768 · 精确尺寸，单位像素（16 的倍数）\n"
+        "--seed 42 · 相同的种子 + 相同的描述 = 相同的图\n"
+        "--steps 8 · 步数越多细节越多，也越慢\n"
+        "--cfg 1.5 · 更严格地遵循描述（会更慢）\n"
+        "--no 文字, 边框 · 不想出现的内容\n"
+        "--raw · 完全按原话画，不做润色\n"
+        "中文输入法打出的 —— 也能当作 -- 使用。\n"
+        "\n"
+        "示例：\n"
+        "/draw 黄昏时的灯塔，油画风格 --ar 3:2\n"
+        "/draw 宇航员猫咪 --seed 42 --no 头盔\n"
+        "\n"
+        "回复我画的图并附上文字，可以画出变体；也可以用图下方的按钮。\n"
+        "\n"
+        "/cancel [#编号] · 取消还在排队的图\n"
+        "/history [页码] · 你的作品\n"
+        "/show #编号 · 查看某张图的详情\n"
+        "/quota · 今天还能画几张\n"
+        "/settings · 语言（lang en|zh）和 PNG 原图（png on|off）\n"
+        "/help · 显示本帮助"
+    ),
+    "help_admin": (
+        "管理员命令（用户写成 telegram:12345 或 discord:12345）：\n"
+        "/ban <用户> [原因] · 禁止某人画图\n"
+        "/unban <用户> · 恢复某人画图\n"
+        "/setquota <用户> <数量|unlimited|default> · 每天可画的张数（0 表示不限）\n"
+        "/setrole <用户> <角色> · 调整某人的额度等级\n"
+        "/queue · 查看所有排队任务\n"
+        "/stats · 统计和工作进程"
+    ),
+    "button.reroll": "🎲 重画",
+    "button.vary_subtle": "轻微变化",
+    "button.vary_strong": "大幅变化",
+    "button.upscale": "放大",
+    "button.params": "参数",
+    "button.delete": "🗑 删除",
+    "deleted": "已删除。",
+    "delete_not_yours": "只有请求这张图的人才能删除它。",
+    "stale_button": "这个按钮已失效，请用 /draw 重新开始。",
+    "params": (
+        "描述：{prompt}\n"
+        "排除：{negative}\n"
+        "种子：{seed} · 步数：{steps} · CFG：{cfg}\n"
+        "尺寸：{width}x{height} · 模型：{model}"
+    ),
+    "status.queued": "排队中",
+    "status.running": "绘制中",
+    "status.done": "已完成",
+    "status.failed": "失败",
+    "status.cancelled": "已取消",
+    "fallback_note": "这张图用了省显存的方案（{fallback}），所以慢了一点。",
+    "retry_note": "第一次生成是空白的，这张已用更稳妥的精度重画。",
+    "oversize_note": "图片已重新压缩，以符合上传大小限制。",
+    "token_expired_mention": "{mention} 你的图画好了（原消息已过期，所以发在这里）。",
+}
+
+CATALOGUE: dict[str, dict[str, str]] = {"en": _EN, "zh": _ZH}
+
+
+class _KeepMissing(dict):
+    """format_map mapping that leaves an unknown `{name}` in the text instead of raising."""
+
+    def __missing__(self, name: str) -> str:
+        return "{" + name + "}"
+
+
+def t(key: str, lang: str, /, **params: object) -> str:
+    """The message `key` in `lang` (English when unknown), filled with params; never raises.
+
+    Positional-only, because messages have `{key}` and `{lang}` placeholders of their own."""
+    table = CATALOGUE.get(lang, CATALOGUE[DEFAULT_LANGUAGE])
+    template = table.get(key) or CATALOGUE[DEFAULT_LANGUAGE].get(key)
+    if template is None:
+        logger.warning("message key %r is missing from the catalogue", key)
+        return key
+    shown = _KeepMissing({name: _display(value) for name, value in params.items()})
+    try:
+        text = template.format_map(shown)
+    except (ValueError, IndexError, AttributeError):
+        logger.warning("message %r could not be formatted with %r", key, sorted(params))
+        text = template
+    for param, hint in _HINTS:
+        if params.get(param) is not None and "{" + param + "}" not in template:
+            text += "\n" + t(hint, lang, **{param: params[param]})
+    return text
+
+
+def _display(value: object) -> object:
+    # Floats reach messages as seconds and CFG values: two decimals are plenty, `3.0` reads as `3`.
+    if isinstance(value, float):
+        return f"{value:.2f}".rstrip("0").rstrip(".") if abs(value) < 1e15 else f"{value:g}"
+    if isinstance(value, tuple | list) and len(value) == 2 and all(isinstance(side, int) for side in value):
+        return f"{value[0]}x{value[1]}"
+    return value
+
+
+def language_for(code: str | None) -> str:
+    """The catalogue language for a platform locale (`zh-CN`, `zh_TW`, `zh-hans`, `en-GB`, None)."""
+    if code and code.strip().lower().replace("_", "-").split("-")[0] == "zh":
+        return "zh"
+    return DEFAULT_LANGUAGE

@@ -1,0 +1,567 @@
+"""Every business rule, once: who may draw, quota, per-user limits, lineage, job lifecycle and
+delivery.  Adapters translate platform events into calls here and render what comes back."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Protocol
+
+from bot.buttons import BUTTON_ROW, Action, button_id, parse_button_id
+from bot.errors import UserError
+from bot.eta import EtaEstimator, eta_for_position
+from bot.messages import language_for, t
+from bot.queue import FairQueue
+from bot.settings import Settings
+from engine.errors import Cancelled, EngineError
+from engine.metadata import parameters_text
+from engine.request import DrawRequest, Kind, ModelProfile, validate
+from storage.db import Database
+from storage.images import ImageStore
+from storage.jobs import Job, JobStatus, Outcome
+from storage.users import User
+
+log = logging.getLogger(__name__)
+
+PROGRESS_INTERVAL_S = 1.0
+POSITION_PUSH_LIMIT = 10
+DELIVERY_RETRIES = 5
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who is talking, and where: what every adapter knows about an incoming event."""
+
+    platform: str
+    user_id: str
+    name: str | None = None
+    language: str | None = None
+    chat_id: str | None = None
+    guild_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Reply:
+    """What the adapter should say back.  `alert` = show privately (ephemeral / callback alert)."""
+
+    text: str
+    language: str = "en"
+    job_id: int | None = None
+    alert: bool = False
+    delete_message: bool = False
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """A finished picture, ready to send."""
+
+    job: Job
+    image_path: Path
+    caption: str
+    buttons: list[tuple[str, str]]
+    language: str
+    send_png: bool = False
+    notes: list[str] = field(default_factory=list)
+
+
+class Adapter(Protocol):
+    platform: str
+
+    async def show_status(self, job: Job, text: str) -> None:
+        """Progress or position; may be skipped under rate limits."""
+
+    async def deliver(self, delivery: Delivery) -> None:
+        """Send the picture; raise if it did not go out (it will be retried)."""
+
+    async def notify_failure(self, job: Job, text: str) -> None:
+        """Tell the owner their job failed; raise if it did not go out."""
+
+
+class Service:
+    def __init__(
+        self,
+        settings: Settings,
+        db: Database,
+        images: ImageStore,
+        worker,
+        profile: ModelProfile,
+        model_name: str,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.db = db
+        self.images = images
+        self.worker = worker
+        self.profile = profile
+        self.model_name = model_name
+        self.clock = clock
+        self.queue = FairQueue()
+        self.eta = EtaEstimator()
+        self.adapters: dict[str, Adapter] = {}
+        self._costs: dict[int, float] = {}
+        self._running: tuple[int, float, float] | None = None  # job id, started, estimate
+        self._last_progress: dict[int, float] = {}
+        self._last_position: dict[int, int] = {}
+        self._delivering: set[int] = set()
+        self._tasks: set[asyncio.Task] = set()
+        self._dispatcher: asyncio.Task | None = None
+        self.job_finished: Callable[[Job], Awaitable[None]] | None = None
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    def live_workers(self) -> int:
+        return self.worker.live_workers()
+
+    def register(self, adapter: Adapter) -> None:
+        self.adapters[adapter.platform] = adapter
+
+    async def start(self) -> None:
+        """Recover what a dead process left, then start dispatching."""
+        for width, height, steps, seconds in await self.db.jobs.recent_durations():
+            self.eta.record(width, height, steps, seconds)
+        for job in await self.db.jobs.unfinished():
+            if job.status is JobStatus.RUNNING:
+                await self.db.jobs.requeue(job.id)
+            if job.id not in self.queue:
+                self._enqueue(job)
+        if len(self.queue):
+            log.info("recovered %d unfinished jobs", len(self.queue))
+        self._dispatcher = asyncio.create_task(self._dispatch_loop(), name="easel-dispatch")
+        for job in await self.db.jobs.undelivered():
+            self._spawn(self._deliver(job.id))
+
+    async def stop(self) -> None:
+        if self._dispatcher:
+            self._dispatcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._dispatcher
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def redeliver_pending(self) -> None:
+        """Deliver what finished while an adapter was away (call after registering one)."""
+        for job in await self.db.jobs.undelivered():
+            self._spawn(self._deliver(job.id))
+
+    # -- who and where ---------------------------------------------------------------------------
+
+    async def user_for(self, caller: Caller) -> User:
+        language = language_for(caller.language) if caller.language else None
+        return await self.db.users.get_or_create(caller.platform, caller.user_id, caller.name, language)
+
+    def language(self, user: User) -> str:
+        return user.language or self.settings.default_language
+
+    def is_admin(self, caller: Caller) -> bool:
+        return self.settings.is_admin(caller.platform, caller.user_id) or caller.platform == "console"
+
+    def _chat_allowed(self, caller: Caller) -> bool:
+        allowed = set(self.settings.allowed_chats)
+        if not allowed or caller.platform == "console":
+            return True
+        places = [p for p in (caller.chat_id, caller.guild_id) if p]
+        return any(p in allowed or f"{caller.platform}:{p}" in allowed for p in places)
+
+    def daily_limit(self, caller: Caller, user: User) -> int | None:
+        """None = unlimited.  Admins unlimited; then a per-user override, a role's, the default."""
+        if self.is_admin(caller):
+            return None
+        if user.quota_override is not None:
+            limit = user.quota_override
+        else:
+            limit = self.settings.role_quotas.get(user.role, self.settings.daily_quota)
+        return None if limit == 0 else limit
+
+    def today(self) -> str:
+        return dt.datetime.fromtimestamp(self.clock(), dt.UTC).strftime("%Y-%m-%d")
+
+    def resets_in(self) -> str:
+        now = dt.datetime.fromtimestamp(self.clock(), dt.UTC)
+        midnight = (now + dt.timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
+        return _duration(int((midnight - now).total_seconds()))
+
+    # -- entry points for adapters --------------------------------------------------------------
+
+    async def handle(self, caller: Caller, command: Any, reply_to: dict, idempotency_key: str | None = None) -> Reply:
+        """Run one parsed command (see bot/commands.py) and say what to answer."""
+        from bot import handlers
+
+        user = await self.user_for(caller)
+        lang = self.language(user)
+        try:
+            if user.banned and not self.is_admin(caller):
+                raise UserError("banned")
+            if not self._chat_allowed(caller):
+                raise UserError("chat_not_allowed")
+            return await handlers.run(self, caller, user, command, reply_to, idempotency_key)
+        except (UserError, EngineError) as error:
+            return Reply(t(error.key, lang, **error.params), lang, alert=True)
+
+    async def handle_text(
+        self,
+        caller: Caller,
+        text: str,
+        reply_to: dict,
+        idempotency_key: str | None = None,
+        bot_username: str | None = None,
+    ) -> Reply | None:
+        """Parse and run a line of the command language; None when it was not meant for us."""
+        from bot.commands import parse
+
+        try:
+            command = parse(text, self.profile, bot_username=bot_username)
+        except UserError as error:
+            user = await self.user_for(caller)
+            lang = self.language(user)
+            return Reply(t(error.key, lang, **error.params), lang, alert=True)
+        if command is None:
+            return None
+        return await self.handle(caller, command, reply_to, idempotency_key)
+
+    async def vary_from_picture(
+        self, caller: Caller, text: str, chat_id: str, message_id: str, reply_to: dict, idempotency_key: str | None
+    ) -> Reply | None:
+        """A reply to one of our pictures with a new prompt: a variation of that picture."""
+        from bot.commands import Draw, parse
+
+        parent = await self.db.jobs.find_by_message(caller.platform, chat_id, message_id)
+        if parent is None or parent.status is not JobStatus.DONE or parent.deleted:
+            return None
+        user = await self.user_for(caller)
+        lang = self.language(user)
+        try:
+            command = parse(text, self.profile)
+        except UserError as error:
+            return Reply(t(error.key, lang, **error.params), lang, alert=True)
+        if not isinstance(command, Draw):
+            return None
+        request = replace(
+            command.request,
+            kind=Kind.VARIATION,
+            source_image=str(self.images.resolve(parent.image_paths[0])),
+            strength=self.profile.strong_strength,
+            width=parent.request["width"],
+            height=parent.request["height"],
+        )
+        return await self.handle(caller, Draw(request), reply_to, idempotency_key)
+
+    async def press(self, caller: Caller, data: str, reply_to: dict, idempotency_key: str | None = None) -> Reply:
+        """A button press; the id is checked against the database, forged or stale ones get an alert."""
+        from bot.handlers import ButtonPress
+
+        parsed = parse_button_id(data)
+        if parsed is None:
+            user = await self.user_for(caller)
+            return Reply(t("stale_button", self.language(user)), self.language(user), alert=True)
+        action, job_id = parsed
+        return await self.handle(caller, ButtonPress(action, job_id), reply_to, idempotency_key)
+
+    async def attach_status_message(self, job_id: int, **where: Any) -> None:
+        """Remember the status message an adapter posted, so progress edits find it after a restart."""
+        job = await self.db.jobs.get(job_id)
+        if job is not None:
+            await self.db.jobs.update_reply_to(job_id, {**job.reply_to, **where})
+
+    async def record_message(self, job_id: int, platform: str, chat_id: str, message_id: str) -> None:
+        await self.db.jobs.record_message(job_id, platform, chat_id, message_id)
+
+    # -- submission -----------------------------------------------------------------------------
+
+    async def submit(
+        self,
+        caller: Caller,
+        user: User,
+        request: DrawRequest,
+        reply_to: dict,
+        *,
+        parent_id: int | None = None,
+        idempotency_key: str | None = None,
+    ) -> Reply:
+        """Validate, check quota and pending atomically, persist, then queue.  Stored before 'queued'."""
+        lang = self.language(user)
+        request = validate(request, self.profile)
+        acceptance = await self.db.jobs.accept(
+            user_id=user.id,
+            platform=caller.platform,
+            reply_to=reply_to,
+            request=request.to_dict(),
+            kind=request.kind.value,
+            day=self.today(),
+            daily_limit=self.daily_limit(caller, user),
+            max_pending=self.settings.max_pending,
+            parent_id=parent_id,
+            idempotency_key=idempotency_key,
+        )
+        if acceptance.outcome is Outcome.QUOTA:
+            raise UserError("quota_exceeded", limit=self.daily_limit(caller, user), resets=self.resets_in())
+        if acceptance.outcome is Outcome.PENDING:
+            jobs = ", ".join(f"#{job.id}" for job in acceptance.pending)
+            raise UserError("pending_limit", max_pending=self.settings.max_pending, jobs=jobs)
+        job = acceptance.job
+        if acceptance.outcome is Outcome.ACCEPTED:
+            self._enqueue(job)
+            self._spawn(self._push_positions())
+        return Reply(self.queued_text(job, lang), lang, job_id=job.id)
+
+    def _enqueue(self, job: Job) -> None:
+        request = job.request
+        self._costs[job.id] = self.eta.estimate(request["width"], request["height"], request["steps"])
+        self.queue.push(job.id, f"{job.platform}:{job.user_id}")
+
+    def queued_text(self, job: Job, lang: str) -> str:
+        position = self.queue.position(job.id)
+        if position is None:
+            return t("queued_next", lang, job_id=job.id)
+        return t("queued", lang, job_id=job.id, position=position + 1, eta=_duration(self.eta_seconds(job.id)))
+
+    def eta_seconds(self, job_id: int) -> float:
+        position = self.queue.position(job_id)
+        if position is None:
+            return 0.0
+        costs = [self._costs.get(j, 0.0) for j, _ in self.queue.snapshot()[: position + 1]]
+        return eta_for_position(position, self._running_remaining(), costs)
+
+    def _running_remaining(self) -> float:
+        if self._running is None:
+            return 0.0
+        _, started, estimate = self._running
+        return max(0.0, estimate - (time.monotonic() - started))
+
+    # -- cancel ---------------------------------------------------------------------------------
+
+    async def cancel(self, caller: Caller, user: User, job_id: int | None) -> Reply:
+        lang = self.language(user)
+        if job_id is None:
+            pending = await self.db.jobs.pending_for_user(user.id)
+            if not pending:
+                return Reply(t("cancel_none", lang), lang)
+            job = pending[-1]
+        else:
+            job = await self.db.jobs.get(job_id)
+            if job is None:
+                raise UserError("job_not_found", job_id=job_id)
+        if job.user_id != user.id and not self.is_admin(caller):
+            raise UserError("cancel_not_yours")
+        if self.queue.remove(job.id):
+            if await self.db.jobs.mark_cancelled(job.id):
+                await self.db.quota.refund(job.id, "cancelled before start")
+            self._costs.pop(job.id, None)
+            self._spawn(self._push_positions())
+            return Reply(t("cancelled", lang, job_id=job.id), lang)
+        if job.status is JobStatus.RUNNING and self.worker.cancel(job.id):
+            return Reply(t("cancelled", lang, job_id=job.id), lang)
+        return Reply(t("cancel_none", lang), lang)
+
+    # -- dispatch -------------------------------------------------------------------------------
+
+    async def _dispatch_loop(self) -> None:
+        """Fairness is decided when a slot frees up, so the queue order holds however many GPUs serve it."""
+        while True:
+            await self.worker.acquire_slot()
+            try:
+                job_id, _ = await self.queue.get()
+            except BaseException:
+                self.worker.release_slot()
+                raise
+            self._spawn(self._run_in_slot(job_id))
+
+    async def _run_in_slot(self, job_id: int) -> None:
+        try:
+            await self._run_job(job_id)
+        except Exception:
+            log.exception("job %s: unexpected failure in dispatch", job_id)
+        finally:
+            self.worker.release_slot()
+
+    async def _run_job(self, job_id: int) -> None:
+        cost = self._costs.pop(job_id, 0.0)
+        if not await self.db.jobs.mark_running(job_id):
+            return
+        job = await self.db.jobs.get(job_id)
+        self._running = (job_id, time.monotonic(), cost)
+        self._spawn(self._push_positions())
+        request = DrawRequest.from_dict(job.request)
+        try:
+            result = await self.worker.run(job_id, request, on_step=lambda step, total: self._on_step(job, step, total))
+        except Cancelled:
+            await self.db.jobs.mark_cancelled(job_id)
+            return
+        except EngineError as error:
+            await self._fail(job, error.key, error.params)
+            return
+        except Exception:
+            log.exception("job %s: generation crashed", job_id)
+            await self._fail(job, "error.internal", {"job_id": job_id})
+            return
+        finally:
+            self._running = None
+            self._last_progress.pop(job_id, None)
+        await self._finish(job, result)
+
+    async def _finish(self, job: Job, result) -> None:
+        request = result.request
+        parameters = parameters_text(request, result.seed, self.model_name)
+        paths = [
+            self.images.relative(await asyncio.to_thread(self.images.save, job.id, image, parameters))
+            for image in result.images
+        ]
+        timings = dict(result.timings)
+        plan = {
+            **result.plan.to_dict(),
+            "fallbacks": result.fallbacks,
+            "retries": result.retries,
+            "peak_memory_gb": result.peak_memory_gb,
+        }
+        await self.db.jobs.mark_done(job.id, seed=result.seed, image_paths=paths, plan=plan, timings=timings)
+        self.eta.record(request.width, request.height, request.steps, timings["total"])
+        await self._deliver(job.id)
+
+    async def _fail(self, job: Job, key: str, params: dict) -> None:
+        await self.db.jobs.mark_failed(job.id, key, params)
+        await self.db.quota.refund(job.id, f"system failure: {key}")
+        await self._deliver(job.id)
+
+    def _on_step(self, job: Job, step: int, total: int) -> None:
+        now = time.monotonic()
+        if step < total and now - self._last_progress.get(job.id, 0.0) < PROGRESS_INTERVAL_S:
+            return
+        self._last_progress[job.id] = now
+        self._spawn(self._show_progress(job.id, step, total))
+
+    async def _show_progress(self, job_id: int, step: int, total: int) -> None:
+        job = await self.db.jobs.get(job_id)
+        adapter = self.adapters.get(job.platform) if job else None
+        if adapter is None or job.status is not JobStatus.RUNNING:
+            return
+        lang = await self._owner_language(job)
+        await adapter.show_status(job, t("running", lang, job_id=job_id, step=step, steps=total))
+
+    async def _push_positions(self) -> None:
+        """Tell the first few queued users their new place in line, once per change."""
+        positions = self.queue.positions()
+        for job_id, position in sorted(positions.items(), key=lambda item: item[1])[:POSITION_PUSH_LIMIT]:
+            if self._last_position.get(job_id) == position:
+                continue
+            self._last_position[job_id] = position
+            job = await self.db.jobs.get(job_id)
+            adapter = self.adapters.get(job.platform) if job else None
+            if adapter is not None and job.reply_to.get("status_message_id") is not None:
+                await adapter.show_status(job, self.queued_text(job, await self._owner_language(job)))
+        for job_id in list(self._last_position):
+            if job_id not in positions:
+                del self._last_position[job_id]
+
+    # -- delivery -------------------------------------------------------------------------------
+
+    async def _deliver(self, job_id: int, attempt: int = 0) -> None:
+        """Send a finished job's outcome once; retried with backoff, and again after a restart."""
+        if job_id in self._delivering:
+            return
+        self._delivering.add(job_id)
+        try:
+            job = await self.db.jobs.get(job_id)
+            adapter = self.adapters.get(job.platform) if job else None
+            if job is None or job.delivered_at or job.deleted or adapter is None:
+                return
+            lang = await self._owner_language(job)
+            if job.status is JobStatus.DONE:
+                await adapter.deliver(await self.delivery_for(job, lang))
+            elif job.status is JobStatus.FAILED:
+                await adapter.notify_failure(job, t(job.error_key or "error.internal", lang, **job.error_params))
+            else:
+                return
+            await self.db.jobs.mark_delivered(job_id)
+            if self.job_finished:
+                await self.job_finished(job)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("job %s: delivery failed (attempt %d)", job_id, attempt + 1)
+            if attempt + 1 < DELIVERY_RETRIES:
+                self._spawn(self._deliver_later(job_id, attempt + 1))
+        finally:
+            self._delivering.discard(job_id)
+
+    async def _deliver_later(self, job_id: int, attempt: int) -> None:
+        await asyncio.sleep(min(60, 2**attempt))
+        await self._deliver(job_id, attempt)
+
+    async def delivery_for(self, job: Job, lang: str) -> Delivery:
+        request = job.request
+        prompt = request["prompt"]
+        excerpt = prompt if len(prompt) <= 200 else prompt[:199] + "…"
+        seconds = (job.timings or {}).get("total", 0.0)
+        caption = t(
+            "done_caption",
+            lang,
+            prompt=excerpt,
+            seed=job.seed,
+            width=request["width"],
+            height=request["height"],
+            seconds=f"{seconds:.1f}",
+            job_id=job.id,
+        )
+        notes = []
+        plan = job.plan or {}
+        if plan.get("fallbacks"):
+            notes.append(t("fallback_note", lang, fallback=plan.get("placement", "")))
+        if plan.get("retries"):
+            notes.append(t("retry_note", lang))
+        owner = await self.db.users.get(job.user_id)
+        buttons = [(button_id(action, job.id), t(f"button.{action.value}", lang)) for action in BUTTON_ROW]
+        return Delivery(
+            job=job,
+            image_path=self.images.resolve(job.image_paths[0]),
+            caption=caption,
+            buttons=buttons,
+            language=lang,
+            send_png=bool(owner and owner.settings.get("png")),
+            notes=notes,
+        )
+
+    async def _owner_language(self, job: Job) -> str:
+        owner = await self.db.users.get(job.user_id)
+        return self.language(owner) if owner else self.settings.default_language
+
+    def _spawn(self, coroutine) -> None:
+        task = asyncio.create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- buttons --------------------------------------------------------------------------------
+
+    def request_for_action(self, action: Action, parent: Job) -> DrawRequest:
+        """The new request a button press makes from a finished job."""
+        base = DrawRequest.from_dict(parent.request)
+        source = str(self.images.resolve(parent.image_paths[0]))
+        if action is Action.REROLL:
+            return replace(base, seed=-1)
+        if action in (Action.VARY_SUBTLE, Action.VARY_STRONG):
+            strength = self.profile.subtle_strength if action is Action.VARY_SUBTLE else self.profile.strong_strength
+            return replace(base, kind=Kind.VARIATION, source_image=source, strength=strength, seed=-1)
+        width, height = self.upscaled_size(base.width, base.height)
+        return replace(
+            base, kind=Kind.UPSCALE, source_image=source, width=width, height=height, strength=None, seed=parent.seed
+        )
+
+    def upscaled_size(self, width: int, height: int) -> tuple[int, int]:
+        """2x, capped so the long side stays within the profile, multiples of 16."""
+        factor = min(self.profile.upscale_factor, self.profile.max_side / max(width, height))
+        m = self.profile.multiple
+        return int(width * factor) // m * m, int(height * factor) // m * m
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"

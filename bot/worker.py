@@ -1,0 +1,82 @@
+"""The one place that crosses from the event loop to the GPU thread.
+
+`GpuWorker.run` hands a request to a dedicated thread and awaits the result; step progress hops back
+to the loop with `call_soon_threadsafe`, and cancel is a thread-safe flag the engine polls per step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from engine.request import DrawRequest
+
+ProgressCallback = Callable[[int, int], None]
+
+
+class GpuWorker:
+    """Runs `engine.generate` on one thread, never on the event loop."""
+
+    def __init__(self, engine_factory: Callable[[], Any]) -> None:
+        self._factory = engine_factory
+        self._engine = None
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="easel-gpu")
+        self._stop_flags: dict[int, threading.Event] = {}
+        self._slot = asyncio.Semaphore(1)
+
+    @property
+    def engine(self):
+        return self._engine
+
+    async def start(self) -> None:
+        """Load the model on the GPU thread so start-up never blocks the loop."""
+        loop = asyncio.get_running_loop()
+        self._engine = await loop.run_in_executor(self._thread, self._factory)
+
+    async def acquire_slot(self) -> None:
+        """One GPU, one job at a time: the dispatcher waits here before taking the next job."""
+        await self._slot.acquire()
+
+    def release_slot(self) -> None:
+        self._slot.release()
+
+    def live_workers(self) -> int:
+        return 1
+
+    async def run(self, job_id: int, request: DrawRequest, on_step: ProgressCallback | None = None) -> Any:
+        """Generate on the GPU thread; `cancel(job_id)` stops it within a step."""
+        loop = asyncio.get_running_loop()
+        stop = self._stop_flags.setdefault(job_id, threading.Event())
+
+        def step(index: int, total: int) -> None:
+            if on_step is not None:
+                loop.call_soon_threadsafe(on_step, index, total)
+
+        try:
+            return await loop.run_in_executor(self._thread, self._generate, request, step, stop.is_set)
+        finally:
+            self._stop_flags.pop(job_id, None)
+
+    async def call(self, function: Callable[..., Any], *args: Any) -> Any:
+        """Run other GPU-side work (saving a picture) on the same thread, in order."""
+        return await asyncio.get_running_loop().run_in_executor(self._thread, function, *args)
+
+    def cancel(self, job_id: int) -> bool:
+        flag = self._stop_flags.get(job_id)
+        if flag is None:
+            return False
+        flag.set()
+        return True
+
+    def _generate(self, request: DrawRequest, on_step: ProgressCallback, should_stop: Callable[[], bool]) -> Any:
+        if self._engine is None:
+            self._engine = self._factory()
+        return self._engine.generate(request, on_step=on_step, should_stop=should_stop)
+
+    def close(self) -> None:
+        for flag in self._stop_flags.values():
+            flag.set()
+        self._thread.shutdown(wait=False, cancel_futures=True)

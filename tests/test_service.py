@@ -1,0 +1,303 @@
+"""The job service with the tiny real model: quota, limits, fairness, cancel, bans, lineage,
+failures and delivery, through the same entry points adapters use."""
+
+from __future__ import annotations
+
+import asyncio
+
+import torch
+
+from bot.buttons import Action, button_id
+from bot.service import Caller, Delivery
+from storage.jobs import JobStatus
+
+
+class RecordingAdapter:
+    """A stand-in chat platform that records what the service asks it to show."""
+
+    def __init__(self, platform: str = "telegram") -> None:
+        self.platform = platform
+        self.statuses: list[tuple[int, str]] = []
+        self.delivered: list[Delivery] = []
+        self.failures: list[tuple[int, str]] = []
+        self.fail_deliveries = 0
+        self.changed = asyncio.Event()
+
+    async def show_status(self, job, text):
+        self.statuses.append((job.id, text))
+
+    async def deliver(self, delivery):
+        if self.fail_deliveries:
+            self.fail_deliveries -= 1
+            raise ConnectionError("platform down (injected)")
+        self.delivered.append(delivery)
+        self.changed.set()
+
+    async def notify_failure(self, job, text):
+        self.failures.append((job.id, text))
+        self.changed.set()
+
+    async def wait_until(self, predicate, timeout: float = 30.0):
+        async def loop():
+            while not predicate():
+                self.changed.clear()
+                await self.changed.wait()
+
+        await asyncio.wait_for(loop(), timeout)
+
+
+def alice(**extra) -> Caller:
+    return Caller("telegram", "100", name="alice", language="en", chat_id="1", **extra)
+
+
+def bob() -> Caller:
+    return Caller("telegram", "200", name="bob", language="zh-CN", chat_id="1")
+
+
+async def settled(app, job_id: int, timeout: float = 10.0):
+    """The job once its delivery has been recorded (delivery is marked just after the send)."""
+    for _ in range(int(timeout / 0.02)):
+        job = await app.db.jobs.get(job_id)
+        if job.delivered_at:
+            return job
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"job {job_id} was never marked delivered")
+
+
+async def started(make_app, **settings):
+    app = await make_app(**settings)
+    adapter = RecordingAdapter()
+    app.service.register(adapter)
+    await app.service.start()
+    return app, adapter
+
+
+async def test_draw_is_stored_before_queued_and_delivered_once(make_app):
+    app, adapter = await started(make_app)
+    reply = await app.service.handle_text(alice(), "/draw a red fox --ar 3:2 --seed 42", {"chat_id": "1"})
+    assert reply.job_id is not None and "#" in reply.text
+    stored = await app.db.jobs.get(reply.job_id)
+    assert stored is not None and stored.request["width"] == 320
+    await adapter.wait_until(lambda: len(adapter.delivered) == 1)
+    delivery = adapter.delivered[0]
+    job = await settled(app, reply.job_id)
+    assert job.status is JobStatus.DONE and job.seed == 42
+    assert delivery.image_path.exists()
+    assert [label for _, label in delivery.buttons] == [
+        "Reroll",
+        "Vary (subtle)",
+        "Vary (strong)",
+        "Upscale 2x",
+        "Params",
+        "Delete",
+    ] or len(delivery.buttons) == 6
+    assert "42" in delivery.caption and "320x208" in delivery.caption
+    from PIL import Image
+
+    with Image.open(delivery.image_path) as image:
+        assert image.size == (320, 208)
+        assert "Seed: 42" in image.text["parameters"]
+
+
+async def test_quota_race_accepts_exactly_the_remaining_quota(make_app):
+    app = await make_app(EASEL_DAILY_QUOTA=5, EASEL_MAX_PENDING=1000)
+    replies = await asyncio.gather(
+        *(app.service.handle_text(alice(), f"/draw fox {i}", {"chat_id": "1"}) for i in range(100))
+    )
+    accepted = [r for r in replies if r.job_id is not None]
+    refused = [r for r in replies if r.job_id is None]
+    assert len(accepted) == 5
+    assert all("5" in r.text for r in refused)
+    user = await app.db.users.find("telegram", "100")
+    assert await app.db.quota.used(user.id, app.service.today()) == 5
+
+
+async def test_max_pending_refusal_lists_the_queue(make_app):
+    app = await make_app(EASEL_MAX_PENDING=2)  # service not started: jobs stay queued
+    first = await app.service.handle_text(alice(), "/draw one", {})
+    second = await app.service.handle_text(alice(), "/draw two", {})
+    third = await app.service.handle_text(alice(), "/draw three", {})
+    assert third.job_id is None and third.alert
+    assert f"#{first.job_id}" in third.text and f"#{second.job_id}" in third.text
+
+
+async def test_newcomer_waits_at_most_one_job_behind_a_heavy_user(make_app):
+    app = await make_app(EASEL_MAX_PENDING=20)
+    adapter = RecordingAdapter()
+    app.service.register(adapter)
+    heavy = [await app.service.handle_text(alice(), f"/draw heavy {i} --steps 2", {}) for i in range(6)]
+    newcomer = await app.service.handle_text(bob(), "/draw newcomer --steps 2", {})
+    await app.service.start()
+    await adapter.wait_until(lambda: len(adapter.delivered) == 7)
+    order = [d.job.id for d in adapter.delivered]
+    assert order.index(newcomer.job_id) <= 1
+    assert [j for j in order if j != newcomer.job_id] == [r.job_id for r in heavy]
+
+
+async def test_cancel_queued_refunds_and_running_stops(make_app):
+    app = await make_app(EASEL_DAILY_QUOTA=10)
+    adapter = RecordingAdapter()
+    app.service.register(adapter)
+    queued = await app.service.handle_text(alice(), "/draw to cancel", {})
+    cancelled = await app.service.handle_text(alice(), f"/cancel {queued.job_id}", {})
+    assert str(queued.job_id) in cancelled.text
+    assert (await app.db.jobs.get(queued.job_id)).status is JobStatus.CANCELLED
+    user = await app.db.users.find("telegram", "100")
+    assert await app.db.quota.used(user.id, app.service.today()) == 0
+
+    slow = await app.service.handle_text(alice(), "/draw a slow one --size 512x512 --steps 16", {})
+    steps_seen = []
+    original = app.service._on_step
+    app.service._on_step = lambda job, step, total: (steps_seen.append(step), original(job, step, total))
+    await app.service.start()
+    while not steps_seen:
+        await asyncio.sleep(0.01)
+    await app.service.handle_text(alice(), "/cancel", {})
+    for _ in range(500):
+        if (await app.db.jobs.get(slow.job_id)).status is JobStatus.CANCELLED:
+            break
+        await asyncio.sleep(0.02)
+    assert (await app.db.jobs.get(slow.job_id)).status is JobStatus.CANCELLED
+    assert max(steps_seen) < 16 and adapter.delivered == []
+
+
+async def test_someone_else_cannot_cancel_but_an_admin_can(make_app):
+    app = await make_app(EASEL_ADMINS="telegram:999")
+    job = await app.service.handle_text(alice(), "/draw mine", {})
+    refused = await app.service.handle_text(bob(), f"/cancel {job.job_id}", {})
+    assert refused.alert and (await app.db.jobs.get(job.job_id)).status is JobStatus.QUEUED
+    admin = Caller("telegram", "999", language="en")
+    await app.service.handle_text(admin, f"/cancel {job.job_id}", {})
+    assert (await app.db.jobs.get(job.job_id)).status is JobStatus.CANCELLED
+
+
+async def test_ban_is_admin_only_audited_and_polite(make_app):
+    app = await make_app(EASEL_ADMINS="telegram:999")
+    admin = Caller("telegram", "999", language="en")
+    not_admin = await app.service.handle_text(bob(), "/ban telegram:100 spam", {})
+    assert not_admin.alert and (await app.db.audit.recent()) == []
+    done = await app.service.handle_text(admin, "/ban telegram:100 spam", {})
+    assert "telegram:100" in done.text
+    refused = await app.service.handle_text(alice(), "/draw a fox", {})
+    assert refused.job_id is None and refused.alert
+    entry = (await app.db.audit.recent())[0]
+    assert entry.action == "ban" and entry.target == "telegram:100" and entry.details == {"reason": "spam"}
+    await app.service.handle_text(admin, "/unban 100", {})
+    assert (await app.service.handle_text(alice(), "/draw a fox", {})).job_id is not None
+
+
+async def test_allowed_chats(make_app):
+    app = await make_app(EASEL_ALLOWED_CHATS="telegram:-100")
+    outside = await app.service.handle_text(alice(), "/draw a fox", {})
+    assert outside.job_id is None and outside.alert
+    inside = await app.service.handle_text(Caller("telegram", "100", chat_id="-100"), "/draw a fox", {})
+    assert inside.job_id is not None
+
+
+async def test_buttons_record_lineage_and_show_tells_the_story(make_app):
+    app, adapter = await started(make_app)
+    first = await app.service.handle_text(alice(), "/draw a lighthouse --seed 5", {})
+    await adapter.wait_until(lambda: len(adapter.delivered) == 1)
+    reroll = await app.service.press(alice(), button_id(Action.REROLL, first.job_id), {})
+    vary = await app.service.press(alice(), button_id(Action.VARY_STRONG, first.job_id), {})
+    upscale = await app.service.press(alice(), button_id(Action.UPSCALE, first.job_id), {})
+    await adapter.wait_until(lambda: len(adapter.delivered) == 4)
+    by_id = {d.job.id: d for d in adapter.delivered}
+    assert (await app.db.jobs.get(reroll.job_id)).parent_id == first.job_id
+    assert (await app.db.jobs.get(vary.job_id)).kind == "variation"
+    from PIL import Image
+
+    with Image.open(by_id[upscale.job_id].image_path) as image:
+        assert image.size == (512, 512)
+    story = await app.service.handle_text(alice(), f"/show {vary.job_id}", {})
+    assert f"#{first.job_id}" in story.text and f"#{vary.job_id}" in story.text
+    params = await app.service.press(alice(), button_id(Action.PARAMS, first.job_id), {})
+    assert "a lighthouse" in params.text and "5" in params.text
+
+
+async def test_delete_is_for_the_owner_or_an_admin(make_app):
+    app, adapter = await started(make_app)
+    job = await app.service.handle_text(alice(), "/draw private", {})
+    await adapter.wait_until(lambda: len(adapter.delivered) == 1)
+    path = adapter.delivered[0].image_path
+    refused = await app.service.press(bob(), button_id(Action.DELETE, job.job_id), {})
+    assert refused.alert and not refused.delete_message and path.exists()
+    deleted = await app.service.press(alice(), button_id(Action.DELETE, job.job_id), {})
+    assert deleted.delete_message and not path.exists()
+    stale = await app.service.press(alice(), button_id(Action.REROLL, job.job_id), {})
+    assert stale.job_id is None and stale.alert
+
+
+async def test_forged_button_data_gets_an_alert(make_app):
+    app, _ = await started(make_app)
+    for data in ("easel:reroll:999999", "easel:explode:1", "nonsense", "easel:reroll:1;DROP", ""):
+        reply = await app.service.press(alice(), data, {})
+        assert reply.alert and reply.job_id is None
+
+
+async def test_oom_everywhere_reaches_the_user_and_refunds(make_app, engine):
+    app, adapter = await started(make_app, EASEL_DAILY_QUOTA=3)
+
+    def always_oom(module, args):
+        raise torch.OutOfMemoryError("CUDA out of memory (injected)")
+
+    handle = engine.pipeline.transformer.register_forward_pre_hook(always_oom)
+    try:
+        reply = await app.service.handle_text(alice(), "/draw too much", {})
+        await adapter.wait_until(lambda: adapter.failures)
+    finally:
+        handle.remove()
+    job_id, text = adapter.failures[0]
+    assert job_id == reply.job_id and "memory" in text.lower()
+    job = await settled(app, job_id)
+    assert job.status is JobStatus.FAILED and job.error_key == "error.oom"
+    user = await app.db.users.find("telegram", "100")
+    assert await app.db.quota.used(user.id, app.service.today()) == 0
+
+
+async def test_delivery_is_retried_until_the_platform_takes_it(make_app, monkeypatch):
+    import bot.service as service_module
+
+    monkeypatch.setattr(service_module, "DELIVERY_RETRIES", 3)
+    app, adapter = await started(make_app)
+    adapter.fail_deliveries = 1
+    reply = await app.service.handle_text(alice(), "/draw flaky network", {})
+    await adapter.wait_until(lambda: adapter.delivered, timeout=30)
+    assert [d.job.id for d in adapter.delivered] == [reply.job_id]
+    assert (await settled(app, reply.job_id)).delivered_at
+
+
+async def test_restart_requeues_running_and_delivers_done_but_undelivered(make_app, make_settings):
+    first = await make_app()
+    queued = await first.service.handle_text(alice(), "/draw left queued", {})
+    running = await first.service.handle_text(alice(), "/draw left running", {})
+    await first.db.jobs.mark_running(running.job_id)
+    await first.stop()
+
+    second, adapter = await started(make_app)
+    await adapter.wait_until(lambda: len(adapter.delivered) == 2)
+    assert sorted(d.job.id for d in adapter.delivered) == sorted([queued.job_id, running.job_id])
+    await second.service.redeliver_pending()
+    await asyncio.sleep(0.2)
+    assert len(adapter.delivered) == 2
+
+
+async def test_settings_language_and_quota_text(make_app):
+    app = await make_app(EASEL_DAILY_QUOTA=4)
+    saved = await app.service.handle_text(alice(), "/settings lang zh", {})
+    assert saved.language == "zh"
+    quota = await app.service.handle_text(alice(), "/quota", {})
+    assert quota.language == "zh" and "4" in quota.text
+    unknown = await app.service.handle_text(alice(), "/settings colour blue", {})
+    assert unknown.alert
+
+
+async def test_hostile_prompts_are_stored_verbatim_or_refused_clearly(make_app):
+    app = await make_app()
+    sql = "'); DROP TABLE jobs; --"
+    stored = await app.service.handle_text(alice(), f"/draw {sql}", {})
+    assert (await app.db.jobs.get(stored.job_id)).request["prompt"] == sql
+    huge = await app.service.handle_text(alice(), "/draw " + "x" * 20_000, {})
+    assert huge.job_id is None and "1000" in huge.text and len(huge.text) < 500
+    nan = await app.service.handle_text(alice(), "/draw fox --cfg nan", {})
+    assert nan.job_id is None and "/draw" in nan.text
