@@ -136,14 +136,24 @@ class Service:
         for job in await self.db.jobs.undelivered():
             self._spawn(self._deliver(job.id))
 
-    async def stop(self) -> None:
+    async def stop(self, grace_s: float = 5.0) -> None:
+        """Stop taking jobs, give in-flight deliveries a moment to finish, then cancel the rest.
+
+        Whatever is cut short is still in the database and resumes at the next start."""
         if self._dispatcher:
             self._dispatcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._dispatcher
+        for job_id in list(self.worker_jobs()):
+            self.worker.cancel(job_id)
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=grace_s)
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def worker_jobs(self) -> list[int]:
+        return [self._running[0]] if self._running else []
 
     async def redeliver_pending(self) -> None:
         """Deliver what finished while an adapter was away (call after registering one)."""

@@ -69,8 +69,9 @@ class ConsoleAdapter:
                 if job is None or job.delivered_at or job.status.value == "cancelled" or job.deleted:
                     self._outstanding.discard(job_id)
             if self._outstanding:
+                # Delivery is recorded just after the send; poll briefly rather than trust the event alone.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._settled.wait(), timeout=1.0)
+                    await asyncio.wait_for(self._settled.wait(), timeout=0.2)
 
     async def show_status(self, job: Job, text: str) -> None:
         self._print(f"  {_bar(text)}")
@@ -78,20 +79,18 @@ class ConsoleAdapter:
     async def deliver(self, delivery: Delivery) -> None:
         lines = [delivery.caption, f"  -> {delivery.image_path}", *delivery.notes]
         self._print("\n".join(lines))
-        self._outstanding.discard(delivery.job.id)
         self._settled.set()
 
     async def notify_failure(self, job: Job, text: str) -> None:
         self._print(f"#{job.id}: {text}")
-        self._outstanding.discard(job.id)
         self._settled.set()
 
 
 def _bar(text: str) -> str:
-    """Prefix step k/N messages with a progress bar."""
+    """Prefix step messages ("step k of N", "第 k/N 步") with a progress bar."""
     import re
 
-    match = re.search(r"(\d+)\s*/\s*(\d+)", text)
+    match = re.search(r"(\d+)\D+(\d+)\D*$", text)
     if not match:
         return text
     step, total = int(match.group(1)), max(1, int(match.group(2)))
