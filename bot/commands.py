@@ -24,6 +24,7 @@ from engine.request import MAX_SEED, DrawRequest, ModelProfile, clean_text, size
 @dataclass(frozen=True)
 class Draw:
     request: DrawRequest
+    parent_id: int | None = None  # set for variations of an earlier picture (lineage)
 
 
 @dataclass(frozen=True)

@@ -31,8 +31,10 @@ async def run(
 ) -> Reply:
     lang = service.language(user)
     match command:
-        case c.Draw(request=request):
-            return await service.submit(caller, user, request, reply_to, idempotency_key=idempotency_key)
+        case c.Draw(request=request, parent_id=parent_id):
+            return await service.submit(
+                caller, user, request, reply_to, parent_id=parent_id, idempotency_key=idempotency_key
+            )
         case ButtonPress():
             return await press(service, caller, user, command, reply_to, idempotency_key)
         case c.Cancel(job_id=job_id):

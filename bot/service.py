@@ -111,6 +111,7 @@ class Service:
         self._delivering: set[int] = set()
         self._tasks: set[asyncio.Task] = set()
         self._dispatcher: asyncio.Task | None = None
+        self._stopping = False
         self.job_finished: Callable[[Job], Awaitable[None]] | None = None
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -140,6 +141,7 @@ class Service:
         """Stop taking jobs, give in-flight deliveries a moment to finish, then cancel the rest.
 
         Whatever is cut short is still in the database and resumes at the next start."""
+        self._stopping = True
         if self._dispatcher:
             self._dispatcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -236,7 +238,14 @@ class Service:
         return await self.handle(caller, command, reply_to, idempotency_key)
 
     async def vary_from_picture(
-        self, caller: Caller, text: str, chat_id: str, message_id: str, reply_to: dict, idempotency_key: str | None
+        self,
+        caller: Caller,
+        text: str,
+        chat_id: str,
+        message_id: str,
+        reply_to: dict,
+        idempotency_key: str | None,
+        bot_username: str | None = None,
     ) -> Reply | None:
         """A reply to one of our pictures with a new prompt: a variation of that picture."""
         from bot.commands import Draw, parse
@@ -247,7 +256,7 @@ class Service:
         user = await self.user_for(caller)
         lang = self.language(user)
         try:
-            command = parse(text, self.profile)
+            command = parse(text, self.profile, bot_username=bot_username)
         except UserError as error:
             return Reply(t(error.key, lang, **error.params), lang, alert=True)
         if not isinstance(command, Draw):
@@ -260,7 +269,7 @@ class Service:
             width=parent.request["width"],
             height=parent.request["height"],
         )
-        return await self.handle(caller, Draw(request), reply_to, idempotency_key)
+        return await self.handle(caller, Draw(request, parent_id=parent.id), reply_to, idempotency_key)
 
     async def press(self, caller: Caller, data: str, reply_to: dict, idempotency_key: str | None = None) -> Reply:
         """A button press; the id is checked against the database, forged or stale ones get an alert."""
@@ -362,6 +371,7 @@ class Service:
         if self.queue.remove(job.id):
             if await self.db.jobs.mark_cancelled(job.id):
                 await self.db.quota.refund(job.id, "cancelled before start")
+                self._spawn(self._tell_cancelled(job))
             self._costs.pop(job.id, None)
             self._spawn(self._push_positions())
             return Reply(t("cancelled", lang, job_id=job.id), lang)
@@ -401,14 +411,17 @@ class Service:
         try:
             result = await self.worker.run(job_id, request, on_step=lambda step, total: self._on_step(job, step, total))
         except Cancelled:
-            await self.db.jobs.mark_cancelled(job_id)
+            if self._stopping:  # shutting down, not a user's cancel: run it again after the restart
+                await self.db.jobs.requeue(job_id)
+            elif await self.db.jobs.mark_cancelled(job_id):
+                await self._tell_cancelled(job)
             return
         except EngineError as error:
             await self._fail(job, error.key, error.params)
             return
         except Exception:
             log.exception("job %s: generation crashed", job_id)
-            await self._fail(job, "error.internal", {"job_id": job_id})
+            await self._fail(job, "error.unexpected", {})
             return
         finally:
             self._running = None
@@ -540,7 +553,16 @@ class Service:
         owner = await self.db.users.get(job.user_id)
         return self.language(owner) if owner else self.settings.default_language
 
+    async def _tell_cancelled(self, job: Job) -> None:
+        adapter = self.adapters.get(job.platform)
+        if adapter is not None:
+            lang = await self._owner_language(job)
+            await adapter.show_status(job, t("cancelled", lang, job_id=job.id))
+
     def _spawn(self, coroutine) -> None:
+        if self._stopping:
+            coroutine.close()
+            return
         task = asyncio.create_task(coroutine)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)

@@ -57,6 +57,9 @@ class GpuWorker:
 
         try:
             return await loop.run_in_executor(self._thread, self._generate, request, step, stop.is_set)
+        except asyncio.CancelledError:
+            stop.set()  # nobody awaits this generation any more: stop it at the next step
+            raise
         finally:
             self._stop_flags.pop(job_id, None)
 

@@ -1,0 +1,53 @@
+"""Telegram's size rules, as plain functions: text lengths, captions, photo limits, the file URL."""
+
+from __future__ import annotations
+
+MAX_TEXT = 4096
+MAX_CAPTION = 1024
+MAX_ANSWER = 200  # answerCallbackQuery text
+MAX_CALLBACK_DATA_BYTES = 64
+PHOTO_MAX_BYTES = 10 * 1000 * 1000
+PHOTO_MAX_SIDES = 10_000  # width + height
+PHOTO_MAX_RATIO = 20
+ELLIPSIS = "…"
+
+
+def utf16_length(text: str) -> int:
+    """Length as Telegram counts it (UTF-16 code units: an emoji outside the BMP counts twice)."""
+    return len(text.encode("utf-16-le")) // 2
+
+
+def fit(text: str, limit: int) -> str:
+    """`text` cut to `limit` UTF-16 units, ending in an ellipsis when cut, never splitting a character."""
+    if utf16_length(text) <= limit:
+        return text
+    budget = limit - utf16_length(ELLIPSIS)
+    kept, used = [], 0
+    for char in text:
+        used += utf16_length(char)
+        if used > budget:
+            break
+        kept.append(char)
+    return "".join(kept).rstrip() + ELLIPSIS
+
+
+def caption_for(caption: str, notes: list[str]) -> str:
+    """The service's caption and its notes in one photo caption; the notes are dropped first when too long."""
+    full = "\n\n".join([caption, *notes]) if notes else caption
+    if utf16_length(full) <= MAX_CAPTION:
+        return full
+    return fit(caption, MAX_CAPTION)
+
+
+def fits_as_photo(size_bytes: int, width: int, height: int) -> bool:
+    """Whether Telegram takes the picture as a photo; anything else must go as a document."""
+    if size_bytes > PHOTO_MAX_BYTES or width <= 0 or height <= 0:
+        return False
+    return width + height <= PHOTO_MAX_SIDES and max(width, height) / min(width, height) <= PHOTO_MAX_RATIO
+
+
+def file_url_for(api_url: str) -> str | None:
+    """The file-download base matching a Bot API base (`.../bot` -> `.../file/bot`); None if unknown."""
+    if api_url.endswith("/bot"):
+        return api_url.removesuffix("/bot") + "/file/bot"
+    return None

@@ -1,0 +1,122 @@
+"""Updates in: text messages and button presses become service calls, failures one error handler.
+
+Handlers parse nothing and decide nothing: who may draw, what a flag means and what to say are the
+service's.  What is Telegram's to decide stays here: in a group only commands (and replies to our
+pictures) are for us, other bots are never answered, and a re-sent update carries the same
+idempotency key (`telegram:<chat>:<message>`, `telegram:cb:<query>`) so it never becomes a second job.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from telegram import Chat, Message, MessageEntity, Update, User
+from telegram.constants import ChatType
+from telegram.error import TelegramError
+from telegram.ext import Application, CallbackQueryHandler, ContextTypes, MessageHandler, filters
+
+from bot.adapters.telegram.outbox import Outbox
+from bot.adapters.telegram.texts import unexpected_error
+from bot.messages import language_for
+from bot.service import Caller, Service
+
+log = logging.getLogger(__name__)
+
+
+class Incoming:
+    def __init__(self, service: Service, outbox: Outbox) -> None:
+        self.service = service
+        self.outbox = outbox
+
+    def register(self, application: Application) -> None:
+        """All the wiring, in one place."""
+        application.add_handler(MessageHandler(filters.UpdateType.MESSAGE & filters.TEXT, self.on_message))
+        application.add_handler(CallbackQueryHandler(self.on_button))
+        application.add_error_handler(self.on_error)
+
+    async def on_message(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """A line of text: a command, a prompt (private chats), or new words for one of our pictures."""
+        message = update.message
+        sender = message.from_user
+        if sender is None or sender.is_bot:
+            return
+        chat = message.chat
+        caller = caller_for(sender, chat)
+        key = f"telegram:{chat.id}:{message.message_id}"
+        reply_to = {"chat_id": chat.id, "reply_to_message_id": message.message_id}
+        reply = None
+        if _replies_to(message, context.bot.id):
+            picture = str(message.reply_to_message.message_id)
+            reply = await self.service.vary_from_picture(
+                caller, message.text, str(chat.id), picture, reply_to, key, bot_username=context.bot.username
+            )
+        if reply is None and (chat.type == ChatType.PRIVATE or _is_command(message)):
+            reply = await self.service.handle_text(
+                caller, message.text, reply_to, idempotency_key=key, bot_username=context.bot.username
+            )
+        if reply is not None:
+            await self.outbox.answer(chat.id, message.message_id, reply)
+
+    async def on_button(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """A button under one of our pictures: the service decides, the query is answered straight away."""
+        query = update.callback_query
+        picture = query.message  # None only for inline-mode messages, which this bot never sends
+        chat = picture.chat if picture is not None else None
+        reply_to = {"chat_id": chat.id, "reply_to_message_id": picture.message_id} if picture is not None else {}
+        try:
+            reply = await self.service.press(
+                caller_for(query.from_user, chat), query.data or "", reply_to, idempotency_key=f"telegram:cb:{query.id}"
+            )
+        except Exception:
+            await self.outbox.answer_query(query)  # stop the spinner; on_error tells the user
+            raise
+        shown = await self.outbox.answer_query(query, reply)
+        if picture is None:
+            return
+        if reply.delete_message:
+            await self.outbox.delete(chat.id, picture.message_id)
+        elif reply.job_id is not None or not shown:
+            await self.outbox.answer(chat.id, picture.message_id, reply)
+
+    async def on_error(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """Log the failure with its traceback; tell the user in one plain sentence, never the traceback."""
+        log.error("telegram: handling %s failed", _describe(update), exc_info=context.error)
+        if not isinstance(update, Update) or update.effective_chat is None:
+            return
+        chat, user = update.effective_chat, update.effective_user
+        lang = language_for(user.language_code if user else None)
+        try:
+            if user is not None:
+                lang = self.service.language(await self.service.user_for(caller_for(user, chat)))
+        except Exception:
+            log.debug("telegram: no stored language for the apology", exc_info=True)
+        message = update.effective_message
+        try:
+            await self.outbox.send_text(chat.id, unexpected_error(lang), message.message_id if message else None)
+        except TelegramError as error:
+            log.warning("telegram: could not tell chat %s about the failure: %s", chat.id, error)
+
+
+def caller_for(user: User, chat: Chat | None) -> Caller:
+    return Caller(
+        "telegram",
+        str(user.id),
+        name=user.username or user.full_name,
+        language=user.language_code,
+        chat_id=str(chat.id) if chat is not None else None,
+    )
+
+
+def _replies_to(message: Message, bot_id: int) -> bool:
+    replied = message.reply_to_message
+    return replied is not None and replied.from_user is not None and replied.from_user.id == bot_id
+
+
+def _is_command(message: Message) -> bool:
+    """What Telegram marks as a command (and so what a bot in privacy mode receives in groups)."""
+    entities = message.entities or ()
+    return any(e.type == MessageEntity.BOT_COMMAND and e.offset == 0 for e in entities) or message.text.startswith("/")
+
+
+def _describe(update: object) -> str:
+    return f"update {update.update_id}" if isinstance(update, Update) else "a background task"

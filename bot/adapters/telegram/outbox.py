@@ -1,0 +1,259 @@
+"""Everything the bot says in Telegram: replies, status edits, pictures, failures.
+
+Flood control is decided here, per kind of message: a progress edit may be skipped (at most one
+per chat every few seconds, and none while Telegram asked us to wait), while a reply, a picture or
+a failure waits out a 429 and goes again.  After a picture is out nothing raises, because the
+service retries a delivery that raised and the user would get the picture twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import io
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+from PIL import Image
+from telegram import Bot, CallbackQuery, InlineKeyboardButton, InlineKeyboardMarkup, Message, ReplyParameters
+from telegram.error import BadRequest, RetryAfter, TelegramError
+
+from bot.adapters.telegram.fitting import MAX_ANSWER, MAX_TEXT, caption_for, fit, fits_as_photo, utf16_length
+from bot.service import Delivery, Reply, Service
+from storage.jobs import Job
+
+log = logging.getLogger(__name__)
+
+FLOOD_RETRIES = 5
+FLOOD_MARGIN_S = 0.1  # a little past the wait Telegram names
+BUTTONS_PER_ROW = 3
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Where:
+    """Where a job is shown: its chat, the user's message, and our status message if posted."""
+
+    chat_id: int
+    reply_to_message_id: int | None
+    status_message_id: int | None
+
+    @classmethod
+    def of(cls, job: Job) -> Where | None:
+        """None for a job that names no chat (it did not come from this adapter)."""
+        reply_to = job.reply_to
+        if reply_to.get("chat_id") is None:
+            return None
+        return cls(
+            int(reply_to["chat_id"]),
+            _int(reply_to.get("reply_to_message_id")),
+            _int(reply_to.get("status_message_id")),
+        )
+
+
+class Outbox:
+    """Sends for one bot; remembers, per chat, when the next progress edit is allowed."""
+
+    def __init__(self, bot: Bot, service: Service, edit_interval: float) -> None:
+        self.bot = bot
+        self.service = service
+        self.edit_interval = edit_interval
+        self._next_edit: dict[int, float] = {}  # chat id -> monotonic time of the next allowed progress edit
+        self._flood_until: dict[int, float] = {}  # chat id -> when Telegram's last "retry after" ends
+
+    # -- answers to users -----------------------------------------------------------------------
+
+    async def answer(self, chat_id: int, reply_to_message_id: int | None, reply: Reply) -> None:
+        """Say the service's reply; a reply that carries a job becomes that job's status message."""
+        job = await self.service.db.jobs.get(reply.job_id) if reply.job_id is not None else None
+        if job is not None and job.reply_to.get("status_message_id") is not None:
+            return  # a re-sent update: this job is on show already
+        sent = await self.send_text(chat_id, reply.text, reply_to_message_id)
+        if job is None:
+            return
+        self._next_edit[chat_id] = time.monotonic() + self.edit_interval
+        await self.service.attach_status_message(
+            job.id, chat_id=chat_id, status_message_id=sent.message_id, reply_to_message_id=reply_to_message_id
+        )
+        latest = await self.service.db.jobs.get(job.id)
+        if latest is not None and latest.delivered_at:
+            await self.delete(chat_id, sent.message_id)  # it was done before the status message was known
+
+    async def answer_query(self, query: CallbackQuery, reply: Reply | None = None) -> bool:
+        """Answer a button press (an alert or a toast); True if the reply's text was shown there."""
+        text = reply.text if reply is not None and utf16_length(reply.text) <= MAX_ANSWER else None
+        try:
+            await query.answer(text=text, show_alert=bool(text and reply.alert))
+        except TelegramError as error:
+            log.info("telegram: could not answer callback query %s: %s", query.id, error)
+            return False
+        return text is not None
+
+    async def send_text(self, chat_id: int, text: str, reply_to_message_id: int | None = None) -> Message:
+        text, replying = fit(text, MAX_TEXT), _replying(reply_to_message_id)
+        return await self._patiently(chat_id, lambda: self.bot.send_message(chat_id, text, reply_parameters=replying))
+
+    async def delete(self, chat_id: int, message_id: int) -> None:
+        """Best effort: a message already gone, or too old to delete, is left alone."""
+        try:
+            await self.bot.delete_message(chat_id, message_id)
+        except TelegramError as error:
+            log.debug("telegram: could not delete message %s in %s: %s", message_id, chat_id, error)
+
+    # -- the service's calls --------------------------------------------------------------------
+
+    async def show_status(self, job: Job, text: str) -> None:
+        """Edit the job's status message; skipped when the chat was edited lately or is in flood wait."""
+        where = Where.of(job)
+        if where is None or where.status_message_id is None or not self._may_edit(where.chat_id):
+            return
+        self._next_edit[where.chat_id] = time.monotonic() + self.edit_interval
+        try:
+            await self.bot.edit_message_text(fit(text, MAX_TEXT), where.chat_id, where.status_message_id)
+        except RetryAfter as error:
+            self._flood(where.chat_id, error)
+            log.info("telegram: flood wait in chat %s, progress of job %s skipped", where.chat_id, job.id)
+        except BadRequest as error:
+            if not _not_modified(error):
+                log.debug("telegram: status of job %s not edited: %s", job.id, error)
+        except TelegramError as error:
+            log.warning("telegram: status of job %s not edited: %s", job.id, error)
+
+    async def deliver(self, delivery: Delivery) -> None:
+        """Send the picture with its buttons as a reply to the request, then clear the status message."""
+        job = delivery.job
+        where = _where(job)
+        data, (width, height) = await asyncio.to_thread(_read_picture, delivery.image_path)
+        as_photo = fits_as_photo(len(data), width, height)
+        filename = f"easel-{job.id}.png"
+        options = {
+            "caption": caption_for(delivery.caption, delivery.notes),
+            "reply_markup": _keyboard(delivery.buttons),
+            "reply_parameters": _replying(where.reply_to_message_id),
+            "filename": filename,
+        }
+        if as_photo:
+            sent = await self._patiently(where.chat_id, lambda: self.bot.send_photo(where.chat_id, data, **options))
+        else:
+            sent = await self._patiently(where.chat_id, lambda: self.bot.send_document(where.chat_id, data, **options))
+        # The picture is out.  From here on nothing may raise: a raise means "send it again".
+        await self._remember(job.id, where.chat_id, sent.message_id)
+        if delivery.send_png and as_photo:
+            await self._send_png(job.id, where.chat_id, data, filename, sent.message_id)
+        await self._clear_status(job.id)
+
+    async def notify_failure(self, job: Job, text: str) -> None:
+        """Turn the status message into the failure, or reply with it when there is none."""
+        where = _where(job)
+        text = fit(text, MAX_TEXT)
+        if where.status_message_id is not None:
+            try:
+                await self._patiently(
+                    where.chat_id, lambda: self.bot.edit_message_text(text, where.chat_id, where.status_message_id)
+                )
+                return
+            except BadRequest as error:
+                if _not_modified(error):
+                    return
+                log.info("telegram: status of job %s gone (%s); replying instead", job.id, error)
+        await self.send_text(where.chat_id, text, where.reply_to_message_id)
+
+    # -- helpers ----------------------------------------------------------------------------------
+
+    async def _patiently(self, chat_id: int, call: Callable[[], Awaitable[T]]) -> T:
+        """Make an API call that must not be skipped: wait out flood control (a few times), then call."""
+        for attempt in range(FLOOD_RETRIES):
+            wait = self._flood_until.get(chat_id, 0.0) - time.monotonic()
+            if wait > 0:
+                log.info("telegram: waiting %.1fs for flood control in chat %s", wait, chat_id)
+                await asyncio.sleep(wait)
+            try:
+                return await call()
+            except RetryAfter as error:
+                self._flood(chat_id, error)
+                if attempt + 1 == FLOOD_RETRIES:
+                    raise
+        raise AssertionError("unreachable")
+
+    async def _send_png(self, job_id: int, chat_id: int, data: bytes, filename: str, photo_id: int) -> None:
+        """The lossless file next to the photo Telegram re-encodes; missing it is not worth a resend."""
+        try:
+            sent = await self._patiently(
+                chat_id,
+                lambda: self.bot.send_document(chat_id, data, filename=filename, reply_parameters=_replying(photo_id)),
+            )
+        except TelegramError as error:
+            log.warning("telegram: PNG of job %s not sent: %s", job_id, error)
+            return
+        await self._remember(job_id, chat_id, sent.message_id)
+
+    async def _remember(self, job_id: int, chat_id: int, message_id: int) -> None:
+        """Map the message back to its job (for replies to it); a failure only costs that mapping."""
+        try:
+            await self.service.record_message(job_id, "telegram", str(chat_id), str(message_id))
+        except Exception:
+            log.exception("telegram: could not record message %s of job %s", message_id, job_id)
+
+    async def _clear_status(self, job_id: int) -> None:
+        """Delete the status message, read afresh: it may have been posted while the job ran."""
+        try:
+            job = await self.service.db.jobs.get(job_id)
+            where = Where.of(job) if job is not None else None
+        except Exception:
+            log.exception("telegram: could not look up the status message of job %s", job_id)
+            return
+        if where is not None and where.status_message_id is not None:
+            await self.delete(where.chat_id, where.status_message_id)
+
+    def _flood(self, chat_id: int, error: RetryAfter) -> None:
+        """Remember a 429: nothing more goes to that chat until it has passed."""
+        until = time.monotonic() + _seconds(error.retry_after) + FLOOD_MARGIN_S
+        self._flood_until[chat_id] = max(until, self._flood_until.get(chat_id, 0.0))
+
+    def _may_edit(self, chat_id: int) -> bool:
+        now = time.monotonic()
+        return now >= self._next_edit.get(chat_id, 0.0) and now >= self._flood_until.get(chat_id, 0.0)
+
+
+def _where(job: Job) -> Where:
+    where = Where.of(job)
+    if where is None:
+        raise ValueError(f"job {job.id} names no Telegram chat to answer in")
+    return where
+
+
+def _keyboard(buttons: list[tuple[str, str]]) -> InlineKeyboardMarkup | None:
+    """The service's (button id, label) pairs, three to a row; the id is the callback data."""
+    keys = [InlineKeyboardButton(label, callback_data=button_id) for button_id, label in buttons]
+    rows = [keys[i : i + BUTTONS_PER_ROW] for i in range(0, len(keys), BUTTONS_PER_ROW)]
+    return InlineKeyboardMarkup(rows) if rows else None
+
+
+def _replying(message_id: int | None) -> ReplyParameters | None:
+    if message_id is None:
+        return None
+    return ReplyParameters(message_id, allow_sending_without_reply=True)
+
+
+def _read_picture(path: Path) -> tuple[bytes, tuple[int, int]]:
+    data = path.read_bytes()
+    with Image.open(io.BytesIO(data)) as image:
+        return data, image.size
+
+
+def _not_modified(error: TelegramError) -> bool:
+    return "message is not modified" in str(error).lower()
+
+
+def _seconds(retry_after: int | dt.timedelta) -> float:
+    if isinstance(retry_after, dt.timedelta):
+        return retry_after.total_seconds()
+    return float(retry_after)
+
+
+def _int(value: object) -> int | None:
+    return None if value is None else int(value)
