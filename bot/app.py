@@ -46,7 +46,12 @@ async def build_app(settings: Settings, factory: Callable[[], Any] | None = None
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     db = await Database.open(settings.database_path)
     images = ImageStore(settings.images_dir)
-    worker = GpuWorker(factory or engine_factory(settings))
+    if settings.redis_url:  # scale-out: `easel worker` processes draw; this process only hands out
+        from bot.scale.pool import WorkerPool
+
+        worker = WorkerPool.from_settings(settings)
+    else:
+        worker = GpuWorker(factory or engine_factory(settings))
     service = Service(settings, db, images, worker, profile_for(settings.model), model_name=_model_name(settings))
     return App(settings, db, worker, service)
 
@@ -59,8 +64,19 @@ async def run_forever(app: App, adapters: list[Any]) -> None:
     """Start every adapter, then the service (which recovers unfinished jobs), and wait."""
     for adapter in adapters:
         app.service.register(adapter)
+    warm_up = asyncio.create_task(_load_model(app))
     await app.service.start()
     try:
         await asyncio.gather(*(adapter.run() for adapter in adapters))
     finally:
+        warm_up.cancel()
         await app.stop()
+
+
+async def _load_model(app: App) -> None:
+    """Load the model at start so the first picture is not slow; a failure is logged here and then
+    reaches each user as a friendly message when their job runs."""
+    try:
+        await app.worker.start()
+    except Exception as exc:
+        log.warning("model not loaded at start: %s", exc)

@@ -22,6 +22,7 @@ class Settings(BaseSettings):
     telegram_api_url: str = Field(default="https://api.telegram.org/bot", alias="TELEGRAM_API_URL")
     discord_token: SecretStr | None = Field(default=None, alias="DISCORD_TOKEN")
     discord_guild_ids: Annotated[list[int], NoDecode] = Field(default_factory=list, alias="DISCORD_GUILD_IDS")
+    discord_message_content: bool = Field(default=False, alias="EASEL_DISCORD_MESSAGE_CONTENT")
 
     model: str = Field(default="Tongyi-MAI/Z-Image-Turbo", alias="EASEL_MODEL")
     device: str = Field(default="auto", alias="EASEL_DEVICE")
@@ -33,7 +34,6 @@ class Settings(BaseSettings):
     allowed_chats: Annotated[list[str], NoDecode] = Field(default_factory=list, alias="EASEL_ALLOWED_CHATS")
     default_language: str = Field(default="en", alias="EASEL_LANGUAGE")
     redis_url: str | None = Field(default=None, alias="EASEL_REDIS_URL")
-    metrics_port: int | None = Field(default=None, alias="EASEL_METRICS_PORT")
     log_level: str = Field(default="INFO", alias="EASEL_LOG_LEVEL")
 
     @field_validator("admins", "allowed_chats", "discord_guild_ids", mode="before")
