@@ -1,0 +1,98 @@
+"""`easel draw` and `easel doctor` end to end, and the settings object."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from PIL import Image
+
+from bot.cli import main
+from bot.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_cli(*args: str, env: dict | None = None, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "bot.cli", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "EASEL_LOG_LEVEL": "WARNING", **(env or {})},
+        cwd=cwd,
+        timeout=120,
+    )
+
+
+def test_draw_writes_a_png_with_parameters(tmp_path, tiny_model_dir):
+    out = tmp_path / "fox.png"
+    result = run_cli(
+        "draw",
+        "a red fox in snow",
+        "--ar",
+        "3:2",
+        "--seed",
+        "42",
+        "--out",
+        str(out),
+        "--model",
+        tiny_model_dir,
+        env={"EASEL_DEVICE": "cpu"},
+    )
+    assert result.returncode == 0, result.stderr
+    assert str(out) in result.stdout and "seed 42" in result.stdout
+    with Image.open(out) as image:
+        assert image.size == (320, 208)
+        parameters = image.text["parameters"]
+    assert parameters.startswith("a red fox in snow\n")
+    assert "Steps: 8" in parameters and "Seed: 42" in parameters and "Size: 320x208" in parameters
+    assert "CFG scale: 1" in parameters and "Model: " in parameters
+
+
+def test_draw_with_a_bad_flag_says_what_to_type(tmp_path, tiny_model_dir, capsys):
+    code = main(["draw", "a fox", "--cfg", "9", "--model", tiny_model_dir, "--out", str(tmp_path / "x.png")])
+    printed = capsys.readouterr().out
+    assert code == 1
+    assert "2.5" in printed and "/draw a fox --cfg 2.5" in printed
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_doctor_reports_plans_and_the_gpu_requirement(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("EASEL_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("EASEL_DEVICE", "cpu")
+    monkeypatch.setenv("EASEL_MODEL", "Tongyi-MAI/Z-Image-Turbo")
+    code = main(["doctor", "--json"])
+    report = json.loads(capsys.readouterr().out)
+    assert code == 1 and report["ok"] is False
+    assert any("needs an NVIDIA GPU" in problem for problem in report["problems"])
+    assert set(report["plans"]) == {"512x512", "768x768", "1024x1024", "1536x1536"}
+    assert report["mode"].startswith("console")
+
+
+def test_doctor_is_happy_with_a_local_model(tmp_path, tiny_model_dir, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("EASEL_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("EASEL_MODEL", tiny_model_dir)
+    monkeypatch.setenv("EASEL_ADMINS", "telegram:1,nonsense")
+    main(["doctor"])
+    text = capsys.readouterr().out
+    assert "model: " in text and "(local)" in text
+    assert "EASEL_ADMINS entry 'nonsense'" in text
+
+
+def test_settings_read_env_file_and_lists(tmp_path):
+    env_file = tmp_path / ".env"
+    env_file.write_text(
+        "TELEGRAM_TOKEN=123:secret\nEASEL_ADMINS=telegram:1, discord:2\nEASEL_ROLE_QUOTAS=vip:200,guest:5\n"
+        "EASEL_LANGUAGE=zh-CN\nDISCORD_GUILD_IDS=10,20\n"
+    )
+    settings = Settings(_env_file=env_file)
+    assert settings.telegram_token.get_secret_value() == "123:secret"
+    assert "secret" not in repr(settings)
+    assert settings.admins == ["telegram:1", "discord:2"] and settings.is_admin("discord", "2")
+    assert settings.role_quotas == {"vip": 200, "guest": 5}
+    assert settings.default_language == "zh" and settings.discord_guild_ids == [10, 20]
