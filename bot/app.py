@@ -66,6 +66,9 @@ async def run_forever(app: App, adapters: list[Any]) -> None:
         app.service.register(adapter)
     warm_up = asyncio.create_task(_load_model(app))
     await app.service.start()
+    if app.settings.metrics_port:
+        app.service.metrics.serve(app.settings.metrics_port)
+        log.info("metrics on :%d/metrics", app.settings.metrics_port)
     try:
         await asyncio.gather(*(adapter.run() for adapter in adapters))
     finally:

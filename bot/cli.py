@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import logging
 import sys
 from pathlib import Path
 
@@ -46,8 +45,9 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(result, indent=2) if args.json else _format_report(result))
         return 0 if result["ok"] else 1
     if args.command == "worker":
-        print("easel worker needs Redis scale-out, which is not built yet (see the README).", file=sys.stderr)
-        return 2
+        from bot.scale.remote import main as serve_worker
+
+        return serve_worker(settings)
     return asyncio.run(_serve(settings, console=args.command == "console"))
 
 
@@ -73,10 +73,9 @@ async def _serve(settings: Settings, console: bool) -> int:
 
 
 def _configure_logging(level: str) -> None:
-    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    # httpx logs every request URL at INFO, and Telegram URLs contain the bot token.
-    for noisy in ("httpx", "httpcore", "telegram.ext.Updater", "discord.http"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    from bot.logs import configure
+
+    configure(level)
 
 
 def _format_report(result: dict) -> str:

@@ -16,7 +16,9 @@ from typing import Any, Protocol
 from bot.buttons import BUTTON_ROW, Action, button_id, parse_button_id
 from bot.errors import UserError
 from bot.eta import EtaEstimator, eta_for_position
+from bot.logs import current_job
 from bot.messages import language_for, t
+from bot.metrics import Metrics
 from bot.queue import FairQueue
 from bot.settings import Settings
 from engine.errors import Cancelled, EngineError
@@ -112,6 +114,8 @@ class Service:
         self._tasks: set[asyncio.Task] = set()
         self._dispatcher: asyncio.Task | None = None
         self._stopping = False
+        self._enqueued_at: dict[int, float] = {}
+        self.metrics = Metrics(queue_depth=lambda: len(self.queue), live_workers=self.live_workers)
         self.job_finished: Callable[[Job], Awaitable[None]] | None = None
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -325,7 +329,17 @@ class Service:
             raise UserError("pending_limit", max_pending=self.settings.max_pending, jobs=jobs)
         job = acceptance.job
         if acceptance.outcome is Outcome.ACCEPTED:
+            log.info(
+                "accepted %s %sx%s from %s:%s",
+                request.kind.value,
+                request.width,
+                request.height,
+                caller.platform,
+                caller.user_id,
+                extra={"job": job.id},
+            )
             self._enqueue(job)
+            self.metrics.accepted.inc()
             self._spawn(self._push_positions())
         return Reply(self.queued_text(job, lang), lang, job_id=job.id)
 
@@ -333,6 +347,7 @@ class Service:
         request = job.request
         self._costs[job.id] = self.eta.estimate(request["width"], request["height"], request["steps"])
         self.queue.push(job.id, f"{job.platform}:{job.user_id}")
+        self._enqueued_at[job.id] = time.monotonic()
 
     def queued_text(self, job: Job, lang: str) -> str:
         position = self.queue.position(job.id)
@@ -369,7 +384,9 @@ class Service:
         if job.user_id != user.id and not self.is_admin(caller):
             raise UserError("cancel_not_yours")
         if self.queue.remove(job.id):
+            self._enqueued_at.pop(job.id, None)
             if await self.db.jobs.mark_cancelled(job.id):
+                self.metrics.jobs.labels("cancelled").inc()
                 await self.db.quota.refund(job.id, "cancelled before start")
                 self._spawn(self._tell_cancelled(job))
             self._costs.pop(job.id, None)
@@ -393,6 +410,7 @@ class Service:
             self._spawn(self._run_in_slot(job_id))
 
     async def _run_in_slot(self, job_id: int) -> None:
+        current_job.set(job_id)  # this task's own context: every line it logs names the job
         try:
             await self._run_job(job_id)
         except Exception:
@@ -406,6 +424,9 @@ class Service:
             return
         job = await self.db.jobs.get(job_id)
         self._running = (job_id, time.monotonic(), cost)
+        enqueued = self._enqueued_at.pop(job_id, None)
+        if enqueued is not None:
+            self.metrics.wait_seconds.observe(time.monotonic() - enqueued)
         self._spawn(self._push_positions())
         request = DrawRequest.from_dict(job.request)
         try:
@@ -414,6 +435,7 @@ class Service:
             if self._stopping:  # shutting down, not a user's cancel: run it again after the restart
                 await self.db.jobs.requeue(job_id)
             elif await self.db.jobs.mark_cancelled(job_id):
+                self.metrics.jobs.labels("cancelled").inc()
                 await self._tell_cancelled(job)
             return
         except EngineError as error:
@@ -443,10 +465,27 @@ class Service:
             "peak_memory_gb": result.peak_memory_gb,
         }
         await self.db.jobs.mark_done(job.id, seed=result.seed, image_paths=paths, plan=plan, timings=timings)
+        log.info(
+            "done in %.2fs, plan %s, fallbacks %s, retries %s",
+            timings["total"],
+            result.plan.describe(),
+            result.fallbacks or "none",
+            result.retries or "none",
+        )
         self.eta.record(request.width, request.height, request.steps, timings["total"])
+        self.metrics.job_done(
+            request.width,
+            request.height,
+            timings["total"],
+            len(result.fallbacks),
+            len(result.retries),
+            result.peak_memory_gb,
+        )
         await self._deliver(job.id)
 
     async def _fail(self, job: Job, key: str, params: dict) -> None:
+        log.warning("failed: %s %s", key, params or "")
+        self.metrics.jobs.labels("failed").inc()
         await self.db.jobs.mark_failed(job.id, key, params)
         await self.db.quota.refund(job.id, f"system failure: {key}")
         await self._deliver(job.id)
@@ -485,9 +524,11 @@ class Service:
 
     async def _deliver(self, job_id: int, attempt: int = 0) -> None:
         """Send a finished job's outcome once; retried with backoff, and again after a restart."""
+        current_job.set(job_id)
         if job_id in self._delivering:
             return
         self._delivering.add(job_id)
+        job = None
         try:
             job = await self.db.jobs.get(job_id)
             adapter = self.adapters.get(job.platform) if job else None
@@ -501,12 +542,15 @@ class Service:
             else:
                 return
             await self.db.jobs.mark_delivered(job_id)
+            log.info("delivered to %s", job.platform)
             if self.job_finished:
                 await self.job_finished(job)
         except asyncio.CancelledError:
             raise
         except Exception:
             log.exception("job %s: delivery failed (attempt %d)", job_id, attempt + 1)
+            if job is not None:
+                self.metrics.platform_errors.labels(job.platform).inc()
             if attempt + 1 < DELIVERY_RETRIES:
                 self._spawn(self._deliver_later(job_id, attempt + 1))
         finally:

@@ -34,6 +34,7 @@ class Settings(BaseSettings):
     allowed_chats: Annotated[list[str], NoDecode] = Field(default_factory=list, alias="EASEL_ALLOWED_CHATS")
     default_language: str = Field(default="en", alias="EASEL_LANGUAGE")
     redis_url: str | None = Field(default=None, alias="EASEL_REDIS_URL")
+    metrics_port: int | None = Field(default=None, alias="EASEL_METRICS_PORT")
     log_level: str = Field(default="INFO", alias="EASEL_LOG_LEVEL")
 
     @field_validator("admins", "allowed_chats", "discord_guild_ids", mode="before")

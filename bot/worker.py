@@ -7,6 +7,7 @@ to the loop with `call_soon_threadsafe`, and cancel is a thread-safe flag the en
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -33,8 +34,7 @@ class GpuWorker:
 
     async def start(self) -> None:
         """Load the model on the GPU thread so start-up never blocks the loop."""
-        loop = asyncio.get_running_loop()
-        self._engine = await loop.run_in_executor(self._thread, self._factory)
+        await asyncio.get_running_loop().run_in_executor(self._thread, self._ensure_engine)
 
     async def acquire_slot(self) -> None:
         """One GPU, one job at a time: the dispatcher waits here before taking the next job."""
@@ -56,7 +56,9 @@ class GpuWorker:
                 loop.call_soon_threadsafe(on_step, index, total)
 
         try:
-            return await loop.run_in_executor(self._thread, self._generate, request, step, stop.is_set)
+            # copy_context: the job id (bot/logs.py) follows the work onto the GPU thread.
+            context = contextvars.copy_context()
+            return await loop.run_in_executor(self._thread, context.run, self._generate, request, step, stop.is_set)
         except asyncio.CancelledError:
             stop.set()  # nobody awaits this generation any more: stop it at the next step
             raise
@@ -75,9 +77,13 @@ class GpuWorker:
         return True
 
     def _generate(self, request: DrawRequest, on_step: ProgressCallback, should_stop: Callable[[], bool]) -> Any:
+        return self._ensure_engine().generate(request, on_step=on_step, should_stop=should_stop)
+
+    def _ensure_engine(self):
+        """Runs on the GPU thread only, so the model is loaded once however the calls interleave."""
         if self._engine is None:
             self._engine = self._factory()
-        return self._engine.generate(request, on_step=on_step, should_stop=should_stop)
+        return self._engine
 
     def close(self) -> None:
         for flag in self._stop_flags.values():

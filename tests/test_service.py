@@ -301,3 +301,22 @@ async def test_hostile_prompts_are_stored_verbatim_or_refused_clearly(make_app):
     assert huge.job_id is None and "1000" in huge.text and len(huge.text) < 500
     nan = await app.service.handle_text(alice(), "/draw fox --cfg nan", {})
     assert nan.job_id is None and "/draw" in nan.text
+
+
+async def test_metrics_count_what_happened(make_app, engine):
+    app, adapter = await started(make_app)
+    first = await app.service.handle_text(alice(), "/draw counted --steps 2", {})
+    await adapter.wait_until(lambda: adapter.delivered)
+    queued = await app.service.handle_text(bob(), "/draw cancelled later --steps 2", {})
+    await app.service.handle_text(bob(), f"/cancel {queued.job_id}", {})
+    await settled(app, first.job_id)
+    metrics = app.service.metrics
+    assert metrics.value("easel_jobs_accepted_total") == 2
+    assert metrics.value("easel_jobs_total", status="done") == 1
+    assert metrics.value("easel_job_run_seconds_count", size="256px") == 1
+    assert metrics.value("easel_job_wait_seconds_count") == 1
+    assert metrics.value("easel_live_workers") == 1
+    assert metrics.value("easel_queue_depth") == 0
+    from prometheus_client import generate_latest
+
+    assert b"easel_job_run_seconds_bucket" in generate_latest(metrics.registry)

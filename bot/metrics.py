@@ -1,0 +1,57 @@
+"""Prometheus metrics, served on EASEL_METRICS_PORT when it is set.
+
+One registry per service (tests build many services in one process)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+RUN_BUCKETS = (0.5, 1, 2, 3, 5, 8, 13, 20, 30, 60, 120, 300)
+WAIT_BUCKETS = (0.1, 1, 5, 15, 30, 60, 120, 300, 900, 1800, 3600)
+VRAM_BUCKETS = (1, 2, 4, 6, 8, 10, 12, 16, 24, 40, 80)
+
+
+def size_label(width: int, height: int) -> str:
+    """Pixel count rounded to the nearest common square, so label cardinality stays tiny."""
+    side = (width * height) ** 0.5
+    return f"{min((256, 512, 768, 1024, 1536, 2048), key=lambda s: abs(s - side))}px"
+
+
+class Metrics:
+    def __init__(self, queue_depth: Callable[[], int], live_workers: Callable[[], int]) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.queue_depth = Gauge("easel_queue_depth", "Jobs waiting in the fair queue", registry=r)
+        self.queue_depth.set_function(queue_depth)
+        self.live_workers = Gauge("easel_live_workers", "GPU workers able to take jobs", registry=r)
+        self.live_workers.set_function(live_workers)
+        self.jobs = Counter("easel_jobs", "Jobs by final status", ["status"], registry=r)
+        self.accepted = Counter("easel_jobs_accepted", "Jobs accepted into the queue", registry=r)
+        self.run_seconds = Histogram(
+            "easel_job_run_seconds", "Generation time by size", ["size"], buckets=RUN_BUCKETS, registry=r
+        )
+        self.wait_seconds = Histogram("easel_job_wait_seconds", "Time in queue", buckets=WAIT_BUCKETS, registry=r)
+        self.fallbacks = Counter("easel_fallbacks", "OOM ladder steps and NaN retries", ["kind"], registry=r)
+        self.peak_vram = Histogram("easel_job_peak_vram_gb", "Peak VRAM per job", buckets=VRAM_BUCKETS, registry=r)
+        self.platform_errors = Counter(
+            "easel_platform_errors", "Failed sends to a chat platform", ["platform"], registry=r
+        )
+
+    def serve(self, port: int) -> None:
+        start_http_server(port, addr="0.0.0.0", registry=self.registry)
+
+    def job_done(self, width: int, height: int, seconds: float, fallbacks: int, retries: int, peak_gb) -> None:
+        self.jobs.labels("done").inc()
+        self.run_seconds.labels(size_label(width, height)).observe(seconds)
+        if fallbacks:
+            self.fallbacks.labels("oom").inc(fallbacks)
+        if retries:
+            self.fallbacks.labels("nan").inc(retries)
+        if peak_gb is not None:
+            self.peak_vram.observe(peak_gb)
+
+    def value(self, name: str, **labels: str) -> float:
+        """A current sample, for /stats and tests."""
+        return self.registry.get_sample_value(name, labels) or 0.0
