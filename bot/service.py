@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 PROGRESS_INTERVAL_S = 1.0
 POSITION_PUSH_LIMIT = 10
 DELIVERY_RETRIES = 5
+REDELIVERY_SWEEP_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -113,6 +114,7 @@ class Service:
         self._delivering: set[int] = set()
         self._tasks: set[asyncio.Task] = set()
         self._dispatcher: asyncio.Task | None = None
+        self._sweeper: asyncio.Task | None = None
         self._stopping = False
         self._enqueued_at: dict[int, float] = {}
         self.metrics = Metrics(queue_depth=lambda: len(self.queue), live_workers=self.live_workers)
@@ -138,6 +140,7 @@ class Service:
         if len(self.queue):
             log.info("recovered %d unfinished jobs", len(self.queue))
         self._dispatcher = asyncio.create_task(self._dispatch_loop(), name="easel-dispatch")
+        self._sweeper = asyncio.create_task(self._redeliver_every(REDELIVERY_SWEEP_S), name="easel-redeliver")
         for job in await self.db.jobs.undelivered():
             self._spawn(self._deliver(job.id))
 
@@ -146,10 +149,11 @@ class Service:
 
         Whatever is cut short is still in the database and resumes at the next start."""
         self._stopping = True
-        if self._dispatcher:
-            self._dispatcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._dispatcher
+        for loop_task in (self._dispatcher, self._sweeper):
+            if loop_task:
+                loop_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await loop_task
         for job_id in list(self.worker_jobs()):
             self.worker.cancel(job_id)
         if self._tasks:
@@ -160,6 +164,12 @@ class Service:
 
     def worker_jobs(self) -> list[int]:
         return [self._running[0]] if self._running else []
+
+    async def _redeliver_every(self, seconds: float) -> None:
+        """A platform outage longer than the retry backoff must not strand pictures until a restart."""
+        while True:
+            await asyncio.sleep(seconds)
+            await self.redeliver_pending()
 
     async def redeliver_pending(self) -> None:
         """Deliver what finished while an adapter was away (call after registering one)."""

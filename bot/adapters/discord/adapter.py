@@ -1,0 +1,336 @@
+"""The Discord adapter: slash commands, buttons and replies to pictures in; status, pictures and
+failures out.  It translates; the service decides.
+
+Visibility, fixed at defer time: every interaction is deferred first (ephemeral "thinking"), so what
+the service says back (queued, progress, refusals, /quota, ...) is seen only by the person who asked.
+Outcomes are public: the picture (or the failure) is a new message that mentions the owner, sent
+as an interaction follow-up while the token lives and as a plain channel message after that.  The
+private status message is then deleted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import logging
+import re
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import discord
+from discord import app_commands
+
+from bot.adapters.discord.buttons import ResultButton, result_view
+from bot.adapters.discord.fitting import fit_to_limit
+from bot.adapters.discord.origin import ORIGINAL, Origin
+from bot.adapters.discord.slash import build_commands
+from bot.messages import language_for, t
+from bot.service import Caller, Delivery, Reply, Service
+from bot.settings import Settings
+from storage.jobs import Job
+
+log = logging.getLogger(__name__)
+
+MESSAGE_LIMIT = 2000
+READY_TIMEOUT_S = 30.0
+ANSWER_TIMEOUT_S = 10.0  # how long an outcome waits for the command's own answer to land first
+STATUS_EDIT_TIMEOUT_S = 5.0  # progress is best-effort: a rate-limited edit is dropped, not waited for
+TOKEN_DEAD = 50027  # "Invalid Webhook Token": the 15 minutes are over
+MENTIONS = discord.AllowedMentions(everyone=False, roles=False, users=True, replied_user=False)
+
+Ask = Callable[[Caller, dict[str, Any]], Awaitable[Reply | None]]
+
+
+class EaselClient(discord.Client):
+    def __init__(self, adapter: DiscordAdapter, intents: discord.Intents) -> None:
+        super().__init__(intents=intents, allowed_mentions=MENTIONS)
+        self.adapter = adapter
+        self.tree = app_commands.CommandTree(self)
+
+    async def setup_hook(self) -> None:
+        await self.adapter.setup()
+
+    async def on_easel_press(self, interaction: discord.Interaction, custom_id: str) -> None:
+        await self.adapter.on_press(interaction, custom_id)
+
+    async def on_message(self, message: discord.Message) -> None:
+        await self.adapter.on_message(message)
+
+
+class DiscordAdapter:
+    platform = "discord"
+
+    def __init__(self, service: Service, settings: Settings, *, clock: Callable[[], float] = time.time) -> None:
+        self.service = service
+        self.settings = settings
+        self.clock = clock
+        self.client = EaselClient(self, _intents(settings))
+        self._ready = asyncio.Event()  # logged in; also set by close() to wake whoever waits
+        self._closed = False
+        self._answering: dict[str, asyncio.Event] = {}  # interaction token -> its answer has landed
+        self._status: dict[int, tuple[Origin, str] | None] = {}  # job -> newest status not yet shown
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Log in, sync the commands, stay connected; returns once closed."""
+        if self.settings.discord_token is None:
+            raise RuntimeError("DISCORD_TOKEN is not set")
+        try:
+            await self.client.start(self.settings.discord_token.get_secret_value())
+        finally:
+            await self.close()
+
+    async def close(self) -> None:
+        self._closed = True
+        self._ready.set()
+        if not self.client.is_closed():
+            await self.client.close()
+
+    async def setup(self) -> None:
+        """Buttons of any age, the commands, and their sync: per guild when DISCORD_GUILD_IDS is set."""
+        self.client.add_dynamic_items(ResultButton)
+        tree = self.client.tree
+        for command in build_commands(self.service.profile, self.on_command):
+            tree.add_command(command)
+        try:
+            if self.settings.discord_guild_ids:
+                for guild_id in self.settings.discord_guild_ids:
+                    guild = discord.Object(id=guild_id)
+                    tree.copy_global_to(guild=guild)
+                    await tree.sync(guild=guild)
+            else:
+                await tree.sync()
+        except discord.HTTPException:
+            log.exception("syncing the slash commands failed; Discord keeps the last synced set")
+        self._ready.set()
+
+    # -- events in ------------------------------------------------------------------------------
+
+    async def on_command(self, interaction: discord.Interaction, text: str) -> None:
+        """A slash command, already written as a command line."""
+        key = f"discord:interaction:{interaction.id}"
+        await self._answer(
+            interaction, lambda caller, reply_to: self.service.handle_text(caller, text, reply_to, idempotency_key=key)
+        )
+
+    async def on_press(self, interaction: discord.Interaction, custom_id: str) -> None:
+        """A button under a picture, from this run or any earlier one."""
+        key = f"discord:interaction:{interaction.id}"
+        await self._answer(
+            interaction, lambda caller, reply_to: self.service.press(caller, custom_id, reply_to, idempotency_key=key)
+        )
+
+    async def on_message(self, message: discord.Message) -> None:
+        """A reply to one of our pictures that mentions us: a variation with the new words."""
+        me = self.client.user
+        if not self.settings.discord_message_content or me is None or message.author.bot:
+            return
+        reference = message.reference
+        if reference is None or reference.message_id is None or all(user.id != me.id for user in message.mentions):
+            return
+        origin = Origin.from_message(message)
+        caller = Caller(
+            self.platform, origin.user_id, message.author.name, chat_id=origin.channel_id, guild_id=origin.guild_id
+        )
+        text = re.sub(rf"<@!?{me.id}>", " ", message.content).strip()
+        reply = await self.service.vary_from_picture(
+            caller,
+            text,
+            origin.channel_id,
+            str(reference.message_id),
+            origin.to_reply_to(),
+            idempotency_key=f"discord:message:{message.id}",
+        )
+        if reply is None:
+            return
+        answer = await message.reply(_clip(reply.text), mention_author=False)
+        if reply.job_id is not None:
+            await self.service.attach_status_message(reply.job_id, status_message_id=str(answer.id))
+
+    async def _answer(self, interaction: discord.Interaction, ask: Ask) -> None:
+        """Defer first (Discord's 3 seconds), then ask the service and show its reply privately."""
+        try:
+            await interaction.response.defer(ephemeral=True, thinking=True)
+        except discord.HTTPException:
+            log.warning("interaction %s could not be deferred; dropped", interaction.id, exc_info=True)
+            return
+        origin = Origin.from_interaction(interaction)
+        landed = self._answering[interaction.token] = asyncio.Event()
+        try:
+            try:
+                reply = await ask(_caller(interaction), origin.to_reply_to())
+            except Exception:
+                log.exception("interaction %s: the service failed", interaction.id)
+                reply = Reply(t("error.unexpected", language_for(str(interaction.locale))), alert=True)
+            await self._show_reply(interaction, reply)
+        except discord.HTTPException:
+            log.warning("interaction %s: could not show the reply", interaction.id, exc_info=True)
+        finally:
+            landed.set()
+            self._answering.pop(interaction.token, None)
+
+    async def _show_reply(self, interaction: discord.Interaction, reply: Reply | None) -> None:
+        if reply is None:  # not meant for us
+            await interaction.delete_original_response()
+            return
+        if reply.delete_message and interaction.message is not None:
+            await _delete_quietly(interaction.message)
+        await interaction.edit_original_response(content=_clip(reply.text))
+        if reply.job_id is not None:
+            await self.service.attach_status_message(reply.job_id, status_message_id=ORIGINAL)
+
+    # -- the Adapter protocol: out --------------------------------------------------------------
+
+    async def show_status(self, job: Job, text: str) -> None:
+        """Edit the status message; newest text wins, and a slow or refused edit is skipped."""
+        origin = Origin.from_reply_to(job.reply_to)
+        if origin.status_message_id is None or self._closed or not self._ready.is_set():
+            return
+        if origin.status_message_id == ORIGINAL and not origin.token_alive(self.clock()):
+            return
+        if job.id in self._status:  # an edit is under way; it sends this text next
+            self._status[job.id] = (origin, text)
+            return
+        self._status[job.id] = (origin, text)
+        try:
+            while (latest := self._status[job.id]) is not None:
+                self._status[job.id] = None
+                try:
+                    await asyncio.wait_for(self._edit_status(*latest), STATUS_EDIT_TIMEOUT_S)
+                except (discord.HTTPException, TimeoutError) as error:
+                    log.debug("job %s: status edit skipped (%s)", job.id, error)
+        finally:
+            self._status.pop(job.id, None)
+
+    async def deliver(self, delivery: Delivery) -> None:
+        """The picture, its caption and buttons, as a message that mentions the owner; raises if unsent."""
+        job, lang = delivery.job, delivery.language
+        origin = Origin.from_reply_to(job.reply_to)
+        await self._wait_until_answered(origin)
+        upload = await asyncio.to_thread(fit_to_limit, delivery.image_path, origin.attachment_size_limit)
+        filename = f"easel-{job.id}.{upload.extension}"
+        notes = [*delivery.notes, *([t("oversize_note", lang)] if upload.reencoded else [])]
+        embed = discord.Embed(description="\n\n".join([delivery.caption, *notes]))
+        embed.set_image(url=f"attachment://{filename}")
+
+        def parts() -> dict[str, Any]:
+            file = discord.File(io.BytesIO(upload.data), filename=filename)
+            return {"file": file, "embed": embed, "view": result_view(delivery.buttons)}
+
+        late = t("token_expired_mention", lang, mention=origin.mention)
+        message = await self._post(origin, origin.mention, late, parts)
+        await self.service.record_message(job.id, self.platform, origin.channel_id, str(message.id))
+        await self._clear_status(origin)
+
+    async def notify_failure(self, job: Job, text: str) -> None:
+        """The failure, told to the owner the same way a picture would be; raises if unsent."""
+        origin = Origin.from_reply_to(job.reply_to)
+        await self._wait_until_answered(origin)
+        content = _clip(f"{origin.mention} {text}")
+        await self._post(origin, content, content, lambda: {})
+        await self._clear_status(origin)
+
+    # -- sending ----------------------------------------------------------------------------------
+
+    async def _post(
+        self, origin: Origin, content: str, late_content: str, parts: Callable[[], dict[str, Any]]
+    ) -> discord.Message:
+        """A follow-up while the interaction token lives, else (or when Discord says it died) a channel
+        message; a job from a message replies to that message."""
+        if origin.token_alive(self.clock()):
+            try:
+                webhook = self._webhook(origin)
+                return await webhook.send(content=content, wait=True, allowed_mentions=MENTIONS, **parts())
+            except discord.HTTPException as error:
+                if not _token_dead(error):
+                    raise
+                log.info("interaction token dead (%s %s); posting to the channel", error.status, error.code)
+        if origin.token is None:
+            late_content = content
+        reference = None
+        if origin.message_id is not None:
+            reference = discord.MessageReference(
+                message_id=int(origin.message_id), channel_id=int(origin.channel_id), fail_if_not_exists=False
+            )
+        return await self._channel(origin).send(
+            content=late_content, reference=reference, allowed_mentions=MENTIONS, **parts()
+        )
+
+    async def _edit_status(self, origin: Origin, text: str) -> None:
+        await self._wait_until_answered(origin)
+        if origin.status_message_id == ORIGINAL:
+            await self._webhook(origin).edit_message(ORIGINAL, content=_clip(text))  # type: ignore[arg-type]
+        else:
+            await self._channel(origin).get_partial_message(int(origin.status_message_id)).edit(content=_clip(text))
+
+    async def _clear_status(self, origin: Origin) -> None:
+        """The private status message has done its job once the outcome is out."""
+        status = origin.status_message_id
+        if status is None:
+            return
+        with contextlib.suppress(discord.HTTPException):
+            if status != ORIGINAL:
+                await self._channel(origin).get_partial_message(int(status)).delete()
+            elif origin.token_alive(self.clock()):
+                await self._webhook(origin).delete_message(ORIGINAL)  # type: ignore[arg-type]
+
+    async def _wait_until_answered(self, origin: Origin) -> None:
+        """Wait for the client to be logged in, and for the command's own reply to land, so an outcome
+        never replaces the 'thinking' message (which would make it private)."""
+        try:
+            await asyncio.wait_for(self._ready.wait(), READY_TIMEOUT_S)
+        except TimeoutError:
+            raise RuntimeError("not logged in to Discord yet") from None
+        if self._closed:
+            raise RuntimeError("the Discord adapter is closed; the job stays undelivered until the next start")
+        landed = self._answering.get(origin.token or "")
+        if landed is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(landed.wait(), ANSWER_TIMEOUT_S)
+
+    def _webhook(self, origin: Origin) -> discord.Webhook:
+        return discord.Webhook.partial(int(origin.application_id or 0), origin.token or "", client=self.client)
+
+    def _channel(self, origin: Origin) -> discord.PartialMessageable:
+        guild_id = int(origin.guild_id) if origin.guild_id else None
+        return self.client.get_partial_messageable(int(origin.channel_id), guild_id=guild_id)
+
+
+def _intents(settings: Settings) -> discord.Intents:
+    """Interactions need no intent; reading replies to pictures needs message content."""
+    intents = discord.Intents.none()
+    intents.guilds = True
+    if settings.discord_message_content:
+        intents.guild_messages = intents.dm_messages = intents.message_content = True
+    return intents
+
+
+def _caller(interaction: discord.Interaction) -> Caller:
+    user = interaction.user
+    return Caller(
+        "discord",
+        str(user.id),
+        name=user.name,
+        language=str(interaction.locale) if interaction.locale else None,
+        chat_id=str(interaction.channel_id),
+        guild_id=str(interaction.guild_id) if interaction.guild_id else None,
+    )
+
+
+def _token_dead(error: discord.HTTPException) -> bool:
+    """401/50027 once the 15 minutes are over; 404 when the interaction or its webhook is unknown."""
+    return (error.status == 401 and error.code == TOKEN_DEAD) or isinstance(error, discord.NotFound)
+
+
+async def _delete_quietly(message: discord.Message) -> None:
+    try:
+        await message.delete()
+    except discord.HTTPException as error:
+        log.info("could not delete message %s (%s)", message.id, error)
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= MESSAGE_LIMIT else text[: MESSAGE_LIMIT - 1] + "…"

@@ -1,0 +1,164 @@
+"""The slash commands.  Each one's options are written back into the command language (`/draw a fox
+--ar 3:2`) and handed to one runner, so Discord and Telegram go through the same parser and rules.
+
+No `from __future__ import annotations` here: the option annotations carry the model profile's
+bounds, computed when the commands are built, and discord.py reads them from the signatures.
+"""
+
+import re
+from collections.abc import Awaitable, Callable
+
+import discord
+from discord import app_commands
+
+from bot.handlers import SETTINGS
+from engine.request import MAX_SEED, ModelProfile
+
+# Runs a command line for an interaction (DiscordAdapter.on_command).
+Runner = Callable[[discord.Interaction, str], Awaitable[None]]
+
+MAX_CHOICES = 25  # Discord's limit per option
+_MENTION = re.compile(r"<@!?([0-9]+)>")
+
+
+def draw_text(
+    prompt: str,
+    *,
+    aspect_ratio: str | None = None,
+    seed: int | None = None,
+    steps: int | None = None,
+    cfg: float | None = None,
+    negative: str | None = None,
+    raw: bool = False,
+) -> str:
+    """`/draw <prompt> --ar .. --seed .. --steps .. --cfg .. --raw --no ..`; `--no` last, as it takes
+    every word after it.  Flags typed inside the prompt still count (the parser reads them all)."""
+    parts = ["/draw", prompt]
+    if aspect_ratio:
+        parts += ["--ar", aspect_ratio]
+    if seed is not None:
+        parts += ["--seed", str(seed)]
+    if steps is not None:
+        parts += ["--steps", str(steps)]
+    if cfg is not None:
+        parts += ["--cfg", f"{cfg:g}"]
+    if raw:
+        parts.append("--raw")
+    if negative:
+        parts += ["--no", negative]
+    return " ".join(parts)
+
+
+def line(*parts: object) -> str:
+    """A command line from the parts given, leaving out the missing ones."""
+    return " ".join(str(part) for part in parts if part is not None and str(part) != "")
+
+
+def target(user: str) -> str:
+    """A user as the admin commands take them: a Discord mention becomes `discord:<id>`."""
+    match = _MENTION.fullmatch(user.strip())
+    return f"discord:{match[1]}" if match else user.strip()
+
+
+def build_commands(profile: ModelProfile, run: Runner) -> list[app_commands.Command]:
+    """Every command, with option bounds and choices from the model profile."""
+    ratios = [app_commands.Choice(name=ratio, value=ratio) for ratio in list(profile.aspect_ratios)[:MAX_CHOICES]]
+    setting_keys = [app_commands.Choice(name=key, value=key) for key in SETTINGS]
+    values = dict.fromkeys(value for choices in SETTINGS.values() for value in choices)
+    setting_values = [app_commands.Choice(name=value, value=value) for value in values]
+
+    @app_commands.command()
+    @app_commands.describe(
+        prompt="What to draw (flags like --ar 3:2 work here too)",
+        aspect_ratio="Shape of the picture",
+        seed="Same seed + same words = same picture",
+        steps="More steps: more detail, slower",
+        cfg="Follow the words more strictly (slower)",
+        negative="Things to leave out (acts when cfg is above 1)",
+        raw="Use your words exactly, without touch-ups",
+    )
+    @app_commands.choices(aspect_ratio=ratios)
+    async def draw(
+        interaction: discord.Interaction,
+        prompt: str,
+        aspect_ratio: str = None,
+        seed: app_commands.Range[int, 0, MAX_SEED] = None,
+        steps: app_commands.Range[int, profile.min_steps, profile.max_steps] = None,
+        cfg: app_commands.Range[float, profile.min_cfg, profile.max_cfg] = None,
+        negative: str = None,
+        raw: bool = False,
+    ) -> None:
+        """Draw a picture from your words."""
+        text = draw_text(prompt, aspect_ratio=aspect_ratio, seed=seed, steps=steps, cfg=cfg, negative=negative, raw=raw)
+        await run(interaction, text)
+
+    @app_commands.command()
+    @app_commands.describe(job="The job number (default: your latest waiting one)")
+    async def cancel(interaction: discord.Interaction, job: app_commands.Range[int, 1] = None) -> None:
+        """Cancel a picture that is still waiting."""
+        await run(interaction, line("/cancel", job))
+
+    @app_commands.command()
+    @app_commands.describe(page="Page number")
+    async def history(interaction: discord.Interaction, page: app_commands.Range[int, 1] = None) -> None:
+        """Your pictures."""
+        await run(interaction, line("/history", page))
+
+    @app_commands.command()
+    @app_commands.describe(job="The job number")
+    async def show(interaction: discord.Interaction, job: app_commands.Range[int, 1]) -> None:
+        """The details of one picture."""
+        await run(interaction, line("/show", job))
+
+    @app_commands.command()
+    async def quota(interaction: discord.Interaction) -> None:
+        """Pictures left today."""
+        await run(interaction, "/quota")
+
+    @app_commands.command()
+    @app_commands.describe(key="The setting to change", value="Its new value")
+    @app_commands.choices(key=setting_keys, value=setting_values)
+    async def settings(interaction: discord.Interaction, key: str = None, value: str = None) -> None:
+        """Your language and PNG files."""
+        await run(interaction, line("/settings", key, value))
+
+    @app_commands.command(name="help")
+    async def help_(interaction: discord.Interaction) -> None:
+        """How to use the bot."""
+        await run(interaction, "/help")
+
+    @app_commands.command()
+    @app_commands.describe(user="@someone, a Discord id, or telegram:12345", reason="Why (kept in the audit log)")
+    async def ban(interaction: discord.Interaction, user: str, reason: str = None) -> None:
+        """Admins: stop someone drawing."""
+        await run(interaction, line("/ban", target(user), reason))
+
+    @app_commands.command()
+    @app_commands.describe(user="@someone, a Discord id, or telegram:12345")
+    async def unban(interaction: discord.Interaction, user: str) -> None:
+        """Admins: let someone draw again."""
+        await run(interaction, line("/unban", target(user)))
+
+    @app_commands.command()
+    @app_commands.describe(user="@someone, a Discord id, or telegram:12345", limit="A number, unlimited or default")
+    async def setquota(interaction: discord.Interaction, user: str, limit: str) -> None:
+        """Admins: pictures a day for someone (0 = unlimited)."""
+        await run(interaction, line("/setquota", target(user), limit))
+
+    @app_commands.command()
+    @app_commands.describe(user="@someone, a Discord id, or telegram:12345", role="The quota tier")
+    async def setrole(interaction: discord.Interaction, user: str, role: str) -> None:
+        """Admins: move someone to a quota tier."""
+        await run(interaction, line("/setrole", target(user), role))
+
+    @app_commands.command()
+    async def queue(interaction: discord.Interaction) -> None:
+        """Admins: everything waiting."""
+        await run(interaction, "/queue")
+
+    @app_commands.command()
+    async def stats(interaction: discord.Interaction) -> None:
+        """Admins: totals and workers."""
+        await run(interaction, "/stats")
+
+    return [draw, cancel, history, show, quota, settings, help_, ban, unban, setquota, setrole, queue, stats]
