@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint format bench tiny-model clean
+.PHONY: run test lint format bench gpu-bench tiny-model clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -35,6 +35,12 @@ bench: $(STAMP)
 	$(PY) bench/engine_overhead.py
 	$(PY) bench/queue.py
 	$(PY) bench/loop_lag.py
+	$(PY) bench/bot_overhead.py
+	$(PY) bench/memory_growth.py
+
+gpu-bench: $(STAMP)
+	$(PY) -m pytest -m gpu
+	$(PY) bench/gpu_matrix.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
