@@ -207,6 +207,20 @@ async def test_commands_sync_to_each_configured_guild_with_bounds_from_the_profi
     assert options["prompt"]["required"] and not options["seed"]["required"]
 
 
+async def test_command_descriptions_are_synced_in_chinese_too(start_bot, fake: FakeDiscord) -> None:
+    await start_bot()
+    commands = {c["name"]: c for c in fake.commands[None]}
+    draw_command = commands["draw"]
+    assert draw_command["description"] == t("slash.draw", "en")
+    assert draw_command["description_localizations"]["zh-CN"] == t("slash.draw", "zh")
+    prompt = next(o for o in draw_command["options"] if o["name"] == "prompt")
+    assert prompt["description_localizations"]["zh-CN"] == t("slash.draw.prompt", "zh")
+    # Every description the bot syncs has a catalogue entry, so none stays English for Chinese users.
+    for command in commands.values():
+        for described in (command, *command.get("options", [])):
+            assert "zh-CN" in described.get("description_localizations", {}), described["description"]
+
+
 async def test_commands_sync_globally_without_guild_ids(start_bot, fake: FakeDiscord) -> None:
     await start_bot()
     assert list(fake.commands) == [None] and "draw" in fake.synced_command_names(None)

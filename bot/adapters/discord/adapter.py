@@ -26,6 +26,7 @@ from bot.adapters.discord.buttons import ResultButton, result_view
 from bot.adapters.discord.fitting import fit_to_limit
 from bot.adapters.discord.origin import ORIGINAL, Origin
 from bot.adapters.discord.slash import build_commands
+from bot.adapters.discord.translator import CatalogueTranslator
 from bot.messages import language_for, t
 from bot.service import Caller, Delivery, Reply, Service
 from bot.settings import Settings
@@ -93,6 +94,7 @@ class DiscordAdapter:
         """Buttons of any age, the commands, and their sync: per guild when DISCORD_GUILD_IDS is set."""
         self.client.add_dynamic_items(ResultButton)
         tree = self.client.tree
+        await tree.set_translator(CatalogueTranslator())
         for command in build_commands(self.service.profile, self.on_command):
             tree.add_command(command)
         try:
