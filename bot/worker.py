@@ -70,10 +70,8 @@ class GpuWorker:
         return await asyncio.get_running_loop().run_in_executor(self._thread, function, *args)
 
     def cancel(self, job_id: int) -> bool:
-        flag = self._stop_flags.get(job_id)
-        if flag is None:
-            return False
-        flag.set()
+        """Stop a job that is running or about to run (the service only asks for dispatched jobs)."""
+        self._stop_flags.setdefault(job_id, threading.Event()).set()
         return True
 
     def _generate(self, request: DrawRequest, on_step: ProgressCallback, should_stop: Callable[[], bool]) -> Any:
