@@ -37,7 +37,11 @@ class App:
 
     async def stop(self) -> None:
         await self.service.stop()
-        self.worker.close()
+        closing = getattr(self.worker, "aclose", None)
+        if closing is not None:
+            await closing()
+        else:
+            self.worker.close()
         await self.db.close()
 
 

@@ -48,13 +48,20 @@ def report(settings: Settings) -> dict:
         )
         or "console (no chat token configured)"
     )
+    redis = _redis_status(settings.redis_url) if settings.redis_url else None
+    if redis is not None:
+        mode += f"; scale-out via Redis {redis['url']}: {_describe_workers(redis)}"
+        if not redis["ok"]:
+            problems.append(f"Redis at {redis['url']} is unreachable ({redis['error']}): jobs will wait in the queue")
+        elif not redis["workers"]:
+            problems.append("no live worker: start `easel worker` (EASEL_REDIS_URL set) on a GPU machine")
     return {
         "ok": not problems,
         "device": {"summary": summary, **facts.__dict__},
         "plans": plans,
         "model": model,
         "mode": mode,
-        "redis": settings.redis_url or None,
+        "redis": redis,
         "problems": problems,
     }
 
@@ -94,3 +101,30 @@ def _configuration_problems(settings: Settings) -> list[str]:
         if platform not in ("telegram", "discord") or not user_id:
             problems.append(f"EASEL_ADMINS entry {admin!r} should look like telegram:123 or discord:456")
     return problems
+
+
+def _redis_status(url: str) -> dict:
+    """Can we reach the scale-out Redis, and which workers are announced there right now?"""
+    import redis
+
+    from bot.scale.protocol import WORKER_PREFIX, WorkerInfo, safe_url
+
+    status = {"url": safe_url(url), "ok": False, "error": None, "workers": []}
+    client = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2)
+    try:
+        keys = list(client.scan_iter(match=WORKER_PREFIX + "*", count=100))
+        infos = [WorkerInfo.from_json(value) for value in (client.mget(keys) if keys else []) if value]
+        status.update(ok=True, workers=[info.__dict__ for info in sorted(infos, key=lambda info: info.id)])
+    except redis.RedisError as exc:
+        status["error"] = str(exc) or type(exc).__name__
+    finally:
+        client.close()
+    return status
+
+
+def _describe_workers(status: dict) -> str:
+    if not status["ok"]:
+        return "unreachable"
+    workers = status["workers"]
+    names = ", ".join(f"{w['id']} on {w['host']} ({w['device']})" for w in workers)
+    return f"{len(workers)} live worker{'' if len(workers) == 1 else 's'}" + (f": {names}" if names else "")

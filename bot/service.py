@@ -108,7 +108,7 @@ class Service:
         self.eta = EtaEstimator()
         self.adapters: dict[str, Adapter] = {}
         self._costs: dict[int, float] = {}
-        self._running: tuple[int, float, float] | None = None  # job id, started, estimate
+        self._running: dict[int, tuple[float, float]] = {}  # job id -> (started, estimated seconds)
         self._last_progress: dict[int, float] = {}
         self._last_position: dict[int, int] = {}
         self._delivering: set[int] = set()
@@ -154,8 +154,11 @@ class Service:
                 loop_task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await loop_task
-        for job_id in list(self.worker_jobs()):
-            self.worker.cancel(job_id)
+        # An embedded GPU thread must be stopped to exit; remote workers finish the job and the
+        # restarted bot adopts the result (WorkerPool.cancel_on_shutdown is False).
+        if getattr(self.worker, "cancel_on_shutdown", True):
+            for job_id in self.worker_jobs():
+                self.worker.cancel(job_id)
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=grace_s)
         for task in list(self._tasks):
@@ -163,7 +166,7 @@ class Service:
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
     def worker_jobs(self) -> list[int]:
-        return [self._running[0]] if self._running else []
+        return list(self._running)
 
     async def _redeliver_every(self, seconds: float) -> None:
         """A platform outage longer than the retry backoff must not strand pictures until a restart."""
@@ -370,13 +373,14 @@ class Service:
         if position is None:
             return 0.0
         costs = [self._costs.get(j, 0.0) for j, _ in self.queue.snapshot()[: position + 1]]
-        return eta_for_position(position, self._running_remaining(), costs)
+        # The work ahead is shared by every slot; the job's own run is not.
+        slots = max(1, self.live_workers())
+        ahead = eta_for_position(position, self._running_remaining(), costs) - costs[-1]
+        return ahead / slots + costs[-1]
 
     def _running_remaining(self) -> float:
-        if self._running is None:
-            return 0.0
-        _, started, estimate = self._running
-        return max(0.0, estimate - (time.monotonic() - started))
+        now = time.monotonic()
+        return sum(max(0.0, estimate - (now - started)) for started, estimate in self._running.values())
 
     # -- cancel ---------------------------------------------------------------------------------
 
@@ -433,7 +437,7 @@ class Service:
         if not await self.db.jobs.mark_running(job_id):
             return
         job = await self.db.jobs.get(job_id)
-        self._running = (job_id, time.monotonic(), cost)
+        self._running[job_id] = (time.monotonic(), cost)
         enqueued = self._enqueued_at.pop(job_id, None)
         if enqueued is not None:
             self.metrics.wait_seconds.observe(time.monotonic() - enqueued)
@@ -456,7 +460,7 @@ class Service:
             await self._fail(job, "error.unexpected", {})
             return
         finally:
-            self._running = None
+            self._running.pop(job_id, None)
             self._last_progress.pop(job_id, None)
         await self._finish(job, result)
 

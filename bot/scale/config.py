@@ -1,0 +1,49 @@
+"""`ScaleSettings`: the bot's settings plus the knobs both sides of the Redis hand-off agree on.
+
+Read once at start like `Settings` (environment, then `.env`); nothing else reads the environment.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+
+from pydantic import Field, model_validator
+
+from bot.settings import Settings
+
+
+class ScaleSettings(Settings):
+    worker_id: str = Field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}", alias="EASEL_WORKER_ID")
+    heartbeat_s: float = Field(default=2.0, gt=0, alias="EASEL_HEARTBEAT_S")
+    claim_idle_s: float = Field(default=30.0, gt=0, alias="EASEL_CLAIM_IDLE_S")
+    max_deliveries: int = Field(default=3, ge=1, alias="EASEL_MAX_DELIVERIES")
+    result_ttl_s: int = Field(default=86_400, ge=60, alias="EASEL_RESULT_TTL_S")
+    job_timeout_s: float = Field(default=900.0, gt=0, alias="EASEL_JOB_TIMEOUT_S")
+    # Fault-injection hooks for the scale-out tests (tests/test_scale_workers.py); leave unset.
+    # A worker that takes a job whose prompt contains `test_crash_on_prompt` dies on the spot
+    # (os._exit(9)), like a machine losing power; `test_slow_on_prompt` makes every step 0.2 s slower.
+    test_crash_on_prompt: str | None = Field(default=None, alias="EASEL_TEST_CRASH_ON_PROMPT")
+    test_slow_on_prompt: str | None = Field(default=None, alias="EASEL_TEST_SLOW_ON_PROMPT")
+
+    @model_validator(mode="after")
+    def _claim_after_heartbeats(self) -> ScaleSettings:
+        if self.claim_idle_s < 3 * self.heartbeat_s:
+            raise ValueError(
+                f"EASEL_CLAIM_IDLE_S ({self.claim_idle_s:g}) must be at least 3x EASEL_HEARTBEAT_S "
+                f"({self.heartbeat_s:g}), or jobs of live workers would be taken away from them"
+            )
+        return self
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ScaleSettings:
+        """The scale knobs around already-built settings (which win over the environment)."""
+        if isinstance(settings, cls):
+            return settings
+        values = settings.model_dump(by_alias=True, exclude_unset=True)
+        return cls(**values)
+
+    @property
+    def worker_ttl_s(self) -> float:
+        """How long a worker's announcement lives without a refresh."""
+        return max(2.0, 3 * self.heartbeat_s)

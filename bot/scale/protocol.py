@@ -1,0 +1,294 @@
+"""What the bot and `easel worker` processes say to each other through Redis.
+
+Keys (one Redis database per bot):
+
+- `easel:jobs`          stream, consumer group `workers`: one entry per hand-out, field `job`.
+- `easel:job:<id>`      hash, the job's truth in Redis: state, fingerprint, request (seed resolved),
+                        source picture, entry id, worker, attempts, cancel flag, and at the end the
+                        outcome (`meta` JSON and PNG bytes `image:0..`).  Expires (EASEL_RESULT_TTL_S).
+- `easel:events`        stream, worker -> bot: `progress` (job, step, total) and `finished` (job, state).
+- `easel:dead`          stream: jobs given up after EASEL_MAX_DELIVERIES deliveries.
+- `easel:worker:<id>`   JSON announcement of a live worker, expires unless refreshed.
+
+Every change of a job's state is one Lua script, so it is atomic: a job is handed out, begun,
+cancelled or finished exactly once, and a late or duplicate worker can never overwrite an outcome.
+The stream entry named in the hash is the only live one; stale entries are acknowledged and dropped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import time
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ResponseError
+
+from bot.scale.scripts import BEGIN, CANCEL, CHECK, FINISH, HEARTBEAT, SUBMIT
+from engine.errors import EngineError
+from engine.request import DrawRequest
+
+JOBS = "easel:jobs"
+GROUP = "workers"
+EVENTS = "easel:events"
+DEAD = "easel:dead"
+WORKER_PREFIX = "easel:worker:"
+EVENTS_MAXLEN = 1000
+
+
+def job_key(job_id: int) -> str:
+    return f"easel:job:{job_id}"
+
+
+class State(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+TERMINAL = {State.DONE, State.FAILED, State.CANCELLED}
+
+
+class WorkerLost(EngineError):
+    """Every worker that took the job died with it (EASEL_MAX_DELIVERIES deliveries)."""
+
+    key = "error.worker_lost"
+
+
+def connect(url: str) -> Redis:
+    """A client that fails fast: one immediate retry (a pooled connection Redis closed when it
+    restarted), then the error, and the caller decides when to try again.  Every script is safe
+    to run twice."""
+    return Redis.from_url(url, socket_connect_timeout=2, socket_timeout=10, retry=Retry(NoBackoff(), 1))
+
+
+def safe_url(url: str | None) -> str:
+    """The URL without its password, for logs and `easel doctor`."""
+    return re.sub(r"//[^@/]*@", "//***@", url or "")
+
+
+def fingerprint(job_id: int, request: DrawRequest) -> str:
+    """Names one job's request, so a Redis that outlived a wiped bot database is not mistaken for it."""
+    text = json.dumps({"job": job_id, "request": request.to_dict()}, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+@dataclass(frozen=True)
+class WorkerInfo:
+    """A live worker, as it announces itself."""
+
+    id: str
+    host: str
+    device: str
+    slots: int
+    model: str = ""
+    busy: int | None = None
+    since: float = 0.0
+
+    def to_json(self) -> str:
+        return json.dumps(self.__dict__)
+
+    @classmethod
+    def from_json(cls, text: bytes | str) -> WorkerInfo:
+        data = json.loads(text)
+        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+
+
+@dataclass(frozen=True)
+class Check:
+    """A job's state in Redis; `entry_alive` says its stream entry still exists."""
+
+    state: State
+    fingerprint: str | None
+    entry_alive: bool
+
+
+@dataclass(frozen=True)
+class Handout:
+    """A stream entry a worker took: which job, and how many times the entry has been delivered."""
+
+    entry: str
+    job_id: int | None
+    deliveries: int = 1
+
+
+def _text(value: bytes | str | None) -> str | None:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+class Broker:
+    """Typed calls over one Redis client, shared by the bot's pool and the worker process."""
+
+    def __init__(self, redis: Redis) -> None:
+        self.redis = redis
+        self._submit = redis.register_script(SUBMIT)
+        self._check = redis.register_script(CHECK)
+        self._begin = redis.register_script(BEGIN)
+        self._finish = redis.register_script(FINISH)
+        self._cancel = redis.register_script(CANCEL)
+        self._heartbeat = redis.register_script(HEARTBEAT)
+
+    async def ensure_group(self) -> None:
+        """Create the stream and its group if missing (a fresh or restarted Redis)."""
+        try:
+            await self.redis.xgroup_create(JOBS, GROUP, id="0", mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    # -- the bot's side --------------------------------------------------------------------------
+
+    async def submit(
+        self, job_id: int, print_: str, request: DrawRequest, source: bytes, ttl: int, force: bool = False
+    ) -> str:
+        """Hand the job out unless this very job is already in Redis; 'new' or its current state."""
+        payload = json.dumps(request.to_dict())
+        args = [job_id, print_, payload, source, ttl, "1" if force else "0"]
+        return _text(await self._submit(keys=[job_key(job_id), JOBS], args=args))
+
+    async def check(self, job_id: int) -> Check | None:
+        """The job's state in Redis, or None when Redis has no such job (lost, or never handed out)."""
+        answer = await self._check(keys=[job_key(job_id), JOBS])
+        if not answer:
+            return None
+        return Check(State(_text(answer[0])), _text(answer[1]), bool(answer[2]))
+
+    async def outcome(self, job_id: int) -> dict[bytes, bytes]:
+        return await self.redis.hgetall(job_key(job_id))
+
+    async def keep_for(self, job_id: int, seconds: int) -> None:
+        await self.redis.expire(job_key(job_id), seconds)
+
+    async def cancel(self, job_id: int) -> int:
+        return int(await self._cancel(keys=[job_key(job_id), JOBS, EVENTS], args=[job_id, GROUP]))
+
+    async def overdue(self, min_idle_ms: int, min_deliveries: int) -> list[Handout]:
+        """Entries idle that long (their worker stopped heartbeating) delivered that many times."""
+        pending = await self.redis.xpending_range(JOBS, GROUP, "-", "+", 100, idle=min_idle_ms)
+        found = []
+        for item in pending:
+            if item["times_delivered"] >= min_deliveries:
+                entry = _text(item["message_id"])
+                found.append(Handout(entry, await self._job_of(entry), item["times_delivered"]))
+        return found
+
+    async def workers(self) -> list[WorkerInfo]:
+        keys = [key async for key in self.redis.scan_iter(match=WORKER_PREFIX + "*", count=100)]
+        values = await self.redis.mget(keys) if keys else []
+        return sorted((WorkerInfo.from_json(v) for v in values if v), key=lambda info: info.id)
+
+    async def last_event_id(self) -> str:
+        last = await self.redis.xrevrange(EVENTS, count=1)
+        return _text(last[0][0]) if last else "0-0"
+
+    async def read_events(self, after: str, block_ms: int) -> list[tuple[str, dict[str, str]]]:
+        answer = await self.redis.xread({EVENTS: after}, count=100, block=block_ms)
+        return [
+            (_text(entry), {_text(k): _text(v) for k, v in fields.items()})
+            for _, entries in answer or []
+            for entry, fields in entries
+        ]
+
+    async def forget_consumers(self, live: set[str], min_idle_ms: int) -> None:
+        """Drop group consumers of workers long gone that hold nothing (restarts make new names)."""
+        for consumer in await self.redis.xinfo_consumers(JOBS, GROUP):
+            name = _text(consumer["name"])
+            if consumer["pending"] == 0 and consumer["idle"] >= min_idle_ms and name not in live:
+                await self.redis.xgroup_delconsumer(JOBS, GROUP, name)
+
+    # -- the worker's side -----------------------------------------------------------------------
+
+    async def claim_stale(self, consumer: str, min_idle_ms: int) -> Handout | None:
+        """Take over one entry whose worker stopped heartbeating (XAUTOCLAIM)."""
+        _, claimed, _ = await self.redis.xautoclaim(JOBS, GROUP, consumer, min_idle_ms, "0-0", count=1)
+        if not claimed:
+            return None
+        entry, fields = claimed[0]
+        entry = _text(entry)
+        pending = await self.redis.xpending_range(JOBS, GROUP, entry, entry, 1)
+        deliveries = pending[0]["times_delivered"] if pending else 1
+        return Handout(entry, _job_id(fields), deliveries)
+
+    async def read_new(self, consumer: str, block_ms: int) -> Handout | None:
+        answer = await self.redis.xreadgroup(GROUP, consumer, {JOBS: ">"}, count=1, block=block_ms)
+        for _, entries in answer or []:
+            for entry, fields in entries:
+                return Handout(_text(entry), _job_id(fields))
+        return None
+
+    async def begin(self, handout: Handout, worker_id: str) -> tuple[str, bytes | None, bytes | None]:
+        """('run', request JSON, source PNG or None) or (why not, None, None)."""
+        answer = await self._begin(
+            keys=[job_key(handout.job_id), JOBS, EVENTS],
+            args=[handout.entry, GROUP, worker_id, handout.job_id, time.time()],
+        )
+        verdict = _text(answer[0])
+        if verdict != "run":
+            return verdict, None, None
+        return verdict, answer[1], answer[2] or None
+
+    async def finish(
+        self,
+        handout: Handout,
+        state: State,
+        meta: dict[str, Any],
+        images: list[bytes],
+        ttl: int,
+        dead_reason: str = "",
+    ) -> bool:
+        """Record the outcome, acknowledge the entry and tell the bot; False if it was decided already."""
+        if handout.job_id is None:
+            await self.drop(handout.entry)
+            return False
+        decided = await self._finish(
+            keys=[job_key(handout.job_id), JOBS, EVENTS, DEAD],
+            args=[handout.entry, GROUP, handout.job_id, state.value, json.dumps(meta, default=str), ttl,
+                  dead_reason, *images],
+        )  # fmt: skip
+        return bool(decided)
+
+    async def dead_letter(self, handout: Handout, ttl: int) -> bool:
+        meta = {"error_key": WorkerLost.key, "error_params": {"job_id": handout.job_id}}
+        reason = f"delivered {handout.deliveries} times; every worker that took it stopped"
+        return await self.finish(handout, State.FAILED, meta, [], ttl, dead_reason=reason)
+
+    async def drop(self, entry: str) -> None:
+        await self.redis.xack(JOBS, GROUP, entry)
+        await self.redis.xdel(JOBS, entry)
+
+    async def heartbeat(self, handout: Handout, consumer: str, beat: bool) -> int:
+        return int(
+            await self._heartbeat(
+                keys=[JOBS, job_key(handout.job_id)], args=[GROUP, consumer, handout.entry, "1" if beat else "0"]
+            )
+        )
+
+    async def progress(self, job_id: int, step: int, total: int) -> None:
+        fields = {"type": "progress", "job": job_id, "step": step, "total": total}
+        await self.redis.xadd(EVENTS, fields, maxlen=EVENTS_MAXLEN, approximate=True)
+
+    async def announce(self, info: WorkerInfo, ttl_s: float) -> None:
+        await self.redis.set(WORKER_PREFIX + info.id, info.to_json(), px=int(ttl_s * 1000))
+
+    async def withdraw(self, worker_id: str) -> None:
+        await self.redis.delete(WORKER_PREFIX + worker_id)
+
+    async def _job_of(self, entry: str) -> int | None:
+        found = await self.redis.xrange(JOBS, entry, entry, count=1)
+        return _job_id(found[0][1]) if found else None
+
+
+def _job_id(fields: dict) -> int | None:
+    value = fields.get(b"job", fields.get("job"))
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None

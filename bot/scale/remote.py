@@ -1,0 +1,318 @@
+"""`easel worker`: one process per GPU that draws the jobs a Redis-backed bot hands out.
+
+It loads the engine once, announces itself (`easel:worker:<id>`, refreshed every heartbeat), and
+then loops: take over a job whose worker stopped heartbeating (XAUTOCLAIM), else wait for a new
+one (XREADGROUP).  While drawing it heartbeats the entry (so nobody takes it over), publishes
+progress and polls the cancel flag; the finished picture goes back as PNG bytes in the job's hash
+and the entry is acknowledged in the same atomic step.  It needs no database and no chat token.
+
+SIGTERM/SIGINT: finish the job in hand, then leave; a second signal leaves at once (the job is
+taken over by another worker after EASEL_CLAIM_IDLE_S).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError, ResponseError
+
+from bot.scale.config import ScaleSettings
+from bot.scale.protocol import Broker, Handout, State, WorkerInfo, connect
+from bot.scale.results import done_meta, encode_png
+from bot.settings import Settings
+from engine.errors import Cancelled, EngineError
+from engine.request import DrawRequest
+
+log = logging.getLogger(__name__)
+
+SLOW_STEP_S = 0.2  # the EASEL_TEST_SLOW_ON_PROMPT fault hook
+
+
+class _Progress:
+    """The latest (step, total), written by the engine thread and read by the heartbeat."""
+
+    latest: tuple[int, int] | None = None
+
+    def update(self, step: int, total: int) -> None:
+        self.latest = (step, total)
+
+
+class RemoteWorker:
+    """Draws jobs from `easel:jobs` with one loaded engine, one job at a time."""
+
+    def __init__(
+        self, config: ScaleSettings, engine_factory: Callable[[], Any] | None = None, redis: Redis | None = None
+    ) -> None:
+        self.config = config
+        self.id = config.worker_id
+        self.broker = Broker(redis or connect(config.redis_url))
+        self._factory = engine_factory or _engine_loader(config)
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="easel-gpu")
+        self._engine = None
+        self._info: WorkerInfo | None = None
+        self._busy: int | None = None
+        self._busy_since: float | None = None
+        self._stopping = asyncio.Event()
+        self._redis_ok = True
+        self._block_ms = int(min(1.0, config.claim_idle_s / 4) * 1000)
+        self._tick = min(0.25, config.heartbeat_s)
+
+    async def run(self) -> None:
+        # 1. Load the model once, off the event loop
+        loop = asyncio.get_running_loop()
+        self._engine = await loop.run_in_executor(self._thread, self._factory)
+        self._info = self._describe()
+        log.info("worker %s ready: %s, model %s", self.id, self._info.device, self._info.model)
+
+        # 2. Announce, then take jobs until told to stop
+        announcer = asyncio.create_task(self._announce_loop(), name="easel-announce")
+        try:
+            await self._serve()
+        finally:
+            announcer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await announcer
+            with contextlib.suppress(RedisError):
+                await self.broker.withdraw(self.id)  # gone from /stats at once, not after the TTL
+            self._thread.shutdown(wait=False, cancel_futures=True)
+            await self.broker.redis.aclose()
+            log.info("worker %s stopped", self.id)
+
+    def stop(self) -> None:
+        """Finish the job in hand, then return from `run`."""
+        self._stopping.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
+
+    # -- taking jobs ----------------------------------------------------------------------------
+
+    async def _serve(self) -> None:
+        failures = 0
+        need_group = True
+        while not self._stopping.is_set():
+            try:
+                if need_group:
+                    await self.broker.ensure_group()
+                    need_group = False
+                handout = await self._next()
+                if handout is not None:
+                    await self._process(handout)
+                failures = 0
+                self._set_redis_ok(True)
+                continue
+            except ResponseError as exc:
+                if "NOGROUP" in str(exc) or "UNBLOCKED" in str(exc):  # a fresh, restarted or flushed Redis
+                    need_group = True
+                    continue
+                log.exception("Redis refused a command")
+            except RedisError as exc:
+                self._set_redis_ok(False, exc)
+            except Exception:  # a job we cannot even read: its entry is taken over, then dead-lettered
+                log.exception("unexpected error while taking a job")
+            failures += 1
+            await self._sleep(min(5.0, 0.1 * 2**failures))
+
+    async def _next(self) -> Handout | None:
+        """A job whose worker died (unless it has died too often), else a new one."""
+        handout = await self.broker.claim_stale(self.id, int(self.config.claim_idle_s * 1000))
+        if handout is None:
+            return await self.broker.read_new(self.id, self._block_ms)
+        if handout.deliveries > self.config.max_deliveries:
+            if await self.broker.dead_letter(handout, self.config.result_ttl_s):
+                log.error("job %s: dead-lettered after %d deliveries", handout.job_id, handout.deliveries - 1)
+            return None
+        log.warning("job %s: taking it over (delivery %d)", handout.job_id, handout.deliveries)
+        return handout
+
+    async def _process(self, handout: Handout) -> None:
+        if handout.job_id is None:
+            await self.broker.drop(handout.entry)
+            return
+        verdict, payload, source = await self.broker.begin(handout, self.id)
+        if verdict != "run":
+            log.info("job %s: not drawing it (%s)", handout.job_id, verdict)
+            return
+        request = DrawRequest.from_dict(json.loads(payload))
+        if self.config.test_crash_on_prompt and self.config.test_crash_on_prompt in request.prompt:
+            log.critical("fault injection: EASEL_TEST_CRASH_ON_PROMPT matched job %s; dying", handout.job_id)
+            os._exit(9)
+        log.info("job %s: drawing (seed %s)", handout.job_id, request.seed)
+        self._busy, self._busy_since = handout.job_id, time.monotonic()
+        stop, progress = threading.Event(), _Progress()
+        watcher = asyncio.create_task(self._watch(handout, stop, progress))
+        try:
+            with tempfile.TemporaryDirectory(prefix="easel-source-") as folder:
+                if source:
+                    path = Path(folder) / "source.png"
+                    path.write_bytes(source)
+                    request = replace(request, source_image=str(path))
+                state, meta, images = await self._draw(handout.job_id, request, stop, progress)
+        finally:
+            watcher.cancel()
+            self._busy = self._busy_since = None
+        await self._report(handout, state, meta, images)
+
+    async def _draw(
+        self, job_id: int, request: DrawRequest, stop: threading.Event, progress: _Progress
+    ) -> tuple[State, dict, list[bytes]]:
+        loop = asyncio.get_running_loop()
+        try:
+            result, images = await loop.run_in_executor(self._thread, self._generate, request, stop, progress)
+        except Cancelled:
+            return State.CANCELLED, {"worker": self.id}, []
+        except EngineError as error:
+            return State.FAILED, {"error_key": error.key, "error_params": error.params, "worker": self.id}, []
+        except Exception:
+            log.exception("job %s: generation crashed", job_id)
+            return State.FAILED, {"error_key": "error.internal", "error_params": {"job_id": job_id}}, []
+        return State.DONE, done_meta(result, self.id), images
+
+    def _generate(self, request: DrawRequest, stop: threading.Event, progress: _Progress) -> tuple[Any, list[bytes]]:
+        """On the GPU thread: draw, then encode the PNGs there too (off the event loop)."""
+        slow = bool(self.config.test_slow_on_prompt) and self.config.test_slow_on_prompt in request.prompt
+
+        def should_stop() -> bool:
+            if slow:
+                time.sleep(SLOW_STEP_S)
+            return stop.is_set()
+
+        result = self._engine.generate(request, on_step=progress.update, should_stop=should_stop)
+        return result, [encode_png(image) for image in result.images]
+
+    async def _report(self, handout: Handout, state: State, meta: dict, images: list[bytes]) -> None:
+        """Record the outcome; retried while Redis is away (a result for a lost job is simply late)."""
+        failures = 0
+        while True:
+            try:
+                decided = await self.broker.finish(handout, state, meta, images, self.config.result_ttl_s)
+                log.info("job %s: %s%s", handout.job_id, state.value, "" if decided else " (already decided)")
+                return
+            except RedisError as exc:
+                failures += 1
+                refused = isinstance(exc, ResponseError)  # Redis is there but said no: not worth waiting for
+                if not refused:
+                    self._set_redis_ok(False, exc)
+                if (refused or self._stopping.is_set()) and failures > 3:
+                    log.error("job %s: could not report (%s); it will be handed out again", handout.job_id, exc)
+                    return
+                await asyncio.sleep(min(5.0, 0.1 * 2**failures))
+
+    # -- while drawing: heartbeat, progress, cancel ---------------------------------------------
+
+    async def _watch(self, handout: Handout, stop: threading.Event, progress: _Progress) -> None:
+        started = last_beat = time.monotonic()
+        sent = None
+        while True:
+            await asyncio.sleep(self._tick)
+            now = time.monotonic()
+            # A job past EASEL_JOB_TIMEOUT_S stops heartbeating: another worker takes it over.
+            beat = now - last_beat >= self.config.heartbeat_s / 2 and now - started < self.config.job_timeout_s
+            try:
+                latest = progress.latest
+                if latest is not None and latest != sent:
+                    await self.broker.progress(handout.job_id, *latest)
+                    sent = latest
+                verdict = await self.broker.heartbeat(handout, self.id, beat)
+            except RedisError:
+                continue
+            if beat:
+                last_beat = now
+            if verdict == 1 and not stop.is_set():
+                log.info("job %s: cancel requested", handout.job_id)
+                stop.set()
+
+    # -- announcing ------------------------------------------------------------------------------
+
+    async def _announce_loop(self) -> None:
+        """Refresh the announcement; a worker stuck past EASEL_JOB_TIMEOUT_S stops counting as live."""
+        while True:
+            stuck = self._busy_since is not None and time.monotonic() - self._busy_since > self.config.job_timeout_s
+            try:
+                if not stuck:
+                    await self.broker.announce(replace(self._info, busy=self._busy), self.config.worker_ttl_s)
+            except RedisError as exc:
+                self._set_redis_ok(False, exc)
+            await asyncio.sleep(self.config.heartbeat_s)
+
+    def _describe(self) -> WorkerInfo:
+        engine = self._engine
+        device = getattr(engine, "device", self.config.device)
+        try:
+            facts = engine.device_facts()
+            if facts.is_gpu:
+                device = f"{device} ({facts.name}, {facts.total_vram_gb:.0f} GB)"
+        except Exception:
+            pass
+        model = getattr(getattr(engine, "profile", None), "name", "") or self.config.model
+        return WorkerInfo(id=self.id, host=socket.gethostname(), device=device, slots=1, model=model, since=time.time())
+
+    def _set_redis_ok(self, ok: bool, exc: Exception | None = None) -> None:
+        if ok and not self._redis_ok:
+            log.info("Redis is reachable again")
+        elif not ok and self._redis_ok:
+            log.warning("Redis is unreachable (%s); retrying", exc)
+        self._redis_ok = ok
+
+    async def _sleep(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), seconds)
+
+
+def _engine_loader(config: ScaleSettings) -> Callable[[], Any]:
+    def load():
+        from engine.engine import Engine
+
+        log.info("loading model %s on %s", config.model, config.device)
+        return Engine.load(config.model, device=config.device)
+
+    return load
+
+
+def main(settings: Settings) -> int:
+    """`easel worker`: serve until SIGTERM/SIGINT."""
+    config = ScaleSettings.from_settings(settings)
+    if not config.redis_url:
+        print(
+            "easel worker needs EASEL_REDIS_URL (the Redis the bot uses), e.g. redis://bot-host:6379/0", file=sys.stderr
+        )
+        return 2
+    try:
+        asyncio.run(_serve(config))
+    except EngineError as error:
+        log.error("worker %s cannot start: %s", config.worker_id, error)
+        return 1
+    return 0
+
+
+async def _serve(config: ScaleSettings) -> None:
+    worker = RemoteWorker(config)
+    loop = asyncio.get_running_loop()
+
+    def on_signal() -> None:
+        if worker.stopping:
+            log.warning("second signal: leaving now")
+            os._exit(1)
+        log.info("stopping after the job in hand (signal again to leave now)")
+        worker.stop()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, on_signal)
+    await worker.run()

@@ -1,0 +1,264 @@
+"""Scale-out over a real redis-server, with the worker loop running in this process on the shared
+tiny engine: the hand-out, progress, cancel, image-to-image transport, Redis being away, and the
+atomic scripts that make an outcome count once.  (tests/test_scale_workers.py runs real
+`easel worker` processes.)"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import redis
+
+from bot.buttons import Action, button_id
+from bot.messages import t
+from bot.service import Caller
+from engine.request import DrawRequest
+from storage.jobs import JobStatus
+from tests.test_service import RecordingAdapter, alice, bob, settled
+
+FAST = {"EASEL_HEARTBEAT_S": 0.25, "EASEL_CLAIM_IDLE_S": 2, "EASEL_MAX_DELIVERIES": 2}
+
+
+def carol() -> Caller:
+    return Caller("telegram", "300", name="carol", language="en", chat_id="1")
+
+
+class RedisServer:
+    """A throwaway redis-server on a free loopback port, without persistence (like a crash)."""
+
+    def __init__(self, folder: Path) -> None:
+        if shutil.which("redis-server") is None:
+            pytest.skip("redis-server is not installed (apt-get install redis-server)")
+        self.folder = folder
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> RedisServer:
+        self.process = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--dir", str(self.folder), "--logfile", str(self.folder / "redis.log")],
+            stdout=subprocess.DEVNULL,
+        )  # fmt: skip
+        client = self.client()
+        for _ in range(250):
+            with contextlib.suppress(redis.ConnectionError):
+                client.ping()
+                return self
+            time.sleep(0.02)
+        raise RuntimeError("redis-server did not start")
+
+    def kill(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+    def client(self) -> redis.Redis:
+        return redis.Redis(port=self.port, socket_connect_timeout=1)
+
+
+@pytest.fixture
+def redis_server(tmp_path):
+    server = RedisServer(tmp_path).start()
+    yield server
+    server.kill()
+
+
+def scale_settings(make_settings, redis_url: str, **overrides):
+    """Bot-side settings: the test's data dir and tiny model, plus Redis and fast scale knobs."""
+    from bot.scale.config import ScaleSettings
+
+    base = make_settings()
+    values = {
+        "EASEL_MODEL": base.model,
+        "EASEL_DATA_DIR": str(base.data_dir),
+        "EASEL_DEVICE": "cpu",
+        "EASEL_REDIS_URL": redis_url,
+        **FAST,
+        **overrides,
+    }
+    return ScaleSettings(_env_file=None, **values)
+
+
+class ScaleApps:
+    """Real bot apps (SQLite, service, `WorkerPool`) on Redis, each with a recording adapter."""
+
+    def __init__(self, make_settings) -> None:
+        self.make_settings = make_settings
+        self.apps = []
+
+    async def make(self, redis_url: str, start: bool = True, **overrides):
+        from bot.app import build_app
+
+        app = await build_app(scale_settings(self.make_settings, redis_url, **overrides))
+        self.apps.append(app)
+        adapter = RecordingAdapter()
+        app.service.register(adapter)
+        if start:
+            await app.service.start()
+        return app, adapter
+
+    async def close(self) -> None:
+        for app in self.apps:
+            with contextlib.suppress(Exception):
+                await app.stop()
+            await app.worker.aclose()
+
+
+@pytest.fixture
+async def make_scale_app(make_settings):
+    """`await make_scale_app(redis_url, **overrides) -> (app, adapter)`, started; stopped at teardown."""
+    apps = ScaleApps(make_settings)
+    yield apps.make
+    await apps.close()
+
+
+@pytest.fixture
+async def run_worker(make_settings, engine):
+    """`run_worker(redis_url, **overrides)`: the `easel worker` loop as a task in this process."""
+    from bot.scale.remote import RemoteWorker
+
+    workers: list[tuple[RemoteWorker, asyncio.Task]] = []
+
+    def start(redis_url: str, **overrides) -> RemoteWorker:
+        config = scale_settings(make_settings, redis_url, EASEL_WORKER_ID=f"inproc-{len(workers)}", **overrides)
+        worker = RemoteWorker(config, engine_factory=lambda: engine)
+        workers.append((worker, asyncio.create_task(worker.run())))
+        return worker
+
+    yield start
+    for worker, task in workers:
+        worker.stop()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(task, 10)
+
+
+async def eventually(predicate, timeout: float = 20.0, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if asyncio.iscoroutine(value):
+            value = await value
+        if value:
+            return value
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def job_hash(server: RedisServer, job_id: int) -> dict[str, bytes]:
+    return {k.decode(): v for k, v in server.client().hgetall(f"easel:job:{job_id}").items()}
+
+
+async def test_a_job_runs_on_a_worker_with_the_bots_seed_and_image_to_image_works(
+    redis_server, make_scale_app, run_worker
+):
+    import json
+
+    run_worker(redis_server.url)
+    app, adapter = await make_scale_app(redis_server.url)
+    await eventually(lambda: app.service.live_workers() == 1, what="the worker's announcement")
+    assert app.worker.redis_ok
+    first = await app.service.handle_text(alice(), "/draw a red fox --steps 8", {"chat_id": "1"})
+    await adapter.wait_until(lambda: len(adapter.delivered) == 1)
+    job = await settled(app, first.job_id)
+    stored = job_hash(redis_server, first.job_id)
+    # The bot chose the seed before handing the job out, and that is the seed the picture has.
+    assert json.loads(stored["request"])["seed"] == job.seed and job.request["seed"] == -1
+    assert stored["state"] == b"done" and stored["worker"] == b"inproc-0" and stored["attempts"] == b"1"
+    assert job.timings["total"] > 0 and job.plan["placement"] == "cpu"
+    # Image-to-image: the source picture travels through Redis (workers cannot read the bot's disk).
+    vary = await app.service.press(alice(), button_id(Action.VARY_STRONG, first.job_id), {})
+    await adapter.wait_until(lambda: len(adapter.delivered) == 2)
+    delivered = adapter.delivered[1]
+    assert delivered.job.id == vary.job_id and delivered.image_path.exists()
+    assert b"source" not in server_fields(redis_server, vary.job_id)  # freed once drawn
+    assert (await settled(app, vary.job_id)).status is JobStatus.DONE
+
+
+def server_fields(server: RedisServer, job_id: int) -> set[bytes]:
+    return set(server.client().hkeys(f"easel:job:{job_id}"))
+
+
+async def test_progress_comes_back_and_cancel_reaches_the_worker_within_a_step(
+    redis_server, make_scale_app, run_worker
+):
+    run_worker(redis_server.url, EASEL_TEST_SLOW_ON_PROMPT="slowpoke")
+    app, adapter = await make_scale_app(redis_server.url)
+    steps: list[int] = []
+    original = app.service._on_step
+    app.service._on_step = lambda job, step, total: (steps.append(step), original(job, step, total))
+    reply = await app.service.handle_text(alice(), "/draw slowpoke --steps 16", {})
+    await eventually(lambda: steps, what="the first progress step")
+    await app.service.handle_text(alice(), f"/cancel {reply.job_id}", {})
+
+    async def cancelled():
+        return (await app.db.jobs.get(reply.job_id)).status is JobStatus.CANCELLED
+
+    await eventually(cancelled, what="the cancel")
+    assert max(steps) < 16 and adapter.delivered == []
+    # Progress came back through Redis all the way to the chat.
+    progress = {t("running", "en", job_id=reply.job_id, step=step, steps=16) for step in range(1, 17)}
+    assert any(text in progress for _, text in adapter.statuses)
+    assert job_hash(redis_server, reply.job_id)["state"] == b"cancelled"
+
+
+async def test_without_redis_jobs_wait_in_the_bot_and_go_out_in_fair_order(tmp_path, make_scale_app, run_worker):
+    server = RedisServer(tmp_path)  # not started yet: the bot comes up while Redis is away
+    app, adapter = await make_scale_app(server.url, EASEL_MAX_PENDING=5)
+    order: list[int] = []
+    original = app.worker.run
+    app.worker.run = lambda job_id, request, on_step=None: (order.append(job_id), original(job_id, request, on_step))[1]
+    heavy = [await app.service.handle_text(alice(), f"/draw heavy {i} --size 64x64 --steps 2", {}) for i in range(3)]
+    light = await app.service.handle_text(bob(), "/draw light --size 64x64 --steps 2", {})
+    assert all(reply.job_id for reply in [*heavy, light])  # accepted although Redis is down
+    await asyncio.sleep(0.6)
+    assert not app.worker.redis_ok and app.service.live_workers() == 0 and order == []
+
+    server.start()
+    try:
+        run_worker(server.url)
+        await adapter.wait_until(lambda: len(adapter.delivered) == 4, timeout=30)
+    finally:
+        server.kill()
+    assert order == [heavy[0].job_id, light.job_id, heavy[1].job_id, heavy[2].job_id]
+    assert sorted(d.job.id for d in adapter.delivered) == sorted(order)
+
+
+async def test_outcomes_are_decided_once_and_stale_jobs_are_not_adopted(redis_server):
+    from bot.scale.protocol import Broker, State, connect, fingerprint
+
+    broker = Broker(connect(redis_server.url))
+    try:
+        await broker.ensure_group()
+        fox = DrawRequest("a fox", width=64, height=64, steps=2, seed=7)
+        assert await broker.submit(1, fingerprint(1, fox), fox, b"", 60) == "new"
+        assert await broker.submit(1, fingerprint(1, fox), fox, b"", 60) == "queued"  # adopted, not re-sent
+        first = await broker.read_new("w1", 100)
+        assert first.job_id == 1 and await broker.read_new("w1", 100) is None
+        verdict, payload, _ = await broker.begin(first, "w1")
+        assert verdict == "run" and b'"seed": 7' in payload
+        assert await broker.finish(first, State.DONE, {"n": 1}, [b"png"], 60) is True
+        assert await broker.finish(first, State.FAILED, {"n": 2}, [], 60) is False  # a late duplicate
+        fields = await broker.outcome(1)
+        assert fields[b"state"] == b"done" and fields[b"image:0"] == b"png" and fields[b"meta"] == b'{"n": 1}'
+        assert await broker.redis.xlen("easel:jobs") == 0  # acknowledged and deleted
+        # A Redis that outlived a wiped bot database: job 1 is now another request, handed out anew.
+        cat = DrawRequest("a cat", width=64, height=64, steps=2, seed=7)
+        assert await broker.submit(1, fingerprint(1, cat), cat, b"", 60) == "new"
+        check = await broker.check(1)
+        assert check.state is State.QUEUED and check.entry_alive
+        # Cancelled before any worker began it: the entry is gone and a worker that read it skips it.
+        stale = await broker.read_new("w2", 100)
+        assert await broker.cancel(1) == 2
+        assert (await broker.begin(stale, "w2"))[0] == "cancelled"
+    finally:
+        await broker.redis.aclose()
