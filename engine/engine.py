@@ -12,7 +12,6 @@ import logging
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import torch
 from PIL import Image
@@ -24,6 +23,7 @@ from engine.guards import NonFiniteOutput, StepWatch, check_decoded, is_out_of_m
 from engine.placement import DTYPES, apply_placement
 from engine.planner import DeviceFacts, Plan, choose_dtype, ladder, largest_fitting_square, safer_dtype
 from engine.request import MAX_SEED, RANDOM_SEED, DrawRequest, Kind, ModelProfile, profile_for, validate
+from engine.result import Result
 
 log = logging.getLogger(__name__)
 
@@ -34,25 +34,6 @@ ShouldStop = Callable[[], bool]
 def turbo_sigmas(steps: int) -> list[float]:
     """N sigmas give N transformer forwards on every diffusers version (0.36-0.38 need N+1 steps)."""
     return torch.linspace(1.0, 1.0 / steps, steps).tolist()
-
-
-@dataclass
-class Result:
-    """What one `generate` call produced, and how."""
-
-    images: list[Image.Image]
-    seed: int
-    request: DrawRequest
-    plan: Plan
-    timings: dict[str, float]
-    peak_memory_gb: float | None
-    retries: list[str] = field(default_factory=list)
-    fallbacks: list[str] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
-
-    @property
-    def image(self) -> Image.Image:
-        return self.images[0]
 
 
 class Engine:

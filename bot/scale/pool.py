@@ -27,10 +27,11 @@ from redis.exceptions import RedisError, ResponseError
 
 from bot.scale.config import ScaleSettings
 from bot.scale.protocol import TERMINAL, Broker, State, WorkerInfo, WorkerLost, connect, fingerprint, safe_url
-from bot.scale.results import RemoteResult, decode_png, result_from
+from bot.scale.results import decode_png, result_from
 from bot.settings import Settings
 from engine.errors import Cancelled, EngineError, InvalidRequest
 from engine.request import MAX_SEED, RANDOM_SEED, DrawRequest
+from engine.result import Result
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +111,7 @@ class WorkerPool:
     def workers(self) -> list[WorkerInfo]:
         return list(self._workers) if self.redis_ok else []
 
-    async def run(self, job_id: int, request: DrawRequest, on_step: ProgressCallback | None = None) -> RemoteResult:
+    async def run(self, job_id: int, request: DrawRequest, on_step: ProgressCallback | None = None) -> Result:
         """Hand the job to a worker (or adopt it if it already is) and wait for its outcome."""
         self._ensure_started()
         follower = self._followers.setdefault(job_id, _Follower())
@@ -143,7 +144,7 @@ class WorkerPool:
 
     # -- following one job ----------------------------------------------------------------------
 
-    async def _follow(self, job_id: int, request: DrawRequest, follower: _Follower) -> RemoteResult:
+    async def _follow(self, job_id: int, request: DrawRequest, follower: _Follower) -> Result:
         print_ = fingerprint(job_id, request)
         handout = request
         if request.seed == RANDOM_SEED:  # chosen once: every delivery of this job draws the same picture
@@ -183,7 +184,7 @@ class WorkerPool:
                 failures += 1
                 await asyncio.sleep(min(5.0, 0.25 * 2**failures))
 
-    async def _collect(self, job_id: int, request: DrawRequest) -> RemoteResult | None:
+    async def _collect(self, job_id: int, request: DrawRequest) -> Result | None:
         """The outcome as a result, or raised as the engine would raise it; None if it vanished."""
         fields = await self.broker.outcome(job_id)
         if b"state" not in fields:
@@ -200,7 +201,7 @@ class WorkerPool:
         blobs = [fields[f"image:{index}".encode()] for index in range(count)]
         images = await asyncio.to_thread(lambda: [decode_png(blob) for blob in blobs])
         result = result_from(fields, images, request.source_image)
-        log.info("job %s: done by %s", job_id, result.worker)
+        log.info("job %s: done by %s", job_id, meta.get("worker", "?"))
         return result
 
     # -- background: live workers, dead letters, events -----------------------------------------

@@ -1,17 +1,18 @@
-"""Outcomes on the wire: what a worker sends back for an engine `Result`, and the bot-side twin
-it becomes again (`RemoteResult`: images, seed, normalised request, plan, timings, ...)."""
+"""Outcomes on the wire: what a worker sends back for an engine `Result`, and that `Result` rebuilt
+on the bot's side (images, seed, normalised request, plan, timings, ...)."""
 
 from __future__ import annotations
 
 import io
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from PIL import Image
 
 from engine.planner import Placement, Plan
 from engine.request import DrawRequest
+from engine.result import Result
 
 
 def encode_png(image: Image.Image) -> bytes:
@@ -47,31 +48,11 @@ def plan_from(data: dict[str, Any]) -> Plan | PlanRecord:
         return PlanRecord(data)
 
 
-@dataclass
-class RemoteResult:
-    """The bot-side twin of `engine.engine.Result`, rebuilt from what a worker sent."""
-
-    images: list[Image.Image]
-    seed: int
-    request: DrawRequest
-    plan: Plan | PlanRecord
-    timings: dict[str, float]
-    peak_memory_gb: float | None
-    retries: list[str] = field(default_factory=list)
-    fallbacks: list[str] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
-    worker: str = ""
-
-    @property
-    def image(self) -> Image.Image:
-        return self.images[0]
-
-
-def result_from(fields: dict[bytes, bytes], images: list[Image.Image], source_image: str | None) -> RemoteResult:
-    """Rebuild the engine-like result from a finished job's hash (state 'done')."""
+def result_from(fields: dict[bytes, bytes], images: list[Image.Image], source_image: str | None) -> Result:
+    """Rebuild the engine's result from a finished job's hash (state 'done')."""
     meta = json.loads(fields[b"meta"])
     request = DrawRequest.from_dict({**meta["request"], "source_image": source_image})
-    return RemoteResult(
+    return Result(
         images=images,
         seed=int(meta["seed"]),
         request=request,
@@ -81,7 +62,6 @@ def result_from(fields: dict[bytes, bytes], images: list[Image.Image], source_im
         retries=list(meta.get("retries") or []),
         fallbacks=list(meta.get("fallbacks") or []),
         warnings=list(meta.get("warnings") or []),
-        worker=meta.get("worker", ""),
     )
 
 

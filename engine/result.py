@@ -1,0 +1,28 @@
+"""`Result`: what one `generate` call produced, and how.  Plain data, no torch: the bot rebuilds
+it from what a remote worker sent (bot/scale/results.py)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from PIL import Image
+
+from engine.planner import Plan
+from engine.request import DrawRequest
+
+
+@dataclass
+class Result:
+    images: list[Image.Image]
+    seed: int
+    request: DrawRequest
+    plan: Plan
+    timings: dict[str, float]
+    peak_memory_gb: float | None
+    retries: list[str] = field(default_factory=list)
+    fallbacks: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def image(self) -> Image.Image:
+        return self.images[0]
