@@ -188,7 +188,23 @@ async def admin(service: Service, caller: Caller, actor: User, command) -> Reply
         case c.Stats():
             counts = await service.db.jobs.counts_by_status()
             users = await service.db.users.count()
-            return _reply(service, actor, t("stats", lang, users=users, workers=service.live_workers(), **counts))
+            lines = [t("stats", lang, users=users, workers=service.live_workers(), **counts)]
+            metrics = service.metrics
+            errors = sum(
+                metrics.value("easel_platform_errors_total", platform=platform) for platform in service.adapters
+            )
+            lines.append(
+                t(
+                    "stats_health",
+                    lang,
+                    oom=int(metrics.value("easel_fallbacks_total", kind="oom")),
+                    nan=int(metrics.value("easel_fallbacks_total", kind="nan")),
+                    errors=int(errors),
+                )
+            )
+            if getattr(service.worker, "redis_ok", True) is False:
+                lines.append(t("stats_redis_down", lang))
+            return _reply(service, actor, "\n".join(lines))
     target = await resolve_target(service, caller, command.target)
     match command:
         case c.Ban(reason=reason):

@@ -132,6 +132,8 @@ _EN = {
         "Jobs: {queued} queued, {running} drawing, {done} done, {failed} failed, {cancelled} cancelled.\n"
         "Users: {users} · GPU workers: {workers}"
     ),
+    "stats_health": "Since start: {oom} out-of-memory fallbacks, {nan} safer-precision retries, {errors} failed sends.",
+    "stats_redis_down": "Redis is unreachable: jobs are kept here and go out when it is back.",
     "settings_current": (
         "Your settings:\n"
         "lang = {lang} (en or zh)\n"
@@ -312,6 +314,8 @@ _ZH = {
         "任务：排队 {queued}，绘制中 {running}，已完成 {done}，失败 {failed}，已取消 {cancelled}。\n"
         "用户：{users} · GPU 工作进程：{workers}"
     ),
+    "stats_health": "自启动以来：显存不足降级 {oom} 次，换更安全精度重试 {nan} 次，发送失败 {errors} 次。",
+    "stats_redis_down": "连不上 Redis：任务先留在这里，恢复后再发出。",
     "settings_current": (
         "你的设置：\nlang = {lang}（en 或 zh）\npng = {png}（开启后同时发送无损 PNG 原图）\n修改示例：/settings lang en"
     ),

@@ -320,3 +320,23 @@ async def test_metrics_count_what_happened(make_app, engine):
     from prometheus_client import generate_latest
 
     assert b"easel_job_run_seconds_bucket" in generate_latest(metrics.registry)
+
+
+async def test_stats_shows_health_numbers_to_admins(make_app, engine):
+    app, adapter = await started(make_app, EASEL_ADMINS="telegram:999")
+    admin = Caller("telegram", "999", language="en")
+
+    def oom_once(module, args, calls=[]):  # noqa: B006 - the list counts calls across the hook's life
+        calls.append(1)
+        if len(calls) == 1:
+            raise torch.OutOfMemoryError("CUDA out of memory (injected)")
+
+    handle = engine.pipeline.transformer.register_forward_pre_hook(oom_once)
+    try:
+        reply = await app.service.handle_text(alice(), "/draw survives --steps 2", {})
+        await adapter.wait_until(lambda: adapter.delivered)
+    finally:
+        handle.remove()
+    await settled(app, reply.job_id)
+    stats = await app.service.handle_text(admin, "/stats", {})
+    assert "1 done" in stats.text and "1 out-of-memory fallbacks" in stats.text
