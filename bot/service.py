@@ -354,6 +354,9 @@ class Service:
             self._enqueue(job)
             self.metrics.accepted.inc()
             self._spawn(self._push_positions())
+        if acceptance.outcome is Outcome.DUPLICATE and job.status not in (JobStatus.QUEUED, JobStatus.RUNNING):
+            status = t(f"status.{job.status.value}", lang)
+            return Reply(t("already_have", lang, job_id=job.id, status=status), lang, job_id=job.id)
         return Reply(self.queued_text(job, lang), lang, job_id=job.id)
 
     def _enqueue(self, job: Job) -> None:

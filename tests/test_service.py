@@ -340,3 +340,17 @@ async def test_stats_shows_health_numbers_to_admins(make_app, engine):
     await settled(app, reply.job_id)
     stats = await app.service.handle_text(admin, "/stats", {})
     assert "1 done" in stats.text and "1 out-of-memory fallbacks" in stats.text
+
+
+async def test_a_resent_request_is_one_job_and_says_so(make_app):
+    app, adapter = await started(make_app, EASEL_DAILY_QUOTA=5)
+    first = await app.service.handle_text(alice(), "/draw once", {}, idempotency_key="telegram:1:77")
+    again = await app.service.handle_text(alice(), "/draw once", {}, idempotency_key="telegram:1:77")
+    assert again.job_id == first.job_id
+    await adapter.wait_until(lambda: adapter.delivered)
+    await settled(app, first.job_id)
+    late = await app.service.handle_text(alice(), "/draw once", {}, idempotency_key="telegram:1:77")
+    assert late.job_id == first.job_id and f"#{first.job_id}" in late.text and "done" in late.text
+    user = await app.db.users.find("telegram", "100")
+    assert await app.db.quota.used(user.id, app.service.today()) == 1
+    assert len(adapter.delivered) == 1
