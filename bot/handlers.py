@@ -227,12 +227,19 @@ async def admin(service: Service, caller: Caller, actor: User, command) -> Reply
 
 
 async def resolve_target(service: Service, caller: Caller, target: str) -> User:
-    """`telegram:123`, or a bare id on the admin's own platform."""
-    platform, _, platform_id = target.rpartition(":")
+    """`telegram:123` or a bare id on the admin's own platform (a real platform id, seen or not yet),
+    or `@name` / `name` for someone who has used the bot.  Never invents a user from a name."""
+    platform, _, who = target.rpartition(":")
     platform = platform or caller.platform
-    if not platform_id or platform not in ("telegram", "discord", "console"):
+    who = who.strip()
+    if not who or platform not in ("telegram", "discord", "console"):
         raise UserError("user_not_found", target=target)
-    return await service.db.users.get_or_create(platform, platform_id.lstrip("@"))
+    if who.isascii() and who.isdigit():
+        return await service.db.users.get_or_create(platform, who)
+    user = await service.db.users.find_by_name(platform, who.lstrip("@"))
+    if user is None:
+        raise UserError("user_not_found", target=target)
+    return user
 
 
 async def queue_listing(service: Service, actor: User) -> Reply:

@@ -35,6 +35,7 @@ PROGRESS_INTERVAL_S = 1.0
 POSITION_PUSH_LIMIT = 10
 DELIVERY_RETRIES = 5
 REDELIVERY_SWEEP_S = 60.0
+MAX_ATTEMPTS = 3  # starts of one job across crashes before it is failed instead of run again
 
 
 @dataclass(frozen=True)
@@ -117,6 +118,8 @@ class Service:
         self._sweeper: asyncio.Task | None = None
         self._stopping = False
         self._enqueued_at: dict[int, float] = {}
+        self._dispatched: set[int] = set()  # taken from the queue, generation not yet returned
+        self._cancel_requested: set[int] = set()  # user cancels of dispatched jobs
         self.metrics = Metrics(queue_depth=lambda: len(self.queue), live_workers=self.live_workers)
         self.job_finished: Callable[[Job], Awaitable[None]] | None = None
 
@@ -133,6 +136,11 @@ class Service:
         for width, height, steps, seconds in await self.db.jobs.recent_durations():
             self.eta.record(width, height, steps, seconds)
         for job in await self.db.jobs.unfinished():
+            if job.status is JobStatus.RUNNING and job.attempts >= MAX_ATTEMPTS:
+                # It was running every time the process died: it may be what kills it.  Stop the loop.
+                log.error("job %s was running at %d crashes; giving up on it", job.id, job.attempts)
+                await self._fail(job, "error.unexpected", {})
+                continue
             if job.status is JobStatus.RUNNING:
                 await self.db.jobs.requeue(job.id)
             if job.id not in self.queue:
@@ -172,7 +180,10 @@ class Service:
         """A platform outage longer than the retry backoff must not strand pictures until a restart."""
         while True:
             await asyncio.sleep(seconds)
-            await self.redeliver_pending()
+            try:
+                await self.redeliver_pending()
+            except Exception:
+                log.exception("redelivery sweep failed; trying again in %ss", seconds)
 
     async def redeliver_pending(self) -> None:
         """Deliver what finished while an adapter was away (call after registering one)."""
@@ -354,7 +365,7 @@ class Service:
             self._enqueue(job)
             self.metrics.accepted.inc()
             self._spawn(self._push_positions())
-        if acceptance.outcome is Outcome.DUPLICATE and job.status not in (JobStatus.QUEUED, JobStatus.RUNNING):
+        if acceptance.outcome is Outcome.DUPLICATE and job.id not in self.queue:
             status = t(f"status.{job.status.value}", lang)
             return Reply(t("already_have", lang, job_id=job.id, status=status), lang, job_id=job.id)
         return Reply(self.queued_text(job, lang), lang, job_id=job.id)
@@ -402,14 +413,13 @@ class Service:
             raise UserError("cancel_not_yours")
         if self.queue.remove(job.id):
             self._enqueued_at.pop(job.id, None)
-            if await self.db.jobs.mark_cancelled(job.id):
-                self.metrics.jobs.labels("cancelled").inc()
-                await self.db.quota.refund(job.id, "cancelled before start")
-                self._spawn(self._tell_cancelled(job))
             self._costs.pop(job.id, None)
+            await self._cancel_before_start(job)
             self._spawn(self._push_positions())
             return Reply(t("cancelled", lang, job_id=job.id), lang)
-        if job.status is JobStatus.RUNNING and self.worker.cancel(job.id):
+        if job.id in self._dispatched:  # about to start or generating: stop it within a step
+            self._cancel_requested.add(job.id)
+            self.worker.cancel(job.id)
             return Reply(t("cancelled", lang, job_id=job.id), lang)
         return Reply(t("cancel_none", lang), lang)
 
@@ -428,29 +438,35 @@ class Service:
 
     async def _run_in_slot(self, job_id: int) -> None:
         current_job.set(job_id)  # this task's own context: every line it logs names the job
+        self._dispatched.add(job_id)
         try:
             await self._run_job(job_id)
         except Exception:
             log.exception("job %s: unexpected failure in dispatch", job_id)
         finally:
+            self._dispatched.discard(job_id)
+            self._cancel_requested.discard(job_id)
             self.worker.release_slot()
 
     async def _run_job(self, job_id: int) -> None:
         cost = self._costs.pop(job_id, 0.0)
+        enqueued = self._enqueued_at.pop(job_id, None)
         if not await self.db.jobs.mark_running(job_id):
             return
         job = await self.db.jobs.get(job_id)
+        if job_id in self._cancel_requested:  # cancelled between leaving the queue and starting
+            await self._cancel_before_start(job)
+            return
         self._running[job_id] = (time.monotonic(), cost)
-        enqueued = self._enqueued_at.pop(job_id, None)
         if enqueued is not None:
             self.metrics.wait_seconds.observe(time.monotonic() - enqueued)
         self._spawn(self._push_positions())
-        request = DrawRequest.from_dict(job.request)
         try:
+            request = DrawRequest.from_dict(job.request)
             result = await self.worker.run(job_id, request, on_step=lambda step, total: self._on_step(job, step, total))
         except Cancelled:
-            if self._stopping:  # shutting down, not a user's cancel: run it again after the restart
-                await self.db.jobs.requeue(job_id)
+            if self._stopping and job_id not in self._cancel_requested:
+                await self.db.jobs.requeue(job_id)  # shutting down, not a user's cancel: runs after the restart
             elif await self.db.jobs.mark_cancelled(job_id):
                 self.metrics.jobs.labels("cancelled").inc()
                 await self._tell_cancelled(job)
@@ -465,7 +481,12 @@ class Service:
         finally:
             self._running.pop(job_id, None)
             self._last_progress.pop(job_id, None)
-        await self._finish(job, result)
+            self._dispatched.discard(job_id)  # from here on it is too late to cancel
+        try:
+            await self._finish(job, result)
+        except Exception:
+            log.exception("job %s: saving the finished picture failed", job_id)
+            await self._fail(job, "error.unexpected", {})
 
     async def _finish(self, job: Job, result) -> None:
         request = result.request
@@ -502,10 +523,16 @@ class Service:
 
     async def _fail(self, job: Job, key: str, params: dict) -> None:
         log.warning("failed: %s %s", key, params or "")
-        self.metrics.jobs.labels("failed").inc()
-        await self.db.jobs.mark_failed(job.id, key, params)
-        await self.db.quota.refund(job.id, f"system failure: {key}")
+        if await self.db.jobs.mark_failed(job.id, key, params):
+            self.metrics.jobs.labels("failed").inc()
+            await self.db.quota.refund(job.id, f"system failure: {key}")
         await self._deliver(job.id)
+
+    async def _cancel_before_start(self, job: Job) -> None:
+        if await self.db.jobs.mark_cancelled(job.id):
+            self.metrics.jobs.labels("cancelled").inc()
+            await self.db.quota.refund(job.id, "cancelled before start")
+            self._spawn(self._tell_cancelled(job))
 
     def _on_step(self, job: Job, step: int, total: int) -> None:
         now = time.monotonic()
@@ -520,7 +547,7 @@ class Service:
         if adapter is None or job.status is not JobStatus.RUNNING:
             return
         lang = await self._owner_language(job)
-        await adapter.show_status(job, t("running", lang, job_id=job_id, step=step, steps=total))
+        await self._status(adapter, job, t("running", lang, job_id=job_id, step=step, steps=total))
 
     async def _push_positions(self) -> None:
         """Tell the first few queued users their new place in line, once per change."""
@@ -532,7 +559,7 @@ class Service:
             job = await self.db.jobs.get(job_id)
             adapter = self.adapters.get(job.platform) if job else None
             if adapter is not None and job.reply_to.get("status_message_id") is not None:
-                await adapter.show_status(job, self.queued_text(job, await self._owner_language(job)))
+                await self._status(adapter, job, self.queued_text(job, await self._owner_language(job)))
         for job_id in list(self._last_position):
             if job_id not in positions:
                 del self._last_position[job_id]
@@ -618,7 +645,14 @@ class Service:
         adapter = self.adapters.get(job.platform)
         if adapter is not None:
             lang = await self._owner_language(job)
-            await adapter.show_status(job, t("cancelled", lang, job_id=job.id))
+            await self._status(adapter, job, t("cancelled", lang, job_id=job.id))
+
+    async def _status(self, adapter: Adapter, job: Job, text: str) -> None:
+        """A status line may be skipped; one that fails must not stop the updates for others."""
+        try:
+            await adapter.show_status(job, text)
+        except Exception:
+            log.warning("status update for job %s failed", job.id, exc_info=True)
 
     def _spawn(self, coroutine) -> None:
         if self._stopping:
@@ -626,7 +660,12 @@ class Service:
             return
         task = asyncio.create_task(coroutine)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("background task failed", exc_info=task.exception())
 
     # -- buttons --------------------------------------------------------------------------------
 

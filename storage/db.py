@@ -103,11 +103,12 @@ class Database:
             try:
                 await self._writer.execute("BEGIN IMMEDIATE")
                 yield Tx(self._writer)
+                # Inside the try: a failed COMMIT must roll back too, or every later BEGIN would fail.
+                await asyncio.shield(self._writer.execute("COMMIT"))
             except BaseException:
                 # Shielded so a second cancellation cannot leave the transaction open for the next writer.
                 await asyncio.shield(self._rollback())
                 raise
-            await asyncio.shield(self._writer.execute("COMMIT"))
 
     async def fetch_all(self, sql: str, params: Params = ()) -> list[sqlite3.Row]:
         """A read on the read connection: never waits for a writer."""

@@ -76,6 +76,13 @@ class Users:
         )
         return user_from_row(row) if row else None
 
+    async def find_by_name(self, platform: str, name: str) -> User | None:
+        """The user on `platform` whose display name or username is `name` (case-insensitive)."""
+        row = await self._db.fetch_one(
+            "SELECT * FROM users WHERE platform = ? AND lower(name) = lower(?) ORDER BY id LIMIT 1", (platform, name)
+        )
+        return user_from_row(row) if row else None
+
     async def set_banned(self, user_id: int, banned: bool) -> bool:
         """True if the user exists."""
         return await self._update(user_id, "banned = ?", int(banned))
