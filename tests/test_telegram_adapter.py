@@ -695,3 +695,17 @@ async def test_a_graceful_restart_mid_picture_still_delivers_it(easel, tg, engin
 
 def _keyboard(data: list[str]) -> dict:
     return {"inline_keyboard": [[{"text": item, "callback_data": item}] for item in data]}
+
+
+async def test_a_rejected_token_turns_telegram_off_without_printing_it(make_app, tg, caplog):
+    secret = "999:THIS-IS-SECRET"
+    app = await make_app(TELEGRAM_TOKEN=secret, TELEGRAM_API_URL=tg.base_url)
+    adapter = TelegramAdapter(app.service, app.settings, rate_limiter=False, poll_timeout=1)
+    from bot.logs import QUIET
+
+    for name in QUIET:  # as bot.logs.configure() sets them in production, at any EASEL_LOG_LEVEL
+        caplog.set_level(logging.WARNING, logger=name)
+    with caplog.at_level(logging.DEBUG, logger="bot"), caplog.at_level(logging.DEBUG, logger="telegram"):
+        await asyncio.wait_for(adapter.run(), 10)  # returns: the rest of the process keeps running
+    assert "rejected TELEGRAM_TOKEN" in caplog.text
+    assert "THIS-IS-SECRET" not in caplog.text

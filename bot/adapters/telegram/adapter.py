@@ -9,11 +9,12 @@ is skipped.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import logging
 
 from telegram import BotCommand
-from telegram.error import TelegramError
+from telegram.error import InvalidToken, NetworkError, TelegramError
 from telegram.ext import AIORateLimiter, Application, ApplicationBuilder
 
 from bot.adapters.telegram.fitting import file_url_for
@@ -55,6 +56,23 @@ class TelegramAdapter:
     # -- lifecycle --------------------------------------------------------------------------------
 
     async def run(self) -> None:
+        """Serve until `close()`; an unreachable Bot API is retried, a rejected token ends only the
+        Telegram side (and is never printed: PTB's own message would carry it)."""
+        delay = 1.0
+        while not self._closing.is_set():
+            try:
+                await self._serve()
+                return
+            except InvalidToken:
+                log.error("telegram: the Bot API rejected TELEGRAM_TOKEN; the Telegram side stays off")
+                return
+            except NetworkError as error:
+                log.warning("telegram: cannot reach the Bot API (%s); retrying in %.0fs", type(error).__name__, delay)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._closing.wait(), delay)
+                delay = min(60.0, delay * 2)
+
+    async def _serve(self) -> None:
         """Connect, publish the command menu, poll until `close()`, then shut PTB down cleanly."""
         application = self.application
         async with application:  # initialize() ... shutdown()
@@ -121,6 +139,9 @@ def build_application(settings: Settings, *, rate_limiter: bool = True) -> Appli
     file_url = file_url_for(settings.telegram_api_url)
     if file_url is not None:
         builder = builder.base_file_url(file_url)
+    # Updates are handled concurrently: one flood-limited group waiting out a 429 must not stall
+    # every other chat.  Idempotency keys keep a re-sent update from becoming two jobs.
+    builder = builder.concurrent_updates(True)
     if rate_limiter:
         # Throttling only (max_retries=0): whether a 429 is waited out or skipped is decided per
         # message in the outbox, since a progress edit may be dropped and a picture may not.
