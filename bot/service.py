@@ -74,6 +74,11 @@ class Delivery:
     notes: list[str] = field(default_factory=list)
 
 
+class Undeliverable(Exception):
+    """The platform will never take this outcome (bot blocked or removed, chat gone, no permission):
+    adapters raise it so the service stops retrying instead of trying forever."""
+
+
 class Adapter(Protocol):
     platform: str
 
@@ -591,6 +596,10 @@ class Service:
                 await self.job_finished(job)
         except asyncio.CancelledError:
             raise
+        except Undeliverable as reason:
+            log.warning("job %s: cannot be delivered, giving up: %s", job_id, reason)
+            self.metrics.platform_errors.labels(job.platform).inc()
+            await self.db.jobs.mark_delivered(job_id)
         except Exception:
             log.exception("job %s: delivery failed (attempt %d)", job_id, attempt + 1)
             if job is not None:

@@ -402,6 +402,22 @@ async def test_after_the_token_expires_the_picture_goes_to_the_channel_with_a_me
         assert webhook_calls == []  # the bot knew the token was dead and did not try it
 
 
+async def test_a_channel_the_bot_may_not_post_in_ends_the_retries(start_bot, fake: FakeDiscord) -> None:
+    bot = await start_bot()
+    gate = hold_gpu(bot)
+    interaction = await draw(fake)
+    await answer(fake, interaction)
+    bot.adapter.clock = lambda: time.time() + 15 * 60  # token dead: only the channel is left
+    fake.fail_next("POST", rf"/channels/{CHANNEL_ID}/messages", status=403, code=50013, count=10)
+    gate.set()
+
+    job = await delivered(bot.app, 1)  # given up on, not retried for ever
+    await asyncio.sleep(0.3)
+    posts = [r for r in fake.requests if r.method == "POST" and r.path == f"/channels/{CHANNEL_ID}/messages"]
+    assert [r.status for r in posts] == [403] and job.status.value == "done"
+    assert bot.app.service.metrics.value("easel_platform_errors_total", platform="discord") == 1
+
+
 async def test_a_picture_over_the_upload_limit_is_reencoded_with_a_note(start_bot, fake: FakeDiscord) -> None:
     bot = await start_bot()
     limit = 20_000

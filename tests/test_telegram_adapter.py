@@ -540,6 +540,31 @@ async def test_a_429_on_the_picture_is_waited_out_and_the_picture_arrives_once(e
     assert (await app.db.jobs.find_by_message("telegram", str(ALICE), str(second.result["message_id"]))).id == job.id
 
 
+async def test_a_blocked_bot_stops_retrying_instead_of_trying_forever(easel, tg):
+    app, _ = await easel.start()
+    tg.fail_next("sendPhoto", status=403, description="Forbidden: bot was blocked by the user")
+
+    await say(tg, ALICE, ALICE, "/draw a calm sea --size 64x64 --steps 1")
+    await tg.wait_for("sendPhoto", lambda c: c.fault is not None, timeout=SLOW)
+    [job] = await jobs_of(app, ALICE)
+    await settled(app, job.id)  # marked done with: nothing will ever take it
+    await asyncio.sleep(0.3)
+    assert len(tg.calls_of("sendPhoto")) == 1
+    assert app.service.metrics.value("easel_platform_errors_total", platform="telegram") == 1
+
+
+async def test_a_photo_telegram_refuses_goes_out_as_a_document(easel, tg):
+    app, _ = await easel.start()
+    tg.fail_next("sendPhoto", status=400, description="Bad Request: PHOTO_INVALID_DIMENSIONS")
+
+    await say(tg, ALICE, ALICE, "/draw a calm sea --size 64x64 --steps 1")
+    document = await tg.wait_for("sendDocument", lambda c: c.ok and c.params["chat_id"] == ALICE, timeout=SLOW)
+    [job] = await jobs_of(app, ALICE)
+    await settled(app, job.id)
+    assert document.params["reply_markup"]["inline_keyboard"]  # still with its buttons
+    assert len(tg.calls_of("sendPhoto")) == 1
+
+
 # -- files -------------------------------------------------------------------------------------------
 
 

@@ -28,7 +28,7 @@ from bot.adapters.discord.origin import ORIGINAL, Origin
 from bot.adapters.discord.slash import build_commands
 from bot.adapters.discord.translator import CatalogueTranslator
 from bot.messages import language_for, t
-from bot.service import Caller, Delivery, Reply, Service
+from bot.service import Caller, Delivery, Reply, Service, Undeliverable
 from bot.settings import Settings
 from storage.jobs import Job
 
@@ -38,6 +38,8 @@ MESSAGE_LIMIT = 2000
 READY_TIMEOUT_S = 30.0
 ANSWER_TIMEOUT_S = 10.0  # how long an outcome waits for the command's own answer to land first
 STATUS_EDIT_TIMEOUT_S = 5.0  # progress is best-effort: a rate-limited edit is dropped, not waited for
+# Missing Access, Missing Permissions, Unknown Channel, archived thread: retrying cannot help.
+NEVER_DELIVERABLE = {50001, 50013, 10003, 50083}
 TOKEN_DEAD = 50027  # "Invalid Webhook Token": the 15 minutes are over
 MENTIONS = discord.AllowedMentions(everyone=False, roles=False, users=True, replied_user=False)
 
@@ -148,7 +150,9 @@ class DiscordAdapter:
         )
         if reply is None:
             return
-        answer = await message.reply(_clip(reply.text), mention_author=False)
+        answer = await message.reply(
+            _clip(reply.text), mention_author=False, allowed_mentions=discord.AllowedMentions.none()
+        )
         if reply.job_id is not None:
             await self.service.attach_status_message(reply.job_id, status_message_id=str(answer.id))
 
@@ -215,7 +219,9 @@ class DiscordAdapter:
         upload = await asyncio.to_thread(fit_to_limit, delivery.image_path, origin.attachment_size_limit)
         filename = f"easel-{job.id}.{upload.extension}"
         notes = [*delivery.notes, *([t("oversize_note", lang)] if upload.reencoded else [])]
-        embed = discord.Embed(description="\n\n".join([delivery.caption, *notes]))
+        # Prompts are user text: no masked links or headings under the bot's name.
+        caption = discord.utils.escape_markdown(delivery.caption)
+        embed = discord.Embed(description="\n\n".join([caption, *notes]))
         embed.set_image(url=f"attachment://{filename}")
 
         def parts() -> dict[str, Any]:
@@ -224,7 +230,11 @@ class DiscordAdapter:
 
         late = t("token_expired_mention", lang, mention=origin.mention)
         message = await self._post(origin, origin.mention, late, parts)
-        await self.service.record_message(job.id, self.platform, origin.channel_id, str(message.id))
+        # The picture is out: nothing below may raise, or the service would send it again.
+        try:
+            await self.service.record_message(job.id, self.platform, origin.channel_id, str(message.id))
+        except Exception:
+            log.exception("job %s: could not record its message", job.id)
         await self._clear_status(origin)
 
     async def notify_failure(self, job: Job, text: str) -> None:
@@ -233,7 +243,8 @@ class DiscordAdapter:
         await self._wait_until_answered(origin)
         content = _clip(f"{origin.mention} {text}")
         await self._post(origin, content, content, lambda: {})
-        await self._clear_status(origin)
+        with contextlib.suppress(Exception):
+            await self._clear_status(origin)
 
     # -- sending ----------------------------------------------------------------------------------
 
@@ -257,9 +268,14 @@ class DiscordAdapter:
             reference = discord.MessageReference(
                 message_id=int(origin.message_id), channel_id=int(origin.channel_id), fail_if_not_exists=False
             )
-        return await self._channel(origin).send(
-            content=late_content, reference=reference, allowed_mentions=MENTIONS, **parts()
-        )
+        try:
+            return await self._channel(origin).send(
+                content=late_content, reference=reference, allowed_mentions=MENTIONS, **parts()
+            )
+        except discord.HTTPException as error:
+            if error.code in NEVER_DELIVERABLE:
+                raise Undeliverable(f"discord channel {origin.channel_id}: {error.code} {error.text}") from error
+            raise
 
     async def _edit_status(self, origin: Origin, text: str) -> None:
         await self._wait_until_answered(origin)

@@ -20,10 +20,10 @@ from typing import TypeVar
 
 from PIL import Image
 from telegram import Bot, CallbackQuery, InlineKeyboardButton, InlineKeyboardMarkup, Message, ReplyParameters
-from telegram.error import BadRequest, RetryAfter, TelegramError
+from telegram.error import BadRequest, Forbidden, RetryAfter, TelegramError
 
 from bot.adapters.telegram.fitting import MAX_ANSWER, MAX_TEXT, caption_for, fit, fits_as_photo, utf16_length
-from bot.service import Delivery, Reply, Service
+from bot.service import Delivery, Reply, Service, Undeliverable
 from storage.jobs import Job
 
 log = logging.getLogger(__name__)
@@ -136,15 +136,30 @@ class Outbox:
             "reply_parameters": _replying(where.reply_to_message_id),
             "filename": filename,
         }
-        if as_photo:
-            sent = await self._patiently(where.chat_id, lambda: self.bot.send_photo(where.chat_id, data, **options))
-        else:
-            sent = await self._patiently(where.chat_id, lambda: self.bot.send_document(where.chat_id, data, **options))
+        sent = await self._send_picture(where.chat_id, data, as_photo, options)
         # The picture is out.  From here on nothing may raise: a raise means "send it again".
         await self._remember(job.id, where.chat_id, sent.message_id)
         if delivery.send_png and as_photo:
             await self._send_png(job.id, where.chat_id, data, filename, sent.message_id)
         await self._clear_status(job.id)
+
+    async def _send_picture(self, chat_id: int, data: bytes, as_photo: bool, options: dict):
+        """A photo (a document when Telegram refuses the photo), with timeouts sized for uploads."""
+        # Generous timeouts: a TimedOut after Telegram took the upload would make the retry a duplicate.
+        options = {**options, "read_timeout": 60, "write_timeout": 120}
+        try:
+            if as_photo:
+                return await self._patiently(chat_id, lambda: self.bot.send_photo(chat_id, data, **options))
+            return await self._patiently(chat_id, lambda: self.bot.send_document(chat_id, data, **options))
+        except Forbidden as error:
+            raise Undeliverable(f"telegram chat {chat_id}: {error}") from error
+        except BadRequest as error:
+            if "chat not found" in str(error).lower():
+                raise Undeliverable(f"telegram chat {chat_id}: {error}") from error
+            if not as_photo:
+                raise
+            log.info("telegram: photo refused (%s); sending it as a document", error)
+            return await self._patiently(chat_id, lambda: self.bot.send_document(chat_id, data, **options))
 
     async def notify_failure(self, job: Job, text: str) -> None:
         """Turn the status message into the failure, or reply with it when there is none."""
