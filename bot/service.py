@@ -256,13 +256,20 @@ class Service:
         reply_to: dict,
         idempotency_key: str | None = None,
         bot_username: str | None = None,
+        shared_chat: bool = False,
     ) -> Reply | None:
-        """Parse and run a line of the command language; None when it was not meant for us."""
+        """Parse and run a line of the command language; None when it was not meant for us.
+
+        In a shared chat (a group), a command we do not know was most likely meant for another bot:
+        stay quiet rather than answer every `/foo` in the room."""
         from bot.commands import parse
 
         try:
             command = parse(text, self.profile, bot_username=bot_username)
         except UserError as error:
+            addressed = bool(bot_username) and f"@{bot_username}".lower() in text.split(maxsplit=1)[0].lower()
+            if shared_chat and error.key == "error.unknown_command" and not addressed:
+                return None
             user = await self.user_for(caller)
             lang = self.language(user)
             return Reply(t(error.key, lang, **error.params), lang, alert=True)

@@ -354,3 +354,14 @@ async def test_a_resent_request_is_one_job_and_says_so(make_app):
     user = await app.db.users.find("telegram", "100")
     assert await app.db.quota.used(user.id, app.service.today()) == 1
     assert len(adapter.delivered) == 1
+
+
+async def test_unknown_commands_in_groups_are_left_to_other_bots(make_app):
+    app = await make_app()
+    assert await app.service.handle_text(alice(), "/weather Paris", {}, shared_chat=True) is None
+    addressed = await app.service.handle_text(
+        alice(), "/weather@easelbot Paris", {}, bot_username="easelbot", shared_chat=True
+    )
+    assert addressed is not None and addressed.alert
+    private = await app.service.handle_text(alice(), "/weather Paris", {})
+    assert private is not None and "/weather" in private.text

@@ -52,7 +52,12 @@ class Incoming:
             )
         if reply is None and (chat.type == ChatType.PRIVATE or _is_command(message)):
             reply = await self.service.handle_text(
-                caller, message.text, reply_to, idempotency_key=key, bot_username=context.bot.username
+                caller,
+                message.text,
+                reply_to,
+                idempotency_key=key,
+                bot_username=context.bot.username,
+                shared_chat=chat.type != ChatType.PRIVATE,
             )
         if reply is not None:
             await self.outbox.answer(chat.id, message.message_id, reply)
