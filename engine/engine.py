@@ -7,6 +7,7 @@ output is retried once in a safer precision.  Nothing here knows about chats, qu
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import logging
 import random
@@ -21,7 +22,7 @@ from engine.enhance import enhance_prompts, post_process
 from engine.errors import BadOutput, Cancelled, InvalidRequest, ModelNotFound, NeedsGPU, OutOfMemory
 from engine.guards import NonFiniteOutput, StepWatch, check_decoded, is_out_of_memory
 from engine.placement import DTYPES, apply_placement
-from engine.planner import DeviceFacts, Plan, choose_dtype, ladder, largest_fitting_square, safer_dtype
+from engine.planner import DeviceFacts, Placement, Plan, choose_dtype, ladder, largest_fitting_square, safer_dtype
 from engine.request import MAX_SEED, RANDOM_SEED, DrawRequest, Kind, ModelProfile, profile_for, validate
 from engine.result import Result
 
@@ -44,7 +45,8 @@ class Engine:
 
         self._pipeline = pipeline
         # from_pipe shares every weight with the text-to-image pipeline: no second copy in memory.
-        self._img2img = ZImageImg2ImgPipeline.from_pipe(pipeline)
+        # dtype given: from_pipe otherwise casts every shared weight to fp32 (twice the RAM).
+        self._img2img = ZImageImg2ImgPipeline.from_pipe(pipeline, dtype=pipeline.transformer.dtype)
         for pipe in (self._pipeline, self._img2img):
             pipe.set_progress_bar_config(disable=True)
         self.model = model
@@ -80,7 +82,13 @@ class Engine:
         return self._pipeline
 
     def device_facts(self) -> DeviceFacts:
-        return self._probe(self.device)
+        """Free memory as the planner must see it: what this engine holds counts as free, since any
+        re-placement releases it (else the plan would flip between placements job after job)."""
+        facts = self._probe(self.device)
+        if facts.is_gpu and self.device.startswith("cuda"):
+            held = torch.cuda.memory_reserved(self.device) / 1024**3
+            facts = dataclasses.replace(facts, free_vram_gb=min(facts.total_vram_gb, facts.free_vram_gb + held))
+        return facts
 
     def generate(
         self, request: DrawRequest, on_step: OnStep | None = None, should_stop: ShouldStop | None = None
@@ -110,7 +118,7 @@ class Engine:
                 self._free_memory()
                 if retries:
                     raise BadOutput(stage=bad.stage) from bad
-                dtype = safer_dtype(plan.dtype)
+                dtype = safer_dtype(plan.dtype, facts.real_bf16 or not facts.is_gpu)
                 retries.append(f"non-finite {bad.stage} in {plan.dtype}: retried in {dtype}")
                 plans = ladder(facts, self.profile, request.width, request.height, request.cfg, dtype)
                 rung = next((i for i, p in enumerate(plans) if p.fits), len(plans) - 1)
@@ -218,7 +226,12 @@ class Engine:
             self._applied = plan
 
     def _free_memory(self) -> None:
-        """After a failure: break reference cycles that may hold activations, then return the cache."""
+        """After a failure (or cancel): put offloaded models back where their hooks expect them, break
+        reference cycles that may hold activations, then return the cache."""
+        if self._applied is not None and self._applied.placement is Placement.MODEL_OFFLOAD:
+            # A run stopped mid-way never reached maybe_free_model_hooks(): the transformer would stay
+            # on the GPU next to the text encoder of the next job.
+            self._pipeline.maybe_free_model_hooks()
         gc.collect()
         self._release_cached_memory()
 

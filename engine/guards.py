@@ -62,16 +62,26 @@ def _clamp_output(module, inputs, output):
     return output
 
 
-def install_fp16_clamp(transformer: torch.nn.Module) -> list:
-    """Clamp the outputs that overflow in fp16 (feed-forward, whole blocks, final layer).
+def _clamp_first_input(module, args):
+    return (_clamp_output(module, args, args[0]), *args[1:])
 
-    Upstream diffusers has no clamp; without it pre-Ampere cards decode NaN latents to black.
-    Returns the hook handles so a later plan can remove them.
+
+def _overflows_in_fp16(name: str, module: torch.nn.Module) -> bool:
+    leaf = name.rsplit(".", 1)[-1]
+    is_block = type(module).__name__ == "ZImageTransformerBlock"
+    return is_block or leaf in ("feed_forward", "attention") or name.startswith("all_final_layer.")
+
+
+def install_fp16_clamp(transformer: torch.nn.Module) -> list:
+    """Clamp where the Z-Image DiT overflows in fp16: the SwiGLU product going into `w2` (clamped
+    before the projection, or inf - inf turns into NaN), the attention output, whole blocks and the
+    final layer.  Upstream diffusers has no clamp; without it pre-Ampere cards decode NaN latents
+    to black.  Returns the hook handles so a later plan can remove them.
     """
     handles = []
     for name, module in transformer.named_modules():
-        leaf = name.rsplit(".", 1)[-1]
-        is_block = type(module).__name__ == "ZImageTransformerBlock"
-        if is_block or leaf == "feed_forward" or name.startswith("all_final_layer."):
+        if name.endswith("feed_forward.w2"):
+            handles.append(module.register_forward_pre_hook(_clamp_first_input))
+        elif _overflows_in_fp16(name, module):
             handles.append(module.register_forward_hook(_clamp_output))
     return handles

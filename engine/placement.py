@@ -50,18 +50,18 @@ def _place(pipe, placement: Placement, device: str) -> None:
 
 
 def _remove_offload(pipe, previous: Plan | None) -> None:
+    """Remove every offload hook there is, whatever the previous plan says: a placement that failed
+    half-way may have left some behind, and the next enable_* refuses to run over them."""
     if previous is None:
         return
-    if previous.placement in (Placement.MODEL_OFFLOAD, Placement.SEQUENTIAL_OFFLOAD):
-        pipe.remove_all_hooks()
-    elif previous.placement is Placement.GROUP_OFFLOAD:
-        from diffusers.hooks import HookRegistry
+    from diffusers.hooks import HookRegistry
 
-        for component in pipe.components.values():
-            if isinstance(component, torch.nn.Module):
-                registry = HookRegistry.check_if_exists_or_initialize(component)
-                for name in ("group_offloading", "layer_execution_tracker", "lazy_prefetch_group_offloading"):
-                    registry.remove_hook(name, recurse=True)
+    pipe.remove_all_hooks()
+    for component in pipe.components.values():
+        if isinstance(component, torch.nn.Module):
+            registry = HookRegistry.check_if_exists_or_initialize(component)
+            for name in ("group_offloading", "layer_execution_tracker", "lazy_prefetch_group_offloading"):
+                registry.remove_hook(name, recurse=True)
     if previous.placement is not Placement.CPU and previous.placement is not Placement.CPU_LOW_MEMORY:
         pipe.to("cpu")
 

@@ -88,9 +88,12 @@ def choose_dtype(device: DeviceFacts) -> tuple[str, bool]:
     return "float16", True
 
 
-def safer_dtype(dtype: str) -> str:
-    """The precision to retry with after non-finite output."""
-    return {"float16": "bfloat16", "bfloat16": "float32"}.get(dtype, "float32")
+def safer_dtype(dtype: str, real_bf16: bool = True) -> str:
+    """The precision to retry with after non-finite output: bf16 only where the card really has it
+    (emulated bf16 on Turing/Volta is far slower than fp32)."""
+    if dtype == "float16" and real_bf16:
+        return "bfloat16"
+    return "float32"
 
 
 def estimate_peak_gb(

@@ -222,3 +222,14 @@ def test_fp16_clamp_keeps_overflowing_blocks_finite():
     handles = install_fp16_clamp(transformer)
     assert handles
     assert torch.isfinite(run()).all()
+
+
+def test_the_img2img_twin_shares_weights_without_an_fp32_copy():
+    from engine.engine import Engine
+    from engine.request import TINY
+    from engine.tiny import build_pipeline
+
+    pipeline = build_pipeline().to(torch.bfloat16)
+    twin = Engine(pipeline, "tiny", TINY, "cpu")._img2img
+    assert pipeline.transformer.dtype == torch.bfloat16  # from_pipe used to cast everything to fp32
+    assert twin.transformer is pipeline.transformer and twin.vae is pipeline.vae

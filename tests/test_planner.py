@@ -77,6 +77,7 @@ def test_precision_choice():
     assert choose_dtype(DEVICES["12GB Ampere"]) == ("bfloat16", False)
     assert choose_dtype(DEVICES["CPU"]) == ("float32", False)
     assert [safer_dtype(d) for d in ("float16", "bfloat16", "float32")] == ["bfloat16", "float32", "float32"]
+    assert safer_dtype("float16", real_bf16=False) == "float32"  # no slow emulated bf16 on Turing
     assert "warning.fp16_clamped" in plan_for(DEVICES["6GB Turing"], Z_IMAGE_TURBO, 1024, 1024).warnings
 
 
