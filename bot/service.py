@@ -331,6 +331,10 @@ class Service:
     async def record_message(self, job_id: int, platform: str, chat_id: str, message_id: str) -> None:
         await self.db.jobs.record_message(job_id, platform, chat_id, message_id)
 
+    async def messages_of(self, job_id: int, platform: str) -> list[tuple[str, str]]:
+        """Every message posted for a job (the picture, a lossless PNG...), e.g. to delete them all."""
+        return await self.db.jobs.messages_of(job_id, platform)
+
     # -- submission -----------------------------------------------------------------------------
 
     async def submit(

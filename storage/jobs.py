@@ -284,6 +284,14 @@ class Jobs:
                 (platform, str(chat_id), str(message_id), job_id),
             )
 
+    async def messages_of(self, job_id: int, platform: str) -> list[tuple[str, str]]:
+        """(chat id, message id) of every message recorded for this job on a platform."""
+        rows = await self._db.fetch_all(
+            "SELECT chat_id, message_id FROM messages WHERE job_id = ? AND platform = ? ORDER BY chat_id, message_id",
+            (job_id, platform),
+        )
+        return [(row["chat_id"], row["message_id"]) for row in rows]
+
     # -- helpers ---------------------------------------------------------------------------------
 
     async def _select(self, sql: str, params: tuple[Any, ...] = ()) -> list[Job]:

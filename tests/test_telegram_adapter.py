@@ -580,6 +580,9 @@ async def test_the_png_setting_adds_the_lossless_file_and_oversize_pictures_go_a
     assert png.files["document"] == app.service.images.resolve(job.image_paths[0]).read_bytes()
     assert png.filenames["document"] == f"easel-{job.id}.png" and replying_to(png) == photo.result["message_id"]
 
+    await press(tg, ALICE, ALICE, photo.result["message_id"], button_id(Action.DELETE, job.id))
+    await until(lambda: _nothing_left(tg, {photo.result["message_id"], png.result["message_id"]}))
+
     monkeypatch.setattr(fitting, "PHOTO_MAX_BYTES", 100)
     mark = len(tg.calls)
     await say(tg, ALICE, ALICE, "/draw a bigger map --size 64x64 --steps 1")
@@ -590,6 +593,11 @@ async def test_the_png_setting_adds_the_lossless_file_and_oversize_pictures_go_a
         button_id(action, big.id) for action in BUTTON_ROW
     ]
     assert [c.method for c in tg.calls[mark:]].count("sendDocument") == 1 and tg.calls_of("sendPhoto") == [photo]
+
+
+async def _nothing_left(tg: FakeTelegram, message_ids: set[int]) -> bool:
+    """Delete removes the photo and the lossless PNG that came with it."""
+    return not message_ids & {m.message_id for m in tg.chat_messages(ALICE)}
 
 
 # -- failures ----------------------------------------------------------------------------------------

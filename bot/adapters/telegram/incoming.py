@@ -17,6 +17,7 @@ from telegram.ext import Application, CallbackQueryHandler, ContextTypes, Messag
 
 from bot.adapters.telegram.outbox import Outbox
 from bot.adapters.telegram.texts import unexpected_error
+from bot.buttons import parse_button_id
 from bot.messages import language_for
 from bot.service import Caller, Service
 
@@ -79,9 +80,19 @@ class Incoming:
         if picture is None:
             return
         if reply.delete_message:
-            await self.outbox.delete(chat.id, picture.message_id)
+            await self._delete_job_messages(chat.id, picture.message_id, query.data or "")
         elif reply.job_id is not None or not shown:
             await self.outbox.answer(chat.id, picture.message_id, reply)
+
+    async def _delete_job_messages(self, chat_id: int, picture_id: int, data: str) -> None:
+        """The picture and everything else posted for its job in this chat (the lossless PNG too)."""
+        targets = {picture_id}
+        parsed = parse_button_id(data)
+        if parsed is not None:
+            recorded = await self.service.messages_of(parsed[1], "telegram")
+            targets |= {int(message) for chat, message in recorded if chat == str(chat_id)}
+        for message_id in sorted(targets):
+            await self.outbox.delete(chat_id, message_id)
 
     async def on_error(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
         """Log the failure with its traceback; tell the user in one plain sentence, never the traceback."""
