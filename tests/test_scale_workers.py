@@ -154,7 +154,7 @@ async def test_two_workers_share_a_burst_in_round_robin_order(two_workers, make_
     assert sorted(d.job.id for d in adapter.delivered) == sorted(expected)  # each exactly once
     assert all(attempts(server, job_id) == 1 for job_id in expected)
     stats = await app.service.handle_text(Caller("console", "admin", language="en"), "/stats", {})
-    assert stats.text.endswith("GPU workers: 2")
+    assert "GPU workers: 2\n" in stats.text
 
     doctor = report(app.settings)
     assert "2 live workers: w1 on" in doctor["mode"] and [w["id"] for w in doctor["redis"]["workers"]] == ["w1", "w2"]
