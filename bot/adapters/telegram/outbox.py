@@ -24,7 +24,7 @@ from telegram.error import BadRequest, Forbidden, RetryAfter, TelegramError
 
 from bot.adapters.telegram.fitting import MAX_ANSWER, MAX_TEXT, caption_for, fit, fits_as_photo, utf16_length
 from bot.service import Delivery, Reply, Service, Undeliverable
-from storage.jobs import Job
+from storage.jobs import Job, JobStatus
 
 log = logging.getLogger(__name__)
 
@@ -80,8 +80,10 @@ class Outbox:
             job.id, chat_id=chat_id, status_message_id=sent.message_id, reply_to_message_id=reply_to_message_id
         )
         latest = await self.service.db.jobs.get(job.id)
-        if latest is not None and latest.delivered_at:
-            await self.delete(chat_id, sent.message_id)  # it was done before the status message was known
+        # Finished before the status message was known: the delivery (done, or still uploading) could
+        # not clear it, so nothing else will.
+        if latest is not None and (latest.delivered_at or latest.status is JobStatus.DONE):
+            await self.delete(chat_id, sent.message_id)
 
     async def answer_query(self, query: CallbackQuery, reply: Reply | None = None) -> bool:
         """Answer a button press (an alert or a toast); True if the reply's text was shown there."""
