@@ -539,15 +539,13 @@ class Service:
 
     async def _fail(self, job: Job, key: str, params: dict) -> None:
         log.warning("failed: %s %s", key, params or "")
-        if await self.db.jobs.mark_failed(job.id, key, params):
+        if await self.db.jobs.mark_failed(job.id, key, params, refund=f"system failure: {key}"):
             self.metrics.jobs.labels("failed").inc()
-            await self.db.quota.refund(job.id, f"system failure: {key}")
         await self._deliver(job.id)
 
     async def _cancel_before_start(self, job: Job) -> None:
-        if await self.db.jobs.mark_cancelled(job.id):
+        if await self.db.jobs.mark_cancelled(job.id, refund="cancelled before start"):
             self.metrics.jobs.labels("cancelled").inc()
-            await self.db.quota.refund(job.id, "cancelled before start")
             self._spawn(self._tell_cancelled(job))
 
     def _on_step(self, job: Job, step: int, total: int) -> None:

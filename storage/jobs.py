@@ -246,20 +246,25 @@ class Jobs:
             (seed, json.dumps(image_paths), json.dumps(plan), json.dumps(timings), job_id),
         )
 
-    async def mark_failed(self, job_id: int, error_key: str, error_params: dict[str, Any]) -> bool:
-        """queued/running -> failed, with the message-catalogue key and its parameters."""
+    async def mark_failed(
+        self, job_id: int, error_key: str, error_params: dict[str, Any], refund: str | None = None
+    ) -> bool:
+        """queued/running -> failed, with the message-catalogue key and its parameters; with `refund`
+        (a reason), the quota comes back in the same transaction, so a crash cannot split the two."""
         return await self._change(
             f"UPDATE jobs SET status = 'failed', error_key = ?, error_params = ?, finished_at = {NOW_SQL}"
             " WHERE id = ? AND status IN ('queued', 'running')",
             (error_key, json.dumps(error_params), job_id),
+            refund=(job_id, refund) if refund else None,
         )
 
-    async def mark_cancelled(self, job_id: int) -> bool:
-        """queued/running -> cancelled; True if this call changed it."""
+    async def mark_cancelled(self, job_id: int, refund: str | None = None) -> bool:
+        """queued/running -> cancelled; True if this call changed it.  `refund` as for mark_failed."""
         return await self._change(
             f"UPDATE jobs SET status = 'cancelled', finished_at = {NOW_SQL}"
             " WHERE id = ? AND status IN ('queued', 'running')",
             (job_id,),
+            refund=(job_id, refund) if refund else None,
         )
 
     async def mark_delivered(self, job_id: int) -> bool:
@@ -297,10 +302,12 @@ class Jobs:
     async def _select(self, sql: str, params: tuple[Any, ...] = ()) -> list[Job]:
         return [job_from_row(row) for row in await self._db.fetch_all(sql, params)]
 
-    async def _change(self, sql: str, params: tuple[Any, ...]) -> bool:
+    async def _change(self, sql: str, params: tuple[Any, ...], refund: tuple[int, str] | None = None) -> bool:
         async with self._db.write() as tx:
-            changed = await tx.execute(sql, params)
-        return changed == 1
+            changed = await tx.execute(sql, params) == 1
+            if changed and refund is not None:
+                await quota.refund_in(tx, *refund)
+        return changed
 
 
 async def _get_in(tx: Tx, job_id: int) -> Job:

@@ -29,6 +29,18 @@ async def reserve_in(tx: Tx, user_id: int, job_id: int, day: str) -> None:
     )
 
 
+async def refund_in(tx: Tx, job_id: int, reason: str) -> bool:
+    """Give back the job's reservation inside an open transaction; True only the first time."""
+    refunded = await tx.execute(
+        "INSERT INTO quota_ledger (user_id, job_id, day, delta, reason)"
+        " SELECT user_id, job_id, day, -1, ? FROM quota_ledger"
+        " WHERE job_id = ? AND delta = 1"
+        " AND NOT EXISTS (SELECT 1 FROM quota_ledger WHERE job_id = ? AND delta = -1)",
+        (reason, job_id, job_id),
+    )
+    return refunded == 1
+
+
 class Quota:
     def __init__(self, db: Database) -> None:
         self._db = db
@@ -41,11 +53,4 @@ class Quota:
     async def refund(self, job_id: int, reason: str) -> bool:
         """Give back the job's reservation, on the day it was charged; True only the first time."""
         async with self._db.write() as tx:
-            refunded = await tx.execute(
-                "INSERT INTO quota_ledger (user_id, job_id, day, delta, reason)"
-                " SELECT user_id, job_id, day, -1, ? FROM quota_ledger"
-                " WHERE job_id = ? AND delta = 1"
-                " AND NOT EXISTS (SELECT 1 FROM quota_ledger WHERE job_id = ? AND delta = -1)",
-                (reason, job_id, job_id),
-            )
-        return refunded == 1
+            return await refund_in(tx, job_id, reason)

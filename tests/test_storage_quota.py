@@ -76,3 +76,28 @@ async def test_a_refund_frees_room_under_the_limit(db):
     assert await accept(db, user.id) is None  # limit 3 reached
     await db.quota.refund(jobs[0].id, "failed")
     assert await accept(db, user.id) is not None
+
+
+async def test_failing_or_cancelling_with_a_refund_is_one_transaction(db):
+    user = await db.users.get_or_create("telegram", "7")
+    day = "2026-11-25"
+    jobs = []
+    for i in range(3):
+        acceptance = await db.jobs.accept(
+            user_id=user.id,
+            platform="telegram",
+            reply_to={},
+            request={"prompt": str(i)},
+            kind="txt2img",
+            day=day,
+            daily_limit=None,
+            max_pending=10,
+        )
+        jobs.append(acceptance.job.id)
+    assert await db.jobs.mark_failed(jobs[0], "error.oom", {}, refund="system failure")
+    assert await db.jobs.mark_cancelled(jobs[1], refund="cancelled before start")
+    assert await db.quota.used(user.id, day) == 1
+    # Already final: nothing changes and nothing more is refunded.
+    assert not await db.jobs.mark_failed(jobs[0], "error.oom", {}, refund="again")
+    assert not await db.jobs.mark_cancelled(jobs[1], refund="again")
+    assert await db.quota.used(user.id, day) == 1
