@@ -113,7 +113,9 @@ class Outbox:
         where = Where.of(job)
         if where is None or where.status_message_id is None or not self._may_edit(where.chat_id):
             return
-        self._next_edit[where.chat_id] = time.monotonic() + self.edit_interval
+        # Groups (negative ids) have ~20 messages a minute, edits included: progress gets half of that.
+        interval = self.edit_interval * 2 if where.chat_id < 0 else self.edit_interval
+        self._next_edit[where.chat_id] = time.monotonic() + interval
         try:
             await self.bot.edit_message_text(fit(text, MAX_TEXT), where.chat_id, where.status_message_id)
         except RetryAfter as error:
