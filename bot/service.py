@@ -1,5 +1,6 @@
-"""Every business rule, once: who may draw, quota, per-user limits, lineage, job lifecycle and
-delivery.  Adapters translate platform events into calls here and render what comes back."""
+"""Every business rule, once: who may draw, quota, per-user limits, lineage, the job lifecycle.
+Adapters translate platform events into calls here and render what comes back (bot/contract.py);
+sending outcomes lives in bot/delivery.py."""
 
 from __future__ import annotations
 
@@ -9,11 +10,12 @@ import datetime as dt
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field, replace
-from pathlib import Path
-from typing import Any, Protocol
+from dataclasses import replace
+from typing import Any
 
-from bot.buttons import BUTTON_ROW, Action, button_id, parse_button_id
+from bot.buttons import Action, parse_button_id
+from bot.contract import Adapter, Caller, Delivery, Reply, Undeliverable
+from bot.delivery import REDELIVERY_SWEEP_S, Deliveries
 from bot.errors import UserError
 from bot.eta import EtaEstimator, eta_for_position
 from bot.logs import current_job
@@ -33,66 +35,10 @@ log = logging.getLogger(__name__)
 
 PROGRESS_INTERVAL_S = 1.0
 POSITION_PUSH_LIMIT = 10
-DELIVERY_RETRIES = 5
-REDELIVERY_SWEEP_S = 60.0
 MAX_ATTEMPTS = 3  # starts of one job across crashes before it is failed instead of run again
 
 
-@dataclass(frozen=True)
-class Caller:
-    """Who is talking, and where: what every adapter knows about an incoming event."""
-
-    platform: str
-    user_id: str
-    name: str | None = None
-    language: str | None = None
-    chat_id: str | None = None
-    guild_id: str | None = None
-
-
-@dataclass(frozen=True)
-class Reply:
-    """What the adapter should say back.  `alert` = show privately (ephemeral / callback alert)."""
-
-    text: str
-    language: str = "en"
-    job_id: int | None = None
-    alert: bool = False
-    delete_message: bool = False
-
-
-@dataclass(frozen=True)
-class Delivery:
-    """A finished picture, ready to send."""
-
-    job: Job
-    image_path: Path
-    caption: str
-    buttons: list[tuple[str, str]]
-    language: str
-    send_png: bool = False
-    notes: list[str] = field(default_factory=list)
-
-
-class Undeliverable(Exception):
-    """The platform will never take this outcome (bot blocked or removed, chat gone, no permission):
-    adapters raise it so the service stops retrying instead of trying forever."""
-
-
-class Adapter(Protocol):
-    platform: str
-
-    async def show_status(self, job: Job, text: str) -> None:
-        """Progress or position; may be skipped under rate limits."""
-
-    async def deliver(self, delivery: Delivery) -> None:
-        """Send the picture; raise if it did not go out (it will be retried)."""
-
-    async def notify_failure(self, job: Job, text: str) -> None:
-        """Tell the owner their job failed; raise if it did not go out."""
-
-
-class Service:
+class Service(Deliveries):
     def __init__(
         self,
         settings: Settings,
@@ -180,20 +126,6 @@ class Service:
 
     def worker_jobs(self) -> list[int]:
         return list(self._running)
-
-    async def _redeliver_every(self, seconds: float) -> None:
-        """A platform outage longer than the retry backoff must not strand pictures until a restart."""
-        while True:
-            await asyncio.sleep(seconds)
-            try:
-                await self.redeliver_pending()
-            except Exception:
-                log.exception("redelivery sweep failed; trying again in %ss", seconds)
-
-    async def redeliver_pending(self) -> None:
-        """Deliver what finished while an adapter was away (call after registering one)."""
-        for job in await self.db.jobs.undelivered():
-            self._spawn(self._deliver(job.id))
 
     # -- who and where ---------------------------------------------------------------------------
 
@@ -578,82 +510,7 @@ class Service:
             if job_id not in positions:
                 del self._last_position[job_id]
 
-    # -- delivery -------------------------------------------------------------------------------
-
-    async def _deliver(self, job_id: int, attempt: int = 0) -> None:
-        """Send a finished job's outcome once; retried with backoff, and again after a restart."""
-        current_job.set(job_id)
-        if job_id in self._delivering:
-            return
-        self._delivering.add(job_id)
-        job = None
-        try:
-            job = await self.db.jobs.get(job_id)
-            adapter = self.adapters.get(job.platform) if job else None
-            if job is None or job.delivered_at or job.deleted or adapter is None:
-                return
-            lang = await self._owner_language(job)
-            if job.status is JobStatus.DONE:
-                await adapter.deliver(await self.delivery_for(job, lang))
-            elif job.status is JobStatus.FAILED:
-                await adapter.notify_failure(job, t(job.error_key or "error.internal", lang, **job.error_params))
-            else:
-                return
-            await self.db.jobs.mark_delivered(job_id)
-            log.info("delivered to %s", job.platform)
-            if self.job_finished:
-                await self.job_finished(job)
-        except asyncio.CancelledError:
-            raise
-        except Undeliverable as reason:
-            log.warning("job %s: cannot be delivered, giving up: %s", job_id, reason)
-            self.metrics.platform_errors.labels(job.platform).inc()
-            await self.db.jobs.mark_delivered(job_id)
-        except Exception:
-            log.exception("job %s: delivery failed (attempt %d)", job_id, attempt + 1)
-            if job is not None:
-                self.metrics.platform_errors.labels(job.platform).inc()
-            if attempt + 1 < DELIVERY_RETRIES:
-                self._spawn(self._deliver_later(job_id, attempt + 1))
-        finally:
-            self._delivering.discard(job_id)
-
-    async def _deliver_later(self, job_id: int, attempt: int) -> None:
-        await asyncio.sleep(min(60, 2**attempt))
-        await self._deliver(job_id, attempt)
-
-    async def delivery_for(self, job: Job, lang: str) -> Delivery:
-        request = job.request
-        prompt = request["prompt"]
-        excerpt = prompt if len(prompt) <= 200 else prompt[:199] + "…"
-        seconds = (job.timings or {}).get("total", 0.0)
-        caption = t(
-            "done_caption",
-            lang,
-            prompt=excerpt,
-            seed=job.seed,
-            width=request["width"],
-            height=request["height"],
-            seconds=f"{seconds:.1f}",
-            job_id=job.id,
-        )
-        notes = []
-        plan = job.plan or {}
-        if plan.get("fallbacks"):
-            notes.append(t("fallback_note", lang, fallback=plan.get("placement", "")))
-        if plan.get("retries"):
-            notes.append(t("retry_note", lang))
-        owner = await self.db.users.get(job.user_id)
-        buttons = [(button_id(action, job.id), t(f"button.{action.value}", lang)) for action in BUTTON_ROW]
-        return Delivery(
-            job=job,
-            image_path=self.images.resolve(job.image_paths[0]),
-            caption=caption,
-            buttons=buttons,
-            language=lang,
-            send_png=bool(owner and owner.settings.get("png")),
-            notes=notes,
-        )
+    # -- helpers --------------------------------------------------------------------------------
 
     async def _owner_language(self, job: Job) -> str:
         owner = await self.db.users.get(job.user_id)
@@ -715,3 +572,6 @@ def _duration(seconds: float) -> str:
     if seconds < 3600:
         return f"{seconds // 60}m{seconds % 60:02d}s"
     return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+__all__ = ["Adapter", "Caller", "Delivery", "Reply", "Service", "Undeliverable"]

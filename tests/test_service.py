@@ -256,9 +256,9 @@ async def test_oom_everywhere_reaches_the_user_and_refunds(make_app, engine):
 
 
 async def test_delivery_is_retried_until_the_platform_takes_it(make_app, monkeypatch):
-    import bot.service as service_module
+    import bot.delivery as delivery_module
 
-    monkeypatch.setattr(service_module, "DELIVERY_RETRIES", 3)
+    monkeypatch.setattr(delivery_module, "DELIVERY_RETRIES", 3)
     app, adapter = await started(make_app)
     adapter.fail_deliveries = 1
     reply = await app.service.handle_text(alice(), "/draw flaky network", {})
