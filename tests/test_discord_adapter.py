@@ -310,6 +310,17 @@ async def test_delete_pressed_by_someone_else_is_refused_privately(start_bot, fa
     assert not fake.message(picture.id).deleted and not (await bot.app.db.jobs.get(job.id)).deleted
 
 
+async def test_delete_without_permission_to_remove_the_post_says_so(start_bot, fake: FakeDiscord) -> None:
+    bot = await start_bot()
+    job, picture = await drawn(fake, bot)
+    fake.fail_next("DELETE", rf"/channels/{CHANNEL_ID}/messages/{picture.id}", status=403, code=50013)
+
+    press = await fake.press_button(button_id(Action.DELETE, job.id), picture.id, user_id=USER_ID)
+
+    assert await answer(fake, press) == t("delete_message_failed", "en")
+    assert (await bot.app.db.jobs.get(job.id)).deleted and not fake.message(picture.id).deleted
+
+
 async def test_a_button_on_an_old_message_works_after_a_restart(start_bot, fake: FakeDiscord) -> None:
     first = await start_bot()
     parent, picture = await drawn(fake, first)

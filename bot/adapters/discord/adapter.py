@@ -182,9 +182,10 @@ class DiscordAdapter:
         if reply is None:  # not meant for us
             await interaction.delete_original_response()
             return
-        if reply.delete_message and interaction.message is not None:
-            await _delete_quietly(interaction.message)
-        await interaction.edit_original_response(content=_clip(reply.text))
+        text = reply.text
+        if reply.delete_message and interaction.message is not None and not await _delete_quietly(interaction.message):
+            text = t("delete_message_failed", reply.language)  # the files are gone; say the post is not
+        await interaction.edit_original_response(content=_clip(text))
         if reply.job_id is not None:
             await self.service.attach_status_message(reply.job_id, status_message_id=ORIGINAL)
 
@@ -343,11 +344,16 @@ def _token_dead(error: discord.HTTPException) -> bool:
     return (error.status == 401 and error.code == TOKEN_DEAD) or isinstance(error, discord.NotFound)
 
 
-async def _delete_quietly(message: discord.Message) -> None:
+async def _delete_quietly(message: discord.Message) -> bool:
+    """True when the message is gone (already gone counts)."""
     try:
         await message.delete()
+    except discord.NotFound:
+        return True
     except discord.HTTPException as error:
-        log.info("could not delete message %s (%s)", message.id, error)
+        log.warning("could not delete message %s (%s)", message.id, error)
+        return False
+    return True
 
 
 def _clip(text: str) -> str:
