@@ -595,6 +595,21 @@ async def test_the_png_setting_adds_the_lossless_file_and_oversize_pictures_go_a
     assert [c.method for c in tg.calls[mark:]].count("sendDocument") == 1 and tg.calls_of("sendPhoto") == [photo]
 
 
+async def test_a_picture_too_old_to_delete_is_said_plainly(easel, tg):
+    app, _ = await easel.start()
+    await say(tg, ALICE, ALICE, "/draw an old postcard --size 64x64 --steps 1")
+    photo = await picture(tg, ALICE)
+    [job] = await jobs_of(app, ALICE)
+    await settled(app, job.id)
+    tg.fail_next("deleteMessage", status=400, description="Bad Request: message can't be deleted for everyone")
+    mark = len(tg.calls)
+
+    await press(tg, ALICE, ALICE, photo.result["message_id"], button_id(Action.DELETE, job.id))
+    told = await answer_after(tg, ALICE, mark)
+    assert told.params["text"] == t("delete_message_failed", "en")
+    assert (await app.db.jobs.get(job.id)).deleted
+
+
 async def _nothing_left(tg: FakeTelegram, message_ids: set[int]) -> bool:
     """Delete removes the photo and the lossless PNG that came with it."""
     return not message_ids & {m.message_id for m in tg.chat_messages(ALICE)}

@@ -18,7 +18,7 @@ from telegram.ext import Application, CallbackQueryHandler, ContextTypes, Messag
 from bot.adapters.telegram.outbox import Outbox
 from bot.adapters.telegram.texts import unexpected_error
 from bot.buttons import parse_button_id
-from bot.messages import language_for
+from bot.messages import language_for, t
 from bot.service import Caller, Service
 
 log = logging.getLogger(__name__)
@@ -80,19 +80,21 @@ class Incoming:
         if picture is None:
             return
         if reply.delete_message:
-            await self._delete_job_messages(chat.id, picture.message_id, query.data or "")
+            if not await self._delete_job_messages(chat.id, picture.message_id, query.data or ""):
+                await self.outbox.send_text(chat.id, t("delete_message_failed", reply.language), picture.message_id)
         elif reply.job_id is not None or not shown:
             await self.outbox.answer(chat.id, picture.message_id, reply)
 
-    async def _delete_job_messages(self, chat_id: int, picture_id: int, data: str) -> None:
-        """The picture and everything else posted for its job in this chat (the lossless PNG too)."""
+    async def _delete_job_messages(self, chat_id: int, picture_id: int, data: str) -> bool:
+        """The picture and everything else posted for its job in this chat (the lossless PNG too);
+        False when the picture itself could not be removed."""
         targets = {picture_id}
         parsed = parse_button_id(data)
         if parsed is not None:
             recorded = await self.service.messages_of(parsed[1], "telegram")
             targets |= {int(message) for chat, message in recorded if chat == str(chat_id)}
-        for message_id in sorted(targets):
-            await self.outbox.delete(chat_id, message_id)
+        gone = {message_id: await self.outbox.delete(chat_id, message_id) for message_id in sorted(targets)}
+        return gone[picture_id]
 
     async def on_error(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
         """Log the failure with its traceback; tell the user in one plain sentence, never the traceback."""

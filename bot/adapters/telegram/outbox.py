@@ -99,12 +99,15 @@ class Outbox:
         text, replying = fit(text, MAX_TEXT), _replying(reply_to_message_id)
         return await self._patiently(chat_id, lambda: self.bot.send_message(chat_id, text, reply_parameters=replying))
 
-    async def delete(self, chat_id: int, message_id: int) -> None:
-        """Best effort: a message already gone, or too old to delete, is left alone."""
+    async def delete(self, chat_id: int, message_id: int) -> bool:
+        """Best effort: True when the message is gone.  Telegram refuses messages older than 48 hours
+        (and others' messages where the bot is no admin)."""
         try:
             await self.bot.delete_message(chat_id, message_id)
         except TelegramError as error:
             log.debug("telegram: could not delete message %s in %s: %s", message_id, chat_id, error)
+            return "not found" in str(error).lower()
+        return True
 
     # -- the service's calls --------------------------------------------------------------------
 
