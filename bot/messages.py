@@ -135,6 +135,8 @@ _EN = {
     "stats_health": "Since start: {oom} out-of-memory fallbacks, {nan} safer-precision retries, {errors} failed sends.",
     "stats_redis_down": "Redis is unreachable: jobs are kept here and go out when it is back.",
     "already_have": "I already have that request: #{job_id} ({status}).",
+    "console_no_gpu_hint": "No NVIDIA GPU here, and the full model needs one. To try the bot anyway: "
+    "`make tiny-model`, then `EASEL_MODEL=models/tiny-z-image make run` (pictures are noise, every path is real).",
     "delete_message_failed": "The picture's files are deleted, but I may not remove the message here. "
     "An admin of this chat can delete it.",
     "settings_current": (
@@ -320,6 +322,8 @@ _ZH = {
     "stats_health": "自启动以来：显存不足降级 {oom} 次，换更安全精度重试 {nan} 次，发送失败 {errors} 次。",
     "stats_redis_down": "连不上 Redis：任务先留在这里，恢复后再发出。",
     "already_have": "这条请求已经收到过了：#{job_id}（{status}）。",
+    "console_no_gpu_hint": "这台机器没有 NVIDIA 显卡，完整模型需要显卡。想先试试机器人：运行 `make tiny-model`，"
+    "再运行 `EASEL_MODEL=models/tiny-z-image make run`（画出来是噪点，但每条路径都是真的）。",
     "delete_message_failed": "图片文件已删除，但我没有权限删除这条消息，请本群管理员手动删除。",
     "settings_current": (
         "你的设置：\nlang = {lang}（en 或 zh）\npng = {png}（开启后同时发送无损 PNG 原图）\n修改示例：/settings lang en"

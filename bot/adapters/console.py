@@ -12,6 +12,7 @@ import getpass
 import sys
 from typing import TextIO
 
+from bot.messages import t
 from bot.service import Caller, Delivery, Service
 from storage.jobs import Job
 
@@ -35,6 +36,8 @@ class ConsoleAdapter:
 
     async def run(self) -> None:
         self._print("easel console: type /help, or just describe a picture. Ctrl-D to quit.")
+        if await asyncio.to_thread(self._full_model_without_gpu):
+            self._print(t("console_no_gpu_hint", self.service.settings.default_language))
         await self._track_recovered()
         line_number = 0
         while True:
@@ -52,6 +55,11 @@ class ConsoleAdapter:
                 self._outstanding.add(reply.job_id)
                 await self.service.attach_status_message(reply.job_id, status_message_id="console")
         await self._wait_for_outstanding()
+
+    def _full_model_without_gpu(self) -> bool:
+        from engine.device import probe_device
+
+        return self.service.profile.model_gb > 4 and not probe_device(self.service.settings.device).is_gpu
 
     async def _track_recovered(self) -> None:
         user = await self.service.user_for(self._caller)
