@@ -84,7 +84,9 @@ class Service(Dispatching, Deliveries):
         for width, height, steps, seconds in await self.db.jobs.recent_durations():
             self.eta.record(width, height, steps, seconds)
         for job in await self.db.jobs.unfinished():
-            if job.status is JobStatus.RUNNING and job.attempts >= MAX_ATTEMPTS:
+            # Remote workers keep drawing while the bot restarts, so there a restart proves nothing.
+            crash_looping = getattr(self.worker, "cancel_on_shutdown", True) and job.attempts >= MAX_ATTEMPTS
+            if job.status is JobStatus.RUNNING and crash_looping:
                 # It was running every time the process died: it may be what kills it.  Stop the loop.
                 log.error("job %s was running at %d crashes; giving up on it", job.id, job.attempts)
                 await self._fail(job, "error.unexpected", {})

@@ -262,3 +262,45 @@ async def test_outcomes_are_decided_once_and_stale_jobs_are_not_adopted(redis_se
         assert (await broker.begin(stale, "w2"))[0] == "cancelled"
     finally:
         await broker.redis.aclose()
+
+
+def test_safe_url_hides_any_password():
+    from bot.scale.protocol import safe_url
+
+    assert safe_url("redis://:ab/cd+ef=@redis:6379/0") == "redis://***@redis:6379/0"  # base64 holds '/'
+    assert safe_url("redis://:p@ss@host/0") == "redis://***@host/0"
+    assert safe_url("rediss://user:pw@h:1/2") == "rediss://***@h:1/2"
+    assert safe_url("redis://localhost:6379/0") == "redis://localhost:6379/0"
+
+
+async def test_a_garbled_worker_announcement_is_ignored_not_fatal(redis_server):
+    from bot.scale.protocol import Broker, WorkerInfo, connect
+
+    broker = Broker(connect(redis_server.url))
+    try:
+        await broker.redis.set("easel:worker:old", '{"id": "old", "device": "cpu"}')
+        await broker.redis.set("easel:worker:junk", "not json")
+        good = WorkerInfo(id="w1", host="h", device="cpu", slots=1, model="tiny")
+        await broker.announce(good, 10)
+        assert [w.id for w in await broker.workers()] == ["w1"]
+    finally:
+        await broker.redis.aclose()
+
+
+async def test_a_stale_job_behind_many_busy_ones_is_still_claimed(redis_server):
+    from bot.scale.protocol import GROUP, JOBS, Broker, connect
+
+    broker = Broker(connect(redis_server.url))
+    try:
+        await broker.ensure_group()
+        for job in range(1, 16):
+            await broker.redis.xadd(JOBS, {"job": str(job)})
+        for _ in range(15):
+            assert await broker.read_new("busy", 100) is not None
+        await asyncio.sleep(0.2)
+        entries = [e for e, _ in await broker.redis.xrange(JOBS)]
+        await broker.redis.xclaim(JOBS, GROUP, "busy", 0, entries[:12], justid=True)  # 12 fresh heartbeats
+        handout = await broker.claim_stale("rescuer", min_idle_ms=100)
+        assert handout is not None and handout.job_id in (13, 14, 15)
+    finally:
+        await broker.redis.aclose()

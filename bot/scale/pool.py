@@ -225,6 +225,8 @@ class WorkerPool:
                     await self._reap()
             except RedisError as exc:
                 self._down(exc)
+            except Exception:
+                log.exception("watching workers failed; trying again")  # the watcher must not die
             await asyncio.sleep(self._tick)
 
     async def _reap(self) -> None:
@@ -251,6 +253,9 @@ class WorkerPool:
                     self._on_event(fields)
             except RedisError as exc:
                 self._down(exc)
+                await asyncio.sleep(self._tick)
+            except Exception:
+                log.exception("reading worker events failed; trying again")
                 await asyncio.sleep(self._tick)
 
     def _on_event(self, fields: dict[str, str]) -> None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import re
 import time
 from dataclasses import dataclass
@@ -33,6 +34,8 @@ from redis.exceptions import ResponseError
 from bot.scale.scripts import BEGIN, CANCEL, CHECK, FINISH, HEARTBEAT, SUBMIT
 from engine.errors import EngineError
 from engine.request import DrawRequest
+
+log = logging.getLogger(__name__)
 
 JOBS = "easel:jobs"
 GROUP = "workers"
@@ -72,7 +75,8 @@ def connect(url: str) -> Redis:
 
 def safe_url(url: str | None) -> str:
     """The URL without its password, for logs and `easel doctor`."""
-    return re.sub(r"//[^@/]*@", "//***@", url or "")
+    # Greedy up to the last '@': a password may itself hold '/' or '@' (base64, unencoded).
+    return re.sub(r"^([A-Za-z][\w+.-]*://).*@", r"\1***@", url or "")
 
 
 def fingerprint(job_id: int, request: DrawRequest) -> str:
@@ -183,7 +187,16 @@ class Broker:
     async def workers(self) -> list[WorkerInfo]:
         keys = [key async for key in self.redis.scan_iter(match=WORKER_PREFIX + "*", count=100)]
         values = await self.redis.mget(keys) if keys else []
-        return sorted((WorkerInfo.from_json(v) for v in values if v), key=lambda info: info.id)
+        workers = []
+        for value in values:
+            if not value:
+                continue
+            try:
+                workers.append(WorkerInfo.from_json(value))
+            except (ValueError, TypeError, KeyError):
+                # A worker of another version, or garbage: it cannot be counted on for a slot.
+                log.warning("ignoring an unreadable worker announcement: %.200r", value)
+        return sorted(workers, key=lambda info: info.id)
 
     async def last_event_id(self) -> str:
         last = await self.redis.xrevrange(EVENTS, count=1)
@@ -208,9 +221,16 @@ class Broker:
 
     async def claim_stale(self, consumer: str, min_idle_ms: int) -> Handout | None:
         """Take over one entry whose worker stopped heartbeating (XAUTOCLAIM)."""
-        _, claimed, _ = await self.redis.xautoclaim(JOBS, GROUP, consumer, min_idle_ms, "0-0", count=1)
-        if not claimed:
-            return None
+        # XAUTOCLAIM scans at most COUNT x 10 pending entries per call: follow the cursor, or a dead
+        # worker's job behind many busy ones would not be found.
+        start = "0-0"
+        while True:
+            cursor, claimed, _ = await self.redis.xautoclaim(JOBS, GROUP, consumer, min_idle_ms, start, count=1)
+            if claimed:
+                break
+            start = _text(cursor)
+            if start == "0-0":
+                return None
         entry, fields = claimed[0]
         entry = _text(entry)
         pending = await self.redis.xpending_range(JOBS, GROUP, entry, entry, 1)

@@ -238,6 +238,10 @@ class RemoteWorker:
             if verdict == 1 and not stop.is_set():
                 log.info("job %s: cancel requested", handout.job_id)
                 stop.set()
+            elif verdict == -1 and not stop.is_set():
+                # Another worker took the job over (we looked dead): stop drawing it twice.
+                log.warning("job %s: taken over by another worker; stopping here", handout.job_id)
+                stop.set()
 
     # -- announcing ------------------------------------------------------------------------------
 

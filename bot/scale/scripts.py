@@ -7,11 +7,11 @@ safe to run twice (the client retries once on a dropped connection).  XACK/XDEL 
 
 # KEYS: job hash, jobs stream.  ARGV: job id, fingerprint, request JSON, source PNG or '', ttl, force.
 # Returns the existing state when this very job is already in Redis (unless forced), else hands it
-# out: 'new'.  A cancelled one is handed out again: the bot only asks for a job it still wants
-# drawn (a bot that stopped may have cancelled it on the way out).
+# out: 'new'.  A cancelled one is adopted too (the bot then records the cancel): with remote workers
+# the bot never cancels on its way out, so 'cancelled' here is always a user's cancel.
 SUBMIT = """
 local current = redis.call('HMGET', KEYS[1], 'state', 'fingerprint')
-if ARGV[6] ~= '1' and current[1] and current[1] ~= 'cancelled' and current[2] == ARGV[2] then
+if ARGV[6] ~= '1' and current[1] and current[2] == ARGV[2] then
   return current[1]
 end
 redis.call('DEL', KEYS[1])
