@@ -304,3 +304,22 @@ async def test_a_stale_job_behind_many_busy_ones_is_still_claimed(redis_server):
         assert handout is not None and handout.job_id in (13, 14, 15)
     finally:
         await broker.redis.aclose()
+
+
+async def test_forgetting_a_consumer_never_drops_an_entry_it_holds(redis_server):
+    from bot.scale.protocol import GROUP, JOBS, Broker, connect
+
+    broker = Broker(connect(redis_server.url))
+    try:
+        await broker.ensure_group()
+        await broker.redis.xadd(JOBS, {"job": "1"})
+        await broker.read_new("gone", 100)  # a restarted worker reusing the old name just read it
+        await broker.forget_consumers(live=set(), min_idle_ms=0)
+        names = [c["name"] for c in await broker.redis.xinfo_consumers(JOBS, GROUP)]
+        assert b"gone" in names or "gone" in names  # still there: it holds a pending entry
+        assert (await broker.redis.xpending(JOBS, GROUP))["pending"] == 1
+        await broker.redis.xack(JOBS, GROUP, *[e for e, _ in await broker.redis.xrange(JOBS)])
+        await broker.forget_consumers(live=set(), min_idle_ms=0)
+        assert await broker.redis.xinfo_consumers(JOBS, GROUP) == []
+    finally:
+        await broker.redis.aclose()

@@ -31,7 +31,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ResponseError
 
-from bot.scale.scripts import BEGIN, CANCEL, CHECK, FINISH, HEARTBEAT, SUBMIT
+from bot.scale.scripts import BEGIN, CANCEL, CHECK, FINISH, FORGET, HEARTBEAT, SUBMIT
 from engine.errors import EngineError
 from engine.request import DrawRequest
 
@@ -139,6 +139,7 @@ class Broker:
         self._finish = redis.register_script(FINISH)
         self._cancel = redis.register_script(CANCEL)
         self._heartbeat = redis.register_script(HEARTBEAT)
+        self._forget = redis.register_script(FORGET)
 
     async def ensure_group(self) -> None:
         """Create the stream and its group if missing (a fresh or restarted Redis)."""
@@ -215,7 +216,7 @@ class Broker:
         for consumer in await self.redis.xinfo_consumers(JOBS, GROUP):
             name = _text(consumer["name"])
             if consumer["pending"] == 0 and consumer["idle"] >= min_idle_ms and name not in live:
-                await self.redis.xgroup_delconsumer(JOBS, GROUP, name)
+                await self._forget(keys=[JOBS], args=[GROUP, name])
 
     # -- the worker's side -----------------------------------------------------------------------
 

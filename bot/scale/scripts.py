@@ -99,3 +99,11 @@ if ARGV[4] == '1' then redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[3
 if redis.call('HGET', KEYS[2], 'cancel') == '1' then return 1 end
 return 0
 """
+
+# KEYS: jobs stream.  ARGV: group, consumer.  Deletes the consumer only while it holds nothing, in one
+# step: a worker restarting under the same name between a check and DELCONSUMER would otherwise lose
+# the entry it had just read (pending entries of a deleted consumer become unclaimable).
+FORGET = """
+if #redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', 1, ARGV[2]) > 0 then return 0 end
+return redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2])
+"""
