@@ -121,7 +121,11 @@ class Service(Dispatching, Deliveries):
             await asyncio.wait(list(self._tasks), timeout=grace_s)
         for task in list(self._tasks):
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._tasks:
+            # Bounded: a task that ignores its cancel must not turn a stop into a hang.
+            _, stuck = await asyncio.wait(list(self._tasks), timeout=grace_s)
+            if stuck:
+                log.warning("%d background tasks did not stop; leaving them", len(stuck))
 
     def worker_jobs(self) -> list[int]:
         return list(self._running)

@@ -79,7 +79,8 @@ class ConsoleAdapter:
             if self._outstanding:
                 # Delivery is recorded just after the send; poll briefly rather than trust the event alone.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._settled.wait(), timeout=0.2)
+                    async with asyncio.timeout(0.2):
+                        await self._settled.wait()
 
     async def show_status(self, job: Job, text: str) -> None:
         self._print(f"  {_bar(text)}")

@@ -55,7 +55,10 @@ class _Follower:
 
     async def wait(self, timeout: float) -> None:
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.woken.wait(), timeout)
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancel that lands as it
+            # times out, and a follower that ignores cancel makes the bot's stop hang.
+            async with asyncio.timeout(timeout):
+                await self.woken.wait()
         self.woken.clear()
 
 
@@ -139,7 +142,8 @@ class WorkerPool:
     async def aclose(self) -> None:
         for task in self._tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=5)
         await self.broker.redis.aclose()
 
     # -- following one job ----------------------------------------------------------------------

@@ -277,7 +277,8 @@ class RemoteWorker:
 
     async def _sleep(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stopping.wait(), seconds)
+            async with asyncio.timeout(seconds):
+                await self._stopping.wait()
 
 
 def _engine_loader(config: ScaleSettings) -> Callable[[], Any]:
