@@ -19,7 +19,7 @@ REDELIVERY_SWEEP_S = 60.0
 
 
 class Deliveries:
-    """Needs from its host: db, adapters, images, metrics, job_finished, _delivering, _spawn,
+    """Needs from its host: db, adapters, images, metrics, _delivering, _spawn,
     _owner_language (all on `Service`)."""
 
     async def _redeliver_every(self, seconds: float) -> None:
@@ -57,8 +57,6 @@ class Deliveries:
                 return
             await self.db.jobs.mark_delivered(job_id)
             log.info("delivered to %s", job.platform)
-            if self.job_finished:
-                await self.job_finished(job)
         except asyncio.CancelledError:
             raise
         except Undeliverable as reason:

@@ -9,7 +9,7 @@ import contextlib
 import datetime as dt
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -69,7 +69,6 @@ class Service(Dispatching, Deliveries):
         self._dispatched: set[int] = set()  # taken from the queue, generation not yet returned
         self._cancel_requested: set[int] = set()  # user cancels of dispatched jobs
         self.metrics = Metrics(queue_depth=lambda: len(self.queue), live_workers=self.live_workers)
-        self.job_finished: Callable[[Job], Awaitable[None]] | None = None
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -85,7 +84,7 @@ class Service(Dispatching, Deliveries):
             self.eta.record(width, height, steps, seconds)
         for job in await self.db.jobs.unfinished():
             # Remote workers keep drawing while the bot restarts, so there a restart proves nothing.
-            crash_looping = getattr(self.worker, "cancel_on_shutdown", True) and job.attempts >= MAX_ATTEMPTS
+            crash_looping = self.worker.cancel_on_shutdown and job.attempts >= MAX_ATTEMPTS
             if job.status is JobStatus.RUNNING and crash_looping:
                 # It was running every time the process died: it may be what kills it.  Stop the loop.
                 log.error("job %s was running at %d crashes; giving up on it", job.id, job.attempts)
@@ -99,8 +98,7 @@ class Service(Dispatching, Deliveries):
             log.info("recovered %d unfinished jobs", len(self.queue))
         self._dispatcher = asyncio.create_task(self._dispatch_loop(), name="easel-dispatch")
         self._sweeper = asyncio.create_task(self._redeliver_every(REDELIVERY_SWEEP_S), name="easel-redeliver")
-        for job in await self.db.jobs.undelivered():
-            self._spawn(self._deliver(job.id))
+        await self.redeliver_pending()
 
     async def stop(self, grace_s: float = 5.0) -> None:
         """Stop taking jobs, give in-flight deliveries a moment to finish, then cancel the rest.
@@ -114,7 +112,7 @@ class Service(Dispatching, Deliveries):
                     await loop_task
         # An embedded GPU thread must be stopped to exit; remote workers finish the job and the
         # restarted bot adopts the result (WorkerPool.cancel_on_shutdown is False).
-        if getattr(self.worker, "cancel_on_shutdown", True):
+        if self.worker.cancel_on_shutdown:
             for job_id in self.worker_jobs():
                 self.worker.cancel(job_id)
         if self._tasks:

@@ -21,6 +21,9 @@ ProgressCallback = Callable[[int, int], None]
 class GpuWorker:
     """Runs `engine.generate` on one thread, never on the event loop."""
 
+    # The GPU thread must be told to stop for the process to exit; the job runs again after restart.
+    cancel_on_shutdown = True
+
     def __init__(self, engine_factory: Callable[[], Any]) -> None:
         self._factory = engine_factory
         self._engine = None
