@@ -16,7 +16,8 @@ def _split(value: object) -> object:
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+    # Empty values in .env (as .env.example ships them) mean "not set": the default applies.
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore", env_ignore_empty=True)
 
     telegram_token: SecretStr | None = Field(default=None, alias="TELEGRAM_TOKEN")
     telegram_api_url: str = Field(default="https://api.telegram.org/bot", alias="TELEGRAM_API_URL")
@@ -37,7 +38,19 @@ class Settings(BaseSettings):
     metrics_port: int | None = Field(default=None, alias="EASEL_METRICS_PORT")
     log_level: str = Field(default="INFO", alias="EASEL_LOG_LEVEL")
 
-    @field_validator("admins", "allowed_chats", "discord_guild_ids", mode="before")
+    # Moderation (bot/moderation.py)
+    blocked_words: Annotated[list[str], NoDecode] = Field(default_factory=list, alias="EASEL_BLOCKED_WORDS")
+    blocked_words_file: Path | None = Field(default=None, alias="EASEL_BLOCKED_WORDS_FILE")
+    sensitive_words: Annotated[list[str], NoDecode] = Field(default_factory=list, alias="EASEL_SENSITIVE_WORDS")
+    sensitive_words_file: Path | None = Field(default=None, alias="EASEL_SENSITIVE_WORDS_FILE")
+    nsfw_channels_only: bool = Field(default=False, alias="EASEL_NSFW_CHANNELS_ONLY")
+    cooldown_s: float = Field(default=0.0, ge=0, alias="EASEL_COOLDOWN_S")
+    strike_limit: int = Field(default=3, ge=0, alias="EASEL_STRIKE_LIMIT")
+    strike_window_s: float = Field(default=600.0, gt=0, alias="EASEL_STRIKE_WINDOW_S")
+    strike_penalty_s: float = Field(default=1800.0, ge=0, alias="EASEL_STRIKE_PENALTY_S")
+    styles_file: Path | None = Field(default=None, alias="EASEL_STYLES_FILE")
+
+    @field_validator("admins", "allowed_chats", "discord_guild_ids", "blocked_words", "sensitive_words", mode="before")
     @classmethod
     def _comma_list(cls, value: object) -> object:
         return _split(value)
@@ -62,6 +75,11 @@ class Settings(BaseSettings):
     @property
     def images_dir(self) -> Path:
         return self.data_dir / "images"
+
+    @property
+    def styles_path(self) -> Path:
+        """Admins' own style presets (TOML); optional."""
+        return self.styles_file or self.data_dir / "styles.toml"
 
     def is_admin(self, platform: str, user_id: str) -> bool:
         return f"{platform}:{user_id}" in self.admins

@@ -20,6 +20,7 @@ import aiosqlite
 from storage.audit import AuditLog
 from storage.jobs import Jobs
 from storage.migrations import apply_migrations, current_version
+from storage.moderation import ModerationStore
 from storage.quota import Quota
 from storage.users import Users
 
@@ -67,6 +68,7 @@ class Database:
         self.jobs = Jobs(self)
         self.quota = Quota(self)
         self.audit = AuditLog(self)
+        self.moderation = ModerationStore(self)
 
     @classmethod
     async def open(cls, path: Path) -> Database:

@@ -58,6 +58,12 @@ class Job:
     idempotency_key: str | None
     attempts: int
     deleted: bool
+    sensitive: bool = False
+
+    @property
+    def count(self) -> int:
+        """Pictures this job paints (a batch of `--n`), also what it costs from the quota."""
+        return int(self.request.get("count") or 1)
 
 
 @dataclass(frozen=True)
@@ -94,6 +100,7 @@ def job_from_row(row: sqlite3.Row) -> Job:
         idempotency_key=row["idempotency_key"],
         attempts=row["attempts"],
         deleted=bool(row["deleted"]),
+        sensitive=bool(row["sensitive"]),
     )
 
 
@@ -119,10 +126,14 @@ class Jobs:
         max_pending: int,
         parent_id: int | None = None,
         idempotency_key: str | None = None,
+        cost: int = 1,
+        sensitive: bool = False,
     ) -> Acceptance:
         """Check and persist a new job in one transaction: duplicate, then pending, then quota.
 
-        `daily_limit=None` means unlimited; the +1 ledger row is written anyway so usage stays visible.
+        `cost` is what the job takes from the day's quota (its picture count): all of it fits or the
+        job is refused.  `daily_limit=None` means unlimited; the ledger row is written anyway so
+        usage stays visible.
         """
         async with self._db.write() as tx:
             used = await quota.used_in(tx, user_id, day)
@@ -133,16 +144,30 @@ class Jobs:
                     return Acceptance(Outcome.DUPLICATE, job_from_row(existing), used, pending)
             if len(pending) >= max_pending:
                 return Acceptance(Outcome.PENDING, None, used, pending)
-            if daily_limit is not None and used >= daily_limit:
+            if daily_limit is not None and used + cost > daily_limit:
                 return Acceptance(Outcome.QUOTA, None, used, pending)
             job_id = await tx.insert(
-                "INSERT INTO jobs (user_id, platform, reply_to, request, kind, parent_id, idempotency_key)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (user_id, platform, json.dumps(reply_to), json.dumps(request), kind, parent_id, idempotency_key),
+                "INSERT INTO jobs (user_id, platform, reply_to, request, kind, parent_id, idempotency_key, sensitive)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    user_id,
+                    platform,
+                    json.dumps(reply_to),
+                    json.dumps(request),
+                    kind,
+                    parent_id,
+                    idempotency_key,
+                    int(sensitive),
+                ),
             )
-            await quota.reserve_in(tx, user_id, job_id, day)
+            await quota.reserve_in(tx, user_id, job_id, day, cost)
             job = await _get_in(tx, job_id)
-        return Acceptance(Outcome.ACCEPTED, job, used + 1, pending)
+        return Acceptance(Outcome.ACCEPTED, job, used + cost, pending)
+
+    async def find_by_key(self, idempotency_key: str) -> Job | None:
+        """The job an update or interaction already made, if any."""
+        row = await self._db.fetch_one("SELECT * FROM jobs WHERE idempotency_key = ?", (idempotency_key,))
+        return job_from_row(row) if row else None
 
     # -- reading ---------------------------------------------------------------------------------
 
@@ -199,6 +224,15 @@ class Jobs:
             (platform, str(chat_id), str(message_id)),
         )
         return job_from_row(row) if row else None
+
+    async def find_picture(self, platform: str, chat_id: str, message_id: str) -> tuple[Job, int] | None:
+        """The job a posted message belongs to and which of its pictures it shows (0 for the first)."""
+        row = await self._db.fetch_one(
+            "SELECT jobs.*, messages.picture AS picture FROM messages JOIN jobs ON jobs.id = messages.job_id"
+            " WHERE messages.platform = ? AND messages.chat_id = ? AND messages.message_id = ?",
+            (platform, str(chat_id), str(message_id)),
+        )
+        return (job_from_row(row), int(row["picture"])) if row else None
 
     async def counts_by_status(self) -> dict[str, int]:
         """Jobs per status, every status present (0 when none)."""
@@ -280,13 +314,15 @@ class Jobs:
         """Hide the job from history and delivery; the row stays for lineage and the ledger."""
         return await self._change("UPDATE jobs SET deleted = 1 WHERE id = ? AND deleted = 0", (job_id,))
 
-    async def record_message(self, job_id: int, platform: str, chat_id: str, message_id: str) -> None:
-        """Remember that a posted message shows this job, so replies and buttons on it find the job."""
+    async def record_message(self, job_id: int, platform: str, chat_id: str, message_id: str, picture: int = 0) -> None:
+        """Remember that a posted message shows this job (and which picture of a batch), so replies
+        and buttons on it find the job."""
         async with self._db.write() as tx:
             await tx.execute(
-                "INSERT INTO messages (platform, chat_id, message_id, job_id) VALUES (?, ?, ?, ?)"
-                " ON CONFLICT (platform, chat_id, message_id) DO UPDATE SET job_id = excluded.job_id",
-                (platform, str(chat_id), str(message_id), job_id),
+                "INSERT INTO messages (platform, chat_id, message_id, job_id, picture) VALUES (?, ?, ?, ?, ?)"
+                " ON CONFLICT (platform, chat_id, message_id)"
+                " DO UPDATE SET job_id = excluded.job_id, picture = excluded.picture",
+                (platform, str(chat_id), str(message_id), job_id, int(picture)),
             )
 
     async def messages_of(self, job_id: int, platform: str) -> list[tuple[str, str]]:

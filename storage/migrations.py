@@ -93,7 +93,40 @@ CREATE INDEX jobs_by_parent ON jobs (parent_id) WHERE parent_id IS NOT NULL;
 CREATE INDEX quota_ledger_by_user_day ON quota_ledger (user_id, day);
 """
 
-MIGRATIONS: tuple[str, ...] = (_V1_CORE, _V2_AUDIT_AND_INDEXES)
+_V3_COMMUNITY = (
+    """
+-- A batch job reserves its picture count in one ledger row (+n) and refunds it in one (-n).
+ALTER TABLE jobs ADD COLUMN sensitive INTEGER NOT NULL DEFAULT 0 CHECK (sensitive IN (0, 1));
+
+-- Which picture of a batch a posted message shows (0 for a single picture or the buttons).
+ALTER TABLE messages ADD COLUMN picture INTEGER NOT NULL DEFAULT 0;
+
+-- Blocked and sensitive words an admin added for one chat or server ("scope").
+CREATE TABLE moderation_terms (
+    id         INTEGER PRIMARY KEY,
+    scope      TEXT    NOT NULL,
+    list       TEXT    NOT NULL CHECK (list IN ('blocked', 'sensitive')),
+    term       TEXT    NOT NULL,
+    added_by   INTEGER REFERENCES users (id),
+    created_at TEXT    NOT NULL DEFAULT ("""
+    + NOW_SQL
+    + """),
+    UNIQUE (scope, list, term)
+);
+
+-- One row each time a prompt trips a block list; `at` is the service clock (epoch seconds).
+CREATE TABLE strikes (
+    id      INTEGER PRIMARY KEY,
+    user_id INTEGER NOT NULL REFERENCES users (id),
+    scope   TEXT    NOT NULL,
+    at      REAL    NOT NULL
+);
+CREATE INDEX strikes_by_user_time ON strikes (user_id, at);
+CREATE INDEX strikes_by_time ON strikes (at);
+"""
+)
+
+MIGRATIONS: tuple[str, ...] = (_V1_CORE, _V2_AUDIT_AND_INDEXES, _V3_COMMUNITY)
 
 
 class SchemaTooNew(RuntimeError):

@@ -1,7 +1,7 @@
-"""The daily quota as a ledger: +1 when a job is accepted, -1 when it is refunded.
+"""The daily quota as a ledger: +n when a job of n pictures is accepted, -n when it is refunded.
 
 Usage for a day is the sum of its rows, so every change is explained and nothing is overwritten.
-`Jobs.accept` writes the +1 in the same transaction as the job; this module reads and refunds.
+`Jobs.accept` writes the reservation in the same transaction as the job; this module reads and refunds.
 """
 
 from __future__ import annotations
@@ -22,20 +22,22 @@ async def used_in(tx: Tx, user_id: int, day: str) -> int:
     return int(row[0])
 
 
-async def reserve_in(tx: Tx, user_id: int, job_id: int, day: str) -> None:
+async def reserve_in(tx: Tx, user_id: int, job_id: int, day: str, amount: int = 1) -> None:
+    if amount < 1:
+        raise ValueError(f"a job reserves at least one picture, not {amount}")
     await tx.execute(
-        "INSERT INTO quota_ledger (user_id, job_id, day, delta, reason) VALUES (?, ?, ?, 1, ?)",
-        (user_id, job_id, day, RESERVE_REASON),
+        "INSERT INTO quota_ledger (user_id, job_id, day, delta, reason) VALUES (?, ?, ?, ?, ?)",
+        (user_id, job_id, day, amount, RESERVE_REASON),
     )
 
 
 async def refund_in(tx: Tx, job_id: int, reason: str) -> bool:
-    """Give back the job's reservation inside an open transaction; True only the first time."""
+    """Give back the job's whole reservation inside an open transaction; True only the first time."""
     refunded = await tx.execute(
         "INSERT INTO quota_ledger (user_id, job_id, day, delta, reason)"
-        " SELECT user_id, job_id, day, -1, ? FROM quota_ledger"
-        " WHERE job_id = ? AND delta = 1"
-        " AND NOT EXISTS (SELECT 1 FROM quota_ledger WHERE job_id = ? AND delta = -1)",
+        " SELECT user_id, job_id, day, -delta, ? FROM quota_ledger"
+        " WHERE job_id = ? AND delta > 0"
+        " AND NOT EXISTS (SELECT 1 FROM quota_ledger WHERE job_id = ? AND delta < 0)",
         (reason, job_id, job_id),
     )
     return refunded == 1
@@ -46,7 +48,7 @@ class Quota:
         self._db = db
 
     async def used(self, user_id: int, day: str) -> int:
-        """Net jobs charged to the user on `day` ('YYYY-MM-DD')."""
+        """Net pictures charged to the user on `day` ('YYYY-MM-DD')."""
         row = await self._db.fetch_one(_USED_SQL, (user_id, day))
         return int(row[0])
 
