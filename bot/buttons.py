@@ -1,4 +1,5 @@
-"""Button ids: namespaced, self-describing, valid after a restart (`easel:vary_subtle:12`).
+"""Button ids: namespaced, self-describing, valid after a restart (`easel:vary_subtle:12`, and
+`easel:upscale:12:3` for the third picture of a batch).
 
 One parser for every platform; well within Telegram's 64 bytes and Discord's 100 characters.
 """
@@ -20,20 +21,36 @@ class Action(StrEnum):
 
 
 BUTTON_ROW = [Action.REROLL, Action.VARY_SUBTLE, Action.VARY_STRONG, Action.UPSCALE, Action.PARAMS, Action.DELETE]
+# A batch: one upscale and one variation button per picture, then these for the whole batch.
+BATCH_PER_PICTURE = [Action.UPSCALE, Action.VARY_STRONG]
+BATCH_ROW = [Action.REROLL, Action.PARAMS, Action.DELETE]
+MAX_PICTURE = 9
 
 
-def button_id(action: Action, job_id: int) -> str:
-    return f"{PREFIX}:{action.value}:{job_id}"
+def button_id(action: Action, job_id: int, picture: int | None = None) -> str:
+    """`picture` is 0-based; ids write it 1-based, as the labels do (U1, V1...)."""
+    if picture is None:
+        return f"{PREFIX}:{action.value}:{job_id}"
+    return f"{PREFIX}:{action.value}:{job_id}:{picture + 1}"
 
 
-def parse_button_id(data: str | None) -> tuple[Action, int] | None:
-    """(action, job id), or None for anything forged, stale-format or foreign."""
+def parse_button_id(data: str | None) -> tuple[Action, int, int] | None:
+    """(action, job id, 0-based picture), or None for anything forged, stale-format or foreign."""
     if not data or len(data) > 64:
         return None
     parts = data.split(":")
-    if len(parts) != 3 or parts[0] != PREFIX or not parts[2].isascii() or not parts[2].isdigit():
+    if len(parts) == 3:
+        parts.append("1")
+    if len(parts) != 4 or parts[0] != PREFIX or not all(_digits(part) for part in parts[2:]):
+        return None
+    picture = int(parts[3])
+    if not 1 <= picture <= MAX_PICTURE:
         return None
     try:
-        return Action(parts[1]), int(parts[2])
+        return Action(parts[1]), int(parts[2]), picture - 1
     except ValueError:
         return None
+
+
+def _digits(text: str) -> bool:
+    return text.isascii() and text.isdigit() and len(text) <= 18

@@ -1,8 +1,9 @@
 """The command language: a line of chat text -> a typed command, or a `ParseError` that says how to fix it.
 
 One parser serves every platform.  Telegram and the console send whole lines (`/draw a fox --ar 3:2`);
-Discord sends its prompt option through `parse_draw_args`.  Every fixable drawing error carries an
-`example` param: the user's own command with every mistake we can fix fixed, ready to copy.
+Discord writes its options back into such a line (bot/adapters/discord/slash.py).  Every fixable
+drawing error carries an `example` param: the user's own command with every mistake we can fix
+fixed, ready to copy.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from engine.request import MAX_SEED, DrawRequest, ModelProfile, clean_text, size
 class Draw:
     request: DrawRequest
     parent_id: int | None = None  # set for variations of an earlier picture (lineage)
+    style: str | None = None  # a preset's name, applied by the service (bot/styles.py)
 
 
 @dataclass(frozen=True)
@@ -96,6 +98,20 @@ class Stats:
     pass
 
 
+@dataclass(frozen=True)
+class Styles:
+    pass
+
+
+@dataclass(frozen=True)
+class WordListCmd:
+    """`/block add|remove|list [term]` and `/sensitive ...`: this chat's or server's own lists."""
+
+    list_name: str  # "blocked" or "sensitive"
+    action: str  # "add", "remove" or "list"
+    term: str | None
+
+
 Command = (
     Draw
     | Cancel
@@ -111,11 +127,13 @@ Command = (
     | SetRole
     | QueueCmd
     | Stats
+    | Styles
+    | WordListCmd
 )
 
 # 2. Draw flags
 
-FLAGS = ("ar", "size", "seed", "steps", "cfg", "raw", "no")  # also the order examples write them in
+FLAGS = ("ar", "size", "n", "style", "seed", "steps", "cfg", "raw", "no")  # also the order examples write them in
 KNOWN_FLAGS = ", ".join("--" + name for name in FLAGS)
 SAMPLE_PROMPT = "a red fox in the snow"
 _VALUELESS = frozenset({"raw"})
@@ -131,6 +149,12 @@ _MEANT = {
     "negative-prompt": "no",
     "guidance": "cfg",
     "scale": "cfg",
+    "count": "n",
+    "num": "n",
+    "batch": "n",
+    "repeat": "n",
+    "preset": "style",
+    "styles": "style",
 }
 
 _DASHES = "-\u2010\u2011\u2012\u2013\u2014\u2015\u2212\ufe58\ufe63\uff0d"
@@ -161,6 +185,11 @@ def parse_draw_args(text: str, profile: ModelProfile) -> DrawRequest:
     Options the user left out stay None (the profile's default), so a variation can keep its
     source's size; everything given has passed `engine.request.validate`.
     """
+    return parse_draw(text, profile).request
+
+
+def parse_draw(text: str, profile: ModelProfile) -> Draw:
+    """`parse_draw_args`, plus the style preset named with `--style` (the service knows the presets)."""
     prompt, flags = _lex(clean_text(text))
     _check_lengths(prompt, flags, profile)
 
@@ -175,7 +204,8 @@ def parse_draw_args(text: str, profile: ModelProfile) -> DrawRequest:
         validate(request, profile)
     except InvalidRequest as error:
         raise fail(error.key, **error.params) from error
-    return request
+    style = values.get("style")
+    return Draw(request, style=style.lower() if style else None)
 
 
 def _flag_token(token: str) -> tuple[str, str | None] | None:
@@ -257,6 +287,12 @@ def _build(
     prompt: str, values: dict[str, str | None], profile: ModelProfile, fail: Callable[..., ParseError]
 ) -> DrawRequest:
     fields: dict[str, object] = {}
+    if "n" in values:
+        text = values["n"] or ""
+        count = _to_int(text)
+        if count is None:
+            raise fail("error.not_integer", flag="--n", value=_shown(text))
+        fields["count"] = count  # its range is validate()'s to judge
     if "seed" in values:
         text = values["seed"] or ""
         seed = _to_int(text)
@@ -356,6 +392,8 @@ def _sample(name: str, profile: ModelProfile) -> str:
         "steps": str(profile.default_steps),
         "cfg": f"{profile.default_cfg:g}",
         "no": "text, watermark",
+        "n": "4",
+        "style": "photo",
     }[name]
 
 
@@ -411,6 +449,15 @@ def _repair_cfg(value: str, profile: ModelProfile) -> str | None:
     return None if cfg is None else f"{min(max(cfg, profile.min_cfg), profile.max_cfg):g}"
 
 
+def _repair_count(value: str, profile: ModelProfile) -> str | None:
+    count = _to_int(value)
+    return None if count is None else str(min(max(count, 1), profile.max_count))
+
+
+def _repair_style(value: str, profile: ModelProfile) -> str:
+    return value.lower()
+
+
 def _repair_negative(value: str, profile: ModelProfile) -> str:
     return value if len(value) <= profile.max_prompt_chars else value[: profile.max_prompt_chars].rsplit(" ", 1)[0]
 
@@ -422,6 +469,8 @@ _REPAIRS: dict[str, Callable[[str, ModelProfile], str | None]] = {
     "steps": _repair_steps,
     "cfg": _repair_cfg,
     "no": _repair_negative,
+    "n": _repair_count,
+    "style": _repair_style,
 }
 
 # 4. Slash commands
@@ -434,6 +483,8 @@ _USAGE = {
     "unban": "/unban telegram:12345",
     "setquota": "/setquota telegram:12345 20",
     "setrole": "/setrole telegram:12345 trusted",
+    "block": "/block add some word",
+    "sensitive": "/sensitive add some word",
 }
 _QUOTA_WORDS = {"default": None, "reset": None, "unlimited": 0}
 
@@ -445,7 +496,7 @@ def parse(text: str, profile: ModelProfile, bot_username: str | None = None) -> 
     """
     text = clean_text(text)
     if not text.startswith(("/", "\uff0f")):
-        return Draw(parse_draw_args(text, profile))
+        return parse_draw(text, profile)
     head, _, rest = text[1:].partition(" ")
     name, _, addressee = head.partition("@")
     if addressee and bot_username and addressee.lower() != bot_username.lstrip("@").lower():
@@ -468,7 +519,21 @@ def _job_id(token: str, command: str) -> int:
 
 
 def _parse_draw(rest: str, profile: ModelProfile) -> Draw:
-    return Draw(parse_draw_args(rest, profile))
+    return parse_draw(rest, profile)
+
+
+def _word_list(list_name: str) -> Callable[[str, ModelProfile], WordListCmd]:
+    def parse_list_command(rest: str, profile: ModelProfile) -> WordListCmd:
+        command = "block" if list_name == "blocked" else "sensitive"
+        action, _, term = rest.strip().partition(" ")
+        action, term = action.lower(), term.strip()
+        if action in ("add", "remove") and term:
+            return WordListCmd(list_name, action, term)
+        if action in ("list", ""):
+            return WordListCmd(list_name, "list", None)
+        raise _usage(command)
+
+    return parse_list_command
 
 
 def _parse_cancel(rest: str, profile: ModelProfile) -> Cancel:
@@ -550,4 +615,7 @@ _COMMANDS: dict[str, Callable[[str, ModelProfile], Command]] = {
     "setrole": _parse_setrole,
     "queue": lambda rest, profile: QueueCmd(),
     "stats": lambda rest, profile: Stats(),
+    "styles": lambda rest, profile: Styles(),
+    "block": _word_list("blocked"),
+    "sensitive": _word_list("sensitive"),
 }

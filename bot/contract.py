@@ -20,6 +20,8 @@ class Caller:
     language: str | None = None
     chat_id: str | None = None
     guild_id: str | None = None
+    nsfw_channel: bool | None = None  # an age-restricted channel; None where the platform has none
+    chat_admin: bool = False  # may manage this chat or server (edits its word lists)
 
 
 @dataclass(frozen=True)
@@ -35,15 +37,25 @@ class Reply:
 
 @dataclass(frozen=True)
 class Delivery:
-    """A finished picture, ready to send."""
+    """A finished job's pictures (one, or a batch), ready to send.  `buttons` are rows of
+    (button id, label); `spoiler` asks the platform to hide the pictures until clicked."""
 
     job: Job
-    image_path: Path
+    image_paths: list[Path]
     caption: str
-    buttons: list[tuple[str, str]]
+    buttons: list[list[tuple[str, str]]]
     language: str
     send_png: bool = False
     notes: list[str] = field(default_factory=list)
+    spoiler: bool = False
+
+    @property
+    def image_path(self) -> Path:
+        return self.image_paths[0]
+
+    @property
+    def all_buttons(self) -> list[tuple[str, str]]:
+        return [button for row in self.buttons for button in row]
 
 
 class Undeliverable(Exception):

@@ -6,10 +6,11 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from bot.buttons import BUTTON_ROW, button_id
+from bot.buttons import BATCH_PER_PICTURE, BATCH_ROW, BUTTON_ROW, button_id
 from bot.contract import Delivery, Undeliverable
 from bot.logs import current_job
 from bot.messages import t
+from engine.request import seed_for
 from storage.jobs import Job, JobStatus
 
 log = logging.getLogger(__name__)
@@ -81,30 +82,43 @@ class Deliveries:
         prompt = request["prompt"]
         excerpt = prompt if len(prompt) <= 200 else prompt[:199] + "…"
         seconds = (job.timings or {}).get("total", 0.0)
-        caption = t(
-            "done_caption",
-            lang,
-            prompt=excerpt,
-            seed=job.seed,
-            width=request["width"],
-            height=request["height"],
-            seconds=f"{seconds:.1f}",
-            job_id=job.id,
-        )
+        pictures = len(job.image_paths)
+        shared = dict(prompt=excerpt, width=request["width"], height=request["height"], seconds=f"{seconds:.1f}")
+        if pictures > 1:
+            last = seed_for(job.seed, pictures - 1)
+            seeds = dict(first_seed=job.seed, last_seed=last)
+            caption = t("batch_caption", lang, job_id=job.id, count=pictures, **seeds, **shared)
+        else:
+            caption = t("done_caption", lang, job_id=job.id, seed=job.seed, **shared)
         notes = []
         plan = job.plan or {}
         if plan.get("fallbacks"):
             notes.append(t("fallback_note", lang, fallback=plan.get("placement", "")))
         if plan.get("retries"):
             notes.append(t("retry_note", lang))
+        if job.sensitive:
+            notes.append(t("spoiler_note", lang))
         owner = await self.db.users.get(job.user_id)
-        buttons = [(button_id(action, job.id), t(f"button.{action.value}", lang)) for action in BUTTON_ROW]
         return Delivery(
             job=job,
-            image_path=self.images.resolve(job.image_paths[0]),
+            image_paths=[self.images.resolve(path) for path in job.image_paths],
             caption=caption,
-            buttons=buttons,
+            buttons=button_rows(job.id, pictures, lang),
             language=lang,
             send_png=bool(owner and owner.settings.get("png")),
             notes=notes,
+            spoiler=job.sensitive,
         )
+
+
+def button_rows(job_id: int, pictures: int, lang: str) -> list[list[tuple[str, str]]]:
+    """One picture: its six buttons in two rows.  A batch: U1..Un, V1..Vn, then the whole batch's."""
+    if pictures <= 1:
+        row = [(button_id(action, job_id), t(f"button.{action.value}", lang)) for action in BUTTON_ROW]
+        return [row[:3], row[3:]]
+    rows = []
+    for action in BATCH_PER_PICTURE:
+        label = "button.upscale_n" if action.value == "upscale" else "button.vary_n"
+        rows.append([(button_id(action, job_id, i), t(label, lang, n=i + 1)) for i in range(pictures)])
+    rows.append([(button_id(action, job_id), t(f"button.{action.value}", lang)) for action in BATCH_ROW])
+    return rows

@@ -11,7 +11,7 @@ from bot.logs import current_job
 from bot.messages import t
 from engine.errors import Cancelled, EngineError
 from engine.metadata import parameters_text
-from engine.request import DrawRequest
+from engine.request import DrawRequest, seed_for
 from storage.jobs import Job, JobStatus
 
 log = logging.getLogger(__name__)
@@ -90,11 +90,11 @@ class Dispatching:
 
     async def _finish(self, job: Job, result) -> None:
         request = result.request
-        parameters = parameters_text(request, result.seed, self.model_name)
-        paths = [
-            self.images.relative(await asyncio.to_thread(self.images.save, job.id, image, parameters))
-            for image in result.images
-        ]
+        paths = []
+        for index, image in enumerate(result.images):
+            # Each picture of a batch carries its own seed, so any one can be drawn again alone.
+            parameters = parameters_text(request, seed_for(result.seed, index), self.model_name)
+            paths.append(self.images.relative(await asyncio.to_thread(self.images.save, job.id, image, parameters)))
         timings = dict(result.timings)
         plan = {
             **result.plan.to_dict(),
@@ -110,7 +110,7 @@ class Dispatching:
             result.fallbacks or "none",
             result.retries or "none",
         )
-        self.eta.record(request.width, request.height, request.steps, timings["total"])
+        self.eta.record(request.width, request.height, request.steps, timings["total"] / max(1, len(paths)))
         self.metrics.job_done(
             request.width,
             request.height,

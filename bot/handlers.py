@@ -24,6 +24,7 @@ SETTINGS = {"lang": ("en", "zh"), "png": ("on", "off")}
 class ButtonPress:
     action: Action
     job_id: int
+    picture: int = 0  # which picture of a batch (0-based)
 
 
 async def run(
@@ -31,9 +32,9 @@ async def run(
 ) -> Reply:
     lang = service.language(user)
     match command:
-        case c.Draw(request=request, parent_id=parent_id):
+        case c.Draw(request=request, parent_id=parent_id, style=style):
             return await service.submit(
-                caller, user, request, reply_to, parent_id=parent_id, idempotency_key=idempotency_key
+                caller, user, request, reply_to, parent_id=parent_id, idempotency_key=idempotency_key, style=style
             )
         case ButtonPress():
             return await press(service, caller, user, command, reply_to, idempotency_key)
@@ -52,6 +53,12 @@ async def run(
             if service.is_admin(caller):
                 text += "\n\n" + t("help_admin", lang)
             return _reply(service, user, text)
+        case c.Styles():
+            return styles(service, user)
+        case c.WordListCmd():
+            if not (service.is_admin(caller) or caller.chat_admin):
+                raise UserError("not_admin")
+            return await word_list(service, caller, user, command)
     if not service.is_admin(caller):
         raise UserError("not_admin")
     return await admin(service, caller, user, command)
@@ -68,7 +75,7 @@ async def press(
 ) -> Reply:
     lang = service.language(user)
     job = await service.db.jobs.get(press.job_id)
-    if job is None or job.deleted or job.status is not JobStatus.DONE or not job.image_paths:
+    if job is None or job.deleted or job.status is not JobStatus.DONE or press.picture >= len(job.image_paths):
         return _reply(service, user, t("stale_button", lang), alert=True)
     if press.action is Action.PARAMS:
         return _reply(service, user, params_text(service, job, lang), alert=True)
@@ -81,8 +88,48 @@ async def press(
         if job.user_id != user.id:
             await service.db.audit.record(user.id, "delete", f"job:{job.id}")
         return _reply(service, user, t("deleted", lang), delete_message=True, alert=True)
-    request = service.request_for_action(press.action, job)
+    request = service.request_for_action(press.action, job, press.picture)
     return await service.submit(caller, user, request, reply_to, parent_id=job.id, idempotency_key=idempotency_key)
+
+
+def styles(service: Service, user: User) -> Reply:
+    lang = service.language(user)
+    lines = [t("styles_header", lang)]
+    for style in service.styles.all():
+        lines.append(t("styles_line", lang, name=style.name, description=style.describe(lang) or style.prompt))
+    return _reply(service, user, "\n".join(lines))
+
+
+async def word_list(service: Service, caller: Caller, user: User, command: c.WordListCmd) -> Reply:
+    """This chat's (or server's) own blocked or sensitive words; every change is audited."""
+    from bot.moderation import scope_for
+    from bot.wordlist import InvalidTerm, check_term
+
+    lang = service.language(user)
+    scope = scope_for(caller)
+    name = t(f"list.{command.list_name}", lang)
+    moderator = service.moderator
+    if command.action == "list":
+        terms, configured = await moderator.listing(scope, command.list_name)
+        if not terms:
+            return _reply(service, user, t("wordlist_empty", lang, list=name, configured=configured), alert=True)
+        shown = ", ".join(terms)
+        text = t("wordlist_listing", lang, list=name, count=len(terms), terms=shown, configured=configured)
+        return _reply(service, user, text, alert=True)
+    try:
+        term = check_term(command.term or "")
+    except InvalidTerm as error:
+        raise UserError("wordlist_invalid", reason=str(error)[:100]) from error
+    if command.action == "add":
+        changed = await moderator.add(scope, command.list_name, term, user.id)
+        key = "wordlist_added" if changed else "wordlist_exists"
+    else:
+        changed = await moderator.remove(scope, command.list_name, term)
+        key = "wordlist_removed" if changed else "wordlist_missing"
+    if changed:
+        details = {"list": command.list_name, "term": term}
+        await service.db.audit.record(user.id, f"{command.list_name}_{command.action}", scope, details)
+    return _reply(service, user, t(key, lang, list=name, term=term), alert=True)
 
 
 def params_text(service: Service, job: Job, lang: str) -> str:
@@ -202,6 +249,7 @@ async def admin(service: Service, caller: Caller, actor: User, command) -> Reply
                     errors=int(errors),
                 )
             )
+            lines.append(await moderation_stats(service, lang))
             if getattr(service.worker, "redis_ok", True) is False:
                 lines.append(t("stats_redis_down", lang))
             return _reply(service, actor, "\n".join(lines))
@@ -224,6 +272,21 @@ async def admin(service: Service, caller: Caller, actor: User, command) -> Reply
     label = f"{target.platform}:{target.platform_id}"
     await service.db.audit.record(actor.id, action, label, details)
     return _reply(service, actor, t("admin_done", lang, action=t(f"action.{action}", lang), target=label))
+
+
+async def moderation_stats(service: Service, lang: str) -> str:
+    store = service.db.moderation
+    strikes = sum(count for _, count, _ in await store.strikes_since(service.clock() - 86400))
+    limited = []
+    for user_id, count, left in await service.moderator.limited_users():
+        who = await service.db.users.get(user_id)
+        label = f"{who.platform}:{who.name or who.platform_id}" if who else str(user_id)
+        limited.append(t("limited_user", lang, user=label, strikes=count, left=_minutes(left)))
+    return t("stats_moderation", lang, strikes=strikes, limited=", ".join(limited) or t("nobody", lang))
+
+
+def _minutes(seconds: float) -> str:
+    return f"{math.ceil(seconds / 60)} min"
 
 
 async def resolve_target(service: Service, caller: Caller, target: str) -> User:

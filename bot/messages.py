@@ -32,6 +32,7 @@ _EN = {
     "error.seed_range": "Seeds are whole numbers from 0 to {max} ({value} isn't); leave it out for a random one.",
     "error.source_missing": "I need a picture to start from: reply to one of my pictures.",
     "error.strength_range": "The variation strength must be between 0.05 and 1 (got {value}).",
+    "error.count_range": "I can draw {min} to {max} pictures at once (you asked for {value}).",
     "error.invalid": "I can't draw that request as it is.",
     # Failures while drawing (engine/errors.py)
     "error.oom": "The GPU ran out of memory for this picture. Try a smaller size.",
@@ -71,6 +72,14 @@ _EN = {
     "slash.setrole.role": "The quota tier",
     "slash.queue": "Admins: everything waiting.",
     "slash.stats": "Admins: totals and workers.",
+    "slash.draw.count": "How many pictures (each counts towards your quota)",
+    "slash.draw.style": "A style preset (see /styles)",
+    "slash.styles": "The style presets.",
+    "slash.block": "Admins: this server's blocked words.",
+    "slash.sensitive": "Admins: words whose pictures go behind a spoiler.",
+    "slash.wordlist.action": "add, remove or list",
+    "slash.wordlist.term": "The word or phrase (re:pattern for a regular expression)",
+    "command.styles": "Style presets for --style",
     "error.worker_lost": "The GPU machines kept failing on this picture, so I gave up on it. Your quota was refunded.",
     "command.draw": "Draw a picture: /draw a fox in the snow --ar 3:2",
     "command.cancel": "Cancel a picture that is still waiting",
@@ -161,6 +170,8 @@ _EN = {
         "--cfg 1.5 · follow your words more strictly (slower)\n"
         "--no text, frames · things to leave out\n"
         "--raw · use your words exactly, without my touch-ups\n"
+        "--n 4 · several pictures at once, with consecutive seeds (each counts towards your quota)\n"
+        "--style anime · a style preset; /styles lists them\n"
         "\n"
         "Examples:\n"
         "/draw a lighthouse at dusk, oil painting --ar 3:2\n"
@@ -172,6 +183,7 @@ _EN = {
         "/history [page] · your pictures\n"
         "/show #id · the details of one picture\n"
         "/quota · pictures left today\n"
+        "/styles · the style presets\n"
         "/settings · language (lang en|zh) and PNG files (png on|off)\n"
         "/help · this message"
     ),
@@ -181,6 +193,8 @@ _EN = {
         "/unban <user> · let them draw again\n"
         "/setquota <user> <number|unlimited|default> · pictures a day (0 = unlimited)\n"
         "/setrole <user> <role> · move someone to a quota tier\n"
+        "/block add|remove|list [word] · this chat's blocked words (re:pattern for a regular expression)\n"
+        "/sensitive add|remove|list [word] · words whose pictures go behind a spoiler\n"
         "/queue · everything waiting\n"
         "/stats · totals and workers"
     ),
@@ -208,6 +222,34 @@ _EN = {
     "retry_note": "The first try came out blank, so this one was redone at a safer precision.",
     "oversize_note": "The picture was re-encoded to fit the upload limit.",
     "token_expired_mention": "{mention} your picture is ready (the original message had expired, so here it is).",
+    # Community features: moderation, batches, styles
+    "blocked_prompt": "I can't draw that: the description uses a word that isn't allowed here. Please rephrase it.",
+    "sensitive_nsfw_only": "That description can only be drawn in an age-restricted (NSFW) channel.",
+    "cooldown": "Please wait {wait} before your next drawing.",
+    "rate_limited": "Too many refused descriptions: you can draw again in {wait}.",
+    "quota_not_enough": "{count} pictures need {count} of today's quota and you have {left} left. "
+    "Try fewer, e.g. --n {left}.",
+    "unknown_style": "There's no style called “{name}”. Styles: {styles}.",
+    "styles_header": "Styles (add --style NAME to /draw):",
+    "styles_line": "{name} · {description}",
+    "batch_caption": "{prompt}\n#{job_id} · {count} pictures · seeds {first_seed}–{last_seed}"
+    " · {width}x{height} · {seconds}s",
+    "batch_buttons": "#{job_id}: U = upscale, V = vary; the number is the picture.",
+    "button.upscale_n": "U{n}",
+    "button.vary_n": "V{n}",
+    "list.blocked": "blocked words",
+    "list.sensitive": "sensitive words",
+    "wordlist_added": "Added to this chat's {list}: {term}",
+    "wordlist_exists": "That is already on this chat's {list}.",
+    "wordlist_removed": "Removed from this chat's {list}: {term}",
+    "wordlist_missing": "That isn't on this chat's {list}.",
+    "wordlist_invalid": "That can't be used as a word-list entry: {reason}",
+    "wordlist_listing": "This chat's {list} ({count}): {terms}\nThe bot's settings add {configured} more everywhere.",
+    "wordlist_empty": "This chat has no {list} of its own. The bot's settings add {configured} everywhere.",
+    "stats_moderation": "Moderation: {strikes} refused descriptions in the last 24 h. Rate-limited now: {limited}.",
+    "limited_user": "{user} ({strikes} refusals, {left} left)",
+    "nobody": "nobody",
+    "spoiler_note": "Marked sensitive: shown behind a spoiler.",
 }
 
 _ZH = {
@@ -223,6 +265,7 @@ _ZH = {
     "error.seed_range": "种子必须是 0 到 {max} 之间的整数（{value} 不行）。不填则随机。",
     "error.source_missing": "我需要一张图作为起点：请回复我画的某张图。",
     "error.strength_range": "变化强度必须在 0.05 到 1 之间（收到的是 {value}）。",
+    "error.count_range": "一次可以画 {min} 到 {max} 张（你填的是 {value}）。",
     "error.invalid": "这个请求没法照原样画。",
     "error.oom": "画这张图时显卡内存不够了，试试小一点的尺寸。",
     "error.bad_output": "换用更稳妥的精度重试后，图片仍然是空白的。请换个种子或描述再试。",
@@ -260,6 +303,14 @@ _ZH = {
     "slash.setrole.role": "额度等级",
     "slash.queue": "管理员：查看全部排队任务。",
     "slash.stats": "管理员：统计和工作节点。",
+    "slash.draw.count": "画几张（每张都计入额度）",
+    "slash.draw.style": "风格预设（见 /styles）",
+    "slash.styles": "查看风格预设。",
+    "slash.block": "管理员：本服务器的屏蔽词。",
+    "slash.sensitive": "管理员：敏感词，对应的图以剧透遮罩发送。",
+    "slash.wordlist.action": "add（添加）、remove（移除）或 list（查看）",
+    "slash.wordlist.term": "词或短语（re:表达式 表示正则）",
+    "command.styles": "查看 --style 可用的风格",
     "error.worker_lost": "GPU 机器画这张图时接连出错，只好放弃了。额度已退还。",
     "command.draw": "画一张图：/draw 雪地里的狐狸 --ar 3:2",
     "command.cancel": "取消还在排队的图",
@@ -344,6 +395,8 @@ _ZH = {
         "--cfg 1.5 · 更严格地遵循描述（会更慢）\n"
         "--no 文字, 边框 · 不想出现的内容\n"
         "--raw · 完全按原话画，不做润色\n"
+        "--n 4 · 一次画几张，种子依次加一（每张都计入额度）\n"
+        "--style anime · 风格预设，用 /styles 查看\n"
         "中文输入法打出的 —— 也能当作 -- 使用。\n"
         "\n"
         "示例：\n"
@@ -356,6 +409,7 @@ _ZH = {
         "/history [页码] · 你的作品\n"
         "/show #编号 · 查看某张图的详情\n"
         "/quota · 今天还能画几张\n"
+        "/styles · 查看风格预设\n"
         "/settings · 语言（lang en|zh）和 PNG 原图（png on|off）\n"
         "/help · 显示本帮助"
     ),
@@ -365,6 +419,8 @@ _ZH = {
         "/unban <用户> · 恢复某人画图\n"
         "/setquota <用户> <数量|unlimited|default> · 每天可画的张数（0 表示不限）\n"
         "/setrole <用户> <角色> · 调整某人的额度等级\n"
+        "/block add|remove|list [词] · 本群的屏蔽词（re:表达式 表示正则）\n"
+        "/sensitive add|remove|list [词] · 敏感词，对应的图以剧透遮罩发送\n"
         "/queue · 查看所有排队任务\n"
         "/stats · 统计和工作进程"
     ),
@@ -392,6 +448,32 @@ _ZH = {
     "retry_note": "第一次生成是空白的，这张已用更稳妥的精度重画。",
     "oversize_note": "图片已重新压缩，以符合上传大小限制。",
     "token_expired_mention": "{mention} 你的图画好了（原消息已过期，所以发在这里）。",
+    "blocked_prompt": "这段描述里有本群不允许的词，我不能画。请换个说法。",
+    "sensitive_nsfw_only": "这段描述只能在年龄限制（NSFW）频道里画。",
+    "cooldown": "请等 {wait} 后再画下一张。",
+    "rate_limited": "被拒绝的描述太多了：{wait} 后才能继续画图。",
+    "quota_not_enough": "{count} 张图需要 {count} 张额度，你今天还剩 {left} 张。请少画几张，比如 --n {left}。",
+    "unknown_style": "没有名为“{name}”的风格。可用风格：{styles}。",
+    "styles_header": "风格（在 /draw 后加 --style 名称）：",
+    "styles_line": "{name} · {description}",
+    "batch_caption": "{prompt}\n#{job_id} · {count} 张 · 种子 {first_seed}–{last_seed}"
+    " · {width}x{height} · {seconds} 秒",
+    "batch_buttons": "#{job_id}：U = 放大，V = 变化，数字是第几张图。",
+    "button.upscale_n": "U{n}",
+    "button.vary_n": "V{n}",
+    "list.blocked": "屏蔽词",
+    "list.sensitive": "敏感词",
+    "wordlist_added": "已加入本群的{list}：{term}",
+    "wordlist_exists": "本群的{list}里已经有这一项了。",
+    "wordlist_removed": "已从本群的{list}移除：{term}",
+    "wordlist_missing": "本群的{list}里没有这一项。",
+    "wordlist_invalid": "这一项无法使用：{reason}",
+    "wordlist_listing": "本群的{list}（{count} 项）：{terms}\n机器人设置里另有 {configured} 项，在所有地方生效。",
+    "wordlist_empty": "本群没有自己的{list}。机器人设置里有 {configured} 项，在所有地方生效。",
+    "stats_moderation": "审核：过去 24 小时拒绝了 {strikes} 条描述。当前被限速：{limited}。",
+    "limited_user": "{user}（被拒 {strikes} 次，还剩 {left}）",
+    "nobody": "无",
+    "spoiler_note": "已标记为敏感内容，图片以剧透遮罩显示。",
 }
 
 CATALOGUE: dict[str, dict[str, str]] = {"en": _EN, "zh": _ZH}

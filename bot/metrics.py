@@ -38,6 +38,9 @@ class Metrics:
         self.platform_errors = Counter(
             "easel_platform_errors", "Failed sends to a chat platform", ["platform"], registry=r
         )
+        self.refusals = Counter(
+            "easel_refusals", "Drawings refused by moderation (blocked, sensitive, cooldown)", ["reason"], registry=r
+        )
 
     def serve(self, port: int) -> None:
         start_http_server(port, addr="0.0.0.0", registry=self.registry)

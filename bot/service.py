@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -21,10 +22,12 @@ from bot.errors import UserError
 from bot.eta import EtaEstimator, eta_for_position
 from bot.messages import language_for, t
 from bot.metrics import Metrics
+from bot.moderation import Moderator, scope_for
 from bot.queue import FairQueue
 from bot.settings import Settings
+from bot.styles import StyleBook
 from engine.errors import EngineError
-from engine.request import DrawRequest, Kind, ModelProfile, validate
+from engine.request import DrawRequest, Kind, ModelProfile, seed_for, validate
 from storage.db import Database
 from storage.images import ImageStore
 from storage.jobs import Job, JobStatus, Outcome
@@ -69,6 +72,8 @@ class Service(Dispatching, Deliveries):
         self._dispatched: set[int] = set()  # taken from the queue, generation not yet returned
         self._cancel_requested: set[int] = set()  # user cancels of dispatched jobs
         self.metrics = Metrics(queue_depth=lambda: len(self.queue), live_workers=self.live_workers)
+        self.moderator = Moderator(settings, db.moderation, clock)
+        self.styles = StyleBook(settings.styles_path, profile)
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -223,8 +228,11 @@ class Service(Dispatching, Deliveries):
         """A reply to one of our pictures with a new prompt: a variation of that picture."""
         from bot.commands import Draw, parse
 
-        parent = await self.db.jobs.find_by_message(caller.platform, chat_id, message_id)
-        if parent is None or parent.status is not JobStatus.DONE or parent.deleted:
+        found = await self.db.jobs.find_picture(caller.platform, chat_id, message_id)
+        if found is None:
+            return None
+        parent, picture = found
+        if parent.status is not JobStatus.DONE or parent.deleted or picture >= len(parent.image_paths):
             return None
         user = await self.user_for(caller)
         lang = self.language(user)
@@ -237,12 +245,13 @@ class Service(Dispatching, Deliveries):
         request = replace(
             command.request,
             kind=Kind.VARIATION,
-            source_image=str(self.images.resolve(parent.image_paths[0])),
+            source_image=str(self.images.resolve(parent.image_paths[picture])),
             strength=self.profile.strong_strength,
             width=parent.request["width"],
             height=parent.request["height"],
         )
-        return await self.handle(caller, Draw(request, parent_id=parent.id), reply_to, idempotency_key)
+        draw = Draw(request, parent_id=parent.id, style=command.style)
+        return await self.handle(caller, draw, reply_to, idempotency_key)
 
     async def press(self, caller: Caller, data: str, reply_to: dict, idempotency_key: str | None = None) -> Reply:
         """A button press; the id is checked against the database, forged or stale ones get an alert."""
@@ -252,8 +261,8 @@ class Service(Dispatching, Deliveries):
         if parsed is None:
             user = await self.user_for(caller)
             return Reply(t("stale_button", self.language(user)), self.language(user), alert=True)
-        action, job_id = parsed
-        return await self.handle(caller, ButtonPress(action, job_id), reply_to, idempotency_key)
+        action, job_id, picture = parsed
+        return await self.handle(caller, ButtonPress(action, job_id, picture), reply_to, idempotency_key)
 
     async def attach_status_message(self, job_id: int, **where: Any) -> None:
         """Remember the status message an adapter posted, so progress edits find it after a restart."""
@@ -279,24 +288,49 @@ class Service(Dispatching, Deliveries):
         *,
         parent_id: int | None = None,
         idempotency_key: str | None = None,
+        style: str | None = None,
     ) -> Reply:
-        """Validate, check quota and pending atomically, persist, then queue.  Stored before 'queued'."""
+        """Style, validate, moderate and pace; then check quota and pending atomically, persist, and
+        queue.  Stored before 'queued'."""
         lang = self.language(user)
+        stored: dict[str, Any] = {}
+        if style is not None:
+            preset = self.styles.get(style)
+            if preset is None:
+                names = ", ".join(s.name for s in self.styles.all())
+                raise UserError("unknown_style", name=style[:40], styles=names, example="/styles")
+            request = preset.apply(request, self.profile)
+            stored["style"] = preset.name
         request = validate(request, self.profile)
+        # A re-sent update must get its job back, never a cooldown or a second strike.
+        resent = idempotency_key is not None and await self.db.jobs.find_by_key(idempotency_key) is not None
+        sensitive = False
+        previous_mark = None
+        if not resent:
+            sensitive = await self._moderate(caller, user, request)
+            previous_mark = self._pace(caller, user)
         acceptance = await self.db.jobs.accept(
             user_id=user.id,
             platform=caller.platform,
             reply_to=reply_to,
-            request=request.to_dict(),
+            request={**request.to_dict(), **stored},
             kind=request.kind.value,
             day=self.today(),
             daily_limit=self.daily_limit(caller, user),
             max_pending=self.settings.max_pending,
             parent_id=parent_id,
             idempotency_key=idempotency_key,
+            cost=request.count,
+            sensitive=sensitive,
         )
+        if acceptance.outcome is not Outcome.ACCEPTED and not resent:
+            self.moderator.undo_cooldown(user.id, previous_mark)
         if acceptance.outcome is Outcome.QUOTA:
-            raise UserError("quota_exceeded", limit=self.daily_limit(caller, user), resets=self.resets_in())
+            limit = self.daily_limit(caller, user)
+            left = max(0, (limit or 0) - acceptance.used)
+            if left > 0:  # some left, not enough for the whole batch
+                raise UserError("quota_not_enough", count=request.count, left=left)
+            raise UserError("quota_exceeded", limit=limit, resets=self.resets_in())
         if acceptance.outcome is Outcome.PENDING:
             jobs = ", ".join(f"#{job.id}" for job in acceptance.pending)
             raise UserError("pending_limit", max_pending=self.settings.max_pending, jobs=jobs)
@@ -319,9 +353,40 @@ class Service(Dispatching, Deliveries):
             return Reply(t("already_have", lang, job_id=job.id, status=status), lang, job_id=job.id)
         return Reply(self.queued_text(job, lang), lang, job_id=job.id)
 
+    async def _moderate(self, caller: Caller, user: User, request: DrawRequest) -> bool:
+        """Refuse blocked words (a strike) and sensitive words outside age-restricted Discord channels
+        when the server asks for that; True when the picture must go out behind a spoiler."""
+        admin = self.is_admin(caller)
+        if not admin and (left := await self.moderator.limited_for(user.id)) > 0:
+            raise UserError("rate_limited", wait=_duration(math.ceil(left)))
+        scope = scope_for(caller)
+        verdict = await self.moderator.judge(scope, request.prompt, request.negative_prompt)
+        if verdict.blocked is not None:
+            log.info("refused a prompt from %s:%s: it matches a blocked entry", caller.platform, caller.user_id)
+            self.metrics.refusals.labels("blocked").inc()
+            if not admin:
+                await self.moderator.strike(user.id, scope)
+            raise UserError("blocked_prompt")
+        needs_nsfw = self.settings.nsfw_channels_only and caller.platform == "discord"
+        if verdict.sensitive and needs_nsfw and caller.nsfw_channel is not True:
+            self.metrics.refusals.labels("sensitive").inc()
+            raise UserError("sensitive_nsfw_only")
+        return verdict.sensitive
+
+    def _pace(self, caller: Caller, user: User) -> float | None:
+        """The per-user cooldown against raids; admins never wait.  Returns the mark to undo with."""
+        if self.is_admin(caller):
+            return None
+        left = self.moderator.cooldown_left(user.id)
+        if left > 0:
+            self.metrics.refusals.labels("cooldown").inc()
+            raise UserError("cooldown", wait=_duration(math.ceil(left)))
+        return self.moderator.start_cooldown(user.id)
+
     def _enqueue(self, job: Job) -> None:
         request = job.request
-        self._costs[job.id] = self.eta.estimate(request["width"], request["height"], request["steps"])
+        one = self.eta.estimate(request["width"], request["height"], request["steps"])
+        self._costs[job.id] = one * job.count
         self.queue.push(job.id, f"{job.platform}:{job.user_id}")
         self._enqueued_at[job.id] = time.monotonic()
 
@@ -406,18 +471,19 @@ class Service(Dispatching, Deliveries):
 
     # -- buttons --------------------------------------------------------------------------------
 
-    def request_for_action(self, action: Action, parent: Job) -> DrawRequest:
-        """The new request a button press makes from a finished job."""
+    def request_for_action(self, action: Action, parent: Job, picture: int = 0) -> DrawRequest:
+        """The new request a button press makes from a finished job (from one picture of a batch)."""
         base = DrawRequest.from_dict(parent.request)
-        source = str(self.images.resolve(parent.image_paths[0]))
-        if action is Action.REROLL:
+        if action is Action.REROLL:  # the whole batch again
             return replace(base, seed=-1)
+        source = str(self.images.resolve(parent.image_paths[picture]))
         if action in (Action.VARY_SUBTLE, Action.VARY_STRONG):
             strength = self.profile.subtle_strength if action is Action.VARY_SUBTLE else self.profile.strong_strength
-            return replace(base, kind=Kind.VARIATION, source_image=source, strength=strength, seed=-1)
+            return replace(base, kind=Kind.VARIATION, source_image=source, strength=strength, seed=-1, count=1)
         width, height = self.upscaled_size(base.width, base.height)
+        seed = seed_for(parent.seed, picture) if parent.seed is not None else -1
         return replace(
-            base, kind=Kind.UPSCALE, source_image=source, width=width, height=height, strength=None, seed=parent.seed
+            base, kind=Kind.UPSCALE, source_image=source, width=width, height=height, strength=None, seed=seed, count=1
         )
 
     def upscaled_size(self, width: int, height: int) -> tuple[int, int]:

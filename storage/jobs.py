@@ -242,12 +242,13 @@ class Jobs:
         return counts
 
     async def recent_durations(self, limit: int = 50) -> list[tuple[int, int, int, float]]:
-        """(width, height, steps, seconds) of the latest `limit` done jobs, oldest first, so an ETA
-        estimator fed in order ends on the newest."""
+        """(width, height, steps, seconds per picture) of the latest `limit` done jobs, oldest first, so
+        an ETA estimator fed in order ends on the newest."""
         rows = await self._db.fetch_all(
             "SELECT * FROM ("
             "  SELECT id, json_extract(request, '$.width') AS width, json_extract(request, '$.height') AS height,"
-            "   json_extract(request, '$.steps') AS steps, json_extract(timings, '$.total') AS seconds"
+            "   json_extract(request, '$.steps') AS steps,"
+            "   json_extract(timings, '$.total') / COALESCE(json_extract(request, '$.count'), 1) AS seconds"
             "  FROM jobs WHERE status = 'done'"
             "   AND width IS NOT NULL AND height IS NOT NULL AND steps IS NOT NULL AND seconds IS NOT NULL"
             "  ORDER BY id DESC LIMIT ?"

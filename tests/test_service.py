@@ -7,7 +7,8 @@ import asyncio
 
 import torch
 
-from bot.buttons import Action, button_id
+from bot.buttons import BUTTON_ROW, Action, button_id
+from bot.messages import t
 from bot.service import Caller, Delivery
 from storage.jobs import JobStatus
 
@@ -83,14 +84,11 @@ async def test_draw_is_stored_before_queued_and_delivered_once(make_app):
     job = await settled(app, reply.job_id)
     assert job.status is JobStatus.DONE and job.seed == 42
     assert delivery.image_path.exists()
-    assert [label for _, label in delivery.buttons] == [
-        "Reroll",
-        "Vary (subtle)",
-        "Vary (strong)",
-        "Upscale 2x",
-        "Params",
-        "Delete",
-    ] or len(delivery.buttons) == 6
+    assert [button_id for button_id, _ in delivery.all_buttons] == [
+        f"easel:{action.value}:{job.id}" for action in Action if action in BUTTON_ROW
+    ]
+    assert [len(row) for row in delivery.buttons] == [3, 3]
+    assert [label for _, label in delivery.all_buttons][0] == t("button.reroll", "en")
     assert "42" in delivery.caption and "320x208" in delivery.caption
     from PIL import Image
 

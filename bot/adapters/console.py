@@ -86,7 +86,7 @@ class ConsoleAdapter:
         self._print(f"  {_bar(text)}")
 
     async def deliver(self, delivery: Delivery) -> None:
-        lines = [delivery.caption, f"  -> {delivery.image_path}", *delivery.notes]
+        lines = [delivery.caption, *(f"  -> {path}" for path in delivery.image_paths), *delivery.notes]
         self._print("\n".join(lines))
         self._settled.set()
 

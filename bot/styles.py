@@ -1,0 +1,181 @@
+"""Style presets: `--style anime` wraps the user's words in a tested prompt template, adds a negative
+prompt and, when the user chose no shape, a default aspect ratio.
+
+A few presets ship built in; admins add or override presets in a TOML file (`EASEL_STYLES_FILE`,
+default `<data dir>/styles.toml`), read again when it changes:
+
+    [neon]
+    prompt = "{prompt}, neon signs, synthwave palette, night"
+    negative = "daylight"
+    aspect_ratio = "16:9"
+    description = "Neon night"
+    description_zh = "霓虹夜景"
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import tomllib
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from engine.errors import InvalidRequest
+from engine.request import DrawRequest, ModelProfile, size_for_ratio
+
+log = logging.getLogger(__name__)
+
+PLACEHOLDER = "{prompt}"
+NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
+_RATIO = re.compile(r"([0-9]{1,3}):([0-9]{1,3})")
+
+
+@dataclass(frozen=True)
+class Style:
+    name: str
+    prompt: str  # a template; {prompt} is where the user's words go
+    negative: str = ""
+    aspect_ratio: str | None = None
+    description: str = ""
+    description_zh: str = ""
+
+    def describe(self, lang: str) -> str:
+        return (self.description_zh if lang == "zh" else "") or self.description
+
+    def apply(self, request: DrawRequest, profile: ModelProfile) -> DrawRequest:
+        """The request with the template around its prompt; the user's own choices win."""
+        # replace(), not format(): the user's words may hold braces.
+        prompt = self.prompt.replace(PLACEHOLDER, request.prompt)
+        negative = ", ".join(part for part in (request.negative_prompt, self.negative) if part)
+        width, height = request.width, request.height
+        if width is None and height is None and self.aspect_ratio:
+            width, height = size_for_ratio(*_ratio(self.aspect_ratio), profile)
+        return replace(request, prompt=prompt, negative_prompt=negative, width=width, height=height)
+
+
+BUILT_IN: tuple[Style, ...] = (
+    Style(
+        "photo",
+        "{prompt}, professional photograph, 35mm lens, natural light, realistic textures, shallow depth of field",
+        "illustration, painting, cartoon, cgi, 3d render",
+        None,
+        "Realistic photograph",
+        "写实摄影",
+    ),
+    Style(
+        "anime",
+        "anime illustration of {prompt}, cel shading, clean line art, vibrant colors, detailed background",
+        "photo, realistic, 3d render",
+        "2:3",
+        "Anime illustration, portrait shape",
+        "日系动漫插画，竖构图",
+    ),
+    Style(
+        "watercolor",
+        "watercolor painting of {prompt}, soft washes, visible paper texture, gentle color bleeding",
+        "photo, 3d render, hard digital lines",
+        None,
+        "Watercolor on paper",
+        "纸上水彩",
+    ),
+    Style(
+        "ink",
+        "traditional Chinese ink wash painting of {prompt}, sumi-e brush strokes, monochrome ink, rice paper,"
+        " generous empty space",
+        "color, photo, 3d render",
+        "2:3",
+        "Chinese ink wash (shuimo)",
+        "中国水墨画",
+    ),
+    Style(
+        "cinematic",
+        "cinematic film still of {prompt}, anamorphic lens, dramatic lighting, color graded, subtle film grain",
+        "cartoon, illustration, flat lighting",
+        "16:9",
+        "Film still, wide screen",
+        "电影剧照，宽银幕",
+    ),
+)
+
+
+class InvalidStyle(ValueError):
+    pass
+
+
+def style_from(name: str, table: object, profile: ModelProfile) -> Style:
+    """One preset from its TOML table, or InvalidStyle saying what is wrong."""
+    if not NAME.fullmatch(name):
+        raise InvalidStyle(f"name {name!r}: use 1-32 lower-case letters, digits, - or _")
+    if not isinstance(table, dict):
+        raise InvalidStyle(f"{name}: expected a table of settings")
+    prompt = table.get("prompt")
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise InvalidStyle(f"{name}: `prompt` is missing")
+    if PLACEHOLDER not in prompt:
+        prompt = f"{PLACEHOLDER}, {prompt}"
+    ratio = table.get("aspect_ratio")
+    if ratio is not None:
+        try:
+            size_for_ratio(*_ratio(str(ratio)), profile)
+        except (InvalidRequest, InvalidStyle) as error:
+            raise InvalidStyle(f"{name}: aspect_ratio {ratio!r} is not usable") from error
+    texts = {key: table.get(key, "") for key in ("negative", "description", "description_zh")}
+    if not all(isinstance(value, str) for value in texts.values()):
+        raise InvalidStyle(f"{name}: negative and descriptions must be text")
+    return Style(name, prompt, texts["negative"], ratio and str(ratio), texts["description"], texts["description_zh"])
+
+
+def _ratio(text: str) -> tuple[int, int]:
+    match = _RATIO.fullmatch(text.strip())
+    if match is None:
+        raise InvalidStyle(f"aspect ratio {text!r}")
+    return int(match[1]), int(match[2])
+
+
+class StyleBook:
+    """The built-in presets plus the admins' file (which may override a built-in by name)."""
+
+    def __init__(self, path: Path | None, profile: ModelProfile) -> None:
+        self.path = path
+        self.profile = profile
+        self._stamp: tuple[float, int] | None = None
+        self._custom: dict[str, Style] = {}
+        self.problems: list[str] = []  # what the last read of the file skipped, for `easel doctor`
+
+    def all(self) -> list[Style]:
+        self._refresh()
+        styles = {style.name: style for style in BUILT_IN}
+        styles.update(self._custom)
+        return list(styles.values())
+
+    def get(self, name: str) -> Style | None:
+        return next((style for style in self.all() if style.name == name.lower()), None)
+
+    def _refresh(self) -> None:
+        if self.path is None:
+            return
+        try:
+            stat = self.path.stat()
+        except OSError:
+            self._stamp, self._custom = None, {}
+            return
+        stamp = (stat.st_mtime, stat.st_size)
+        if stamp == self._stamp:
+            return
+        self._stamp = stamp
+        try:
+            tables = tomllib.loads(self.path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
+            self.problems = [f"{self.path}: {error}"]
+            log.error("style presets in %s not read: %s; keeping the previous ones", self.path, error)
+            return
+        custom: dict[str, Style] = {}
+        problems = []
+        for name, table in tables.items():
+            try:
+                custom[name] = style_from(name, table, self.profile)
+            except InvalidStyle as error:
+                problems.append(str(error))
+                log.warning("style preset skipped: %s", error)
+        self._custom, self.problems = custom, problems
+        log.info("style presets: %d from %s", len(custom), self.path)
