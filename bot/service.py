@@ -270,8 +270,8 @@ class Service(Dispatching, Deliveries):
         if job is not None:
             await self.db.jobs.update_reply_to(job_id, {**job.reply_to, **where})
 
-    async def record_message(self, job_id: int, platform: str, chat_id: str, message_id: str) -> None:
-        await self.db.jobs.record_message(job_id, platform, chat_id, message_id)
+    async def record_message(self, job_id: int, platform: str, chat_id: str, message_id: str, picture: int = 0) -> None:
+        await self.db.jobs.record_message(job_id, platform, chat_id, message_id, picture)
 
     async def messages_of(self, job_id: int, platform: str) -> list[tuple[str, str]]:
         """Every message posted for a job (the picture, a lossless PNG...), e.g. to delete them all."""

@@ -195,8 +195,8 @@ async def test_commands_sync_to_each_configured_guild_with_bounds_from_the_profi
 ) -> None:
     bot = await start_bot(DISCORD_GUILD_IDS="111,222")
 
-    names = ["draw", "cancel", "history", "show", "quota", "settings", "help"]
-    names += ["ban", "unban", "setquota", "setrole", "queue", "stats"]
+    names = ["draw", "styles", "cancel", "history", "show", "quota", "settings", "help"]
+    names += ["ban", "unban", "setquota", "setrole", "queue", "stats", "block", "sensitive"]
     assert fake.synced_command_names(111) == fake.synced_command_names(222) == names
     assert None not in fake.commands  # nothing global when guilds are configured
     profile = bot.app.service.profile
@@ -205,6 +205,9 @@ async def test_commands_sync_to_each_configured_guild_with_bounds_from_the_profi
     assert (options["steps"]["min_value"], options["steps"]["max_value"]) == (profile.min_steps, profile.max_steps)
     assert (options["cfg"]["min_value"], options["cfg"]["max_value"]) == (profile.min_cfg, profile.max_cfg)
     assert options["prompt"]["required"] and not options["seed"]["required"]
+    assert (options["count"]["min_value"], options["count"]["max_value"]) == (1, profile.max_count)
+    styles = [style.name for style in bot.app.service.styles.all()]
+    assert [c["value"] for c in options["style"]["choices"]] == styles and "anime" in styles
 
 
 async def test_command_descriptions_are_synced_in_chinese_too(start_bot, fake: FakeDiscord) -> None:

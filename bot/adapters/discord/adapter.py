@@ -97,7 +97,8 @@ class DiscordAdapter:
         self.client.add_dynamic_items(ResultButton)
         tree = self.client.tree
         await tree.set_translator(CatalogueTranslator())
-        for command in build_commands(self.service.profile, self.on_command):
+        styles = [style.name for style in self.service.styles.all()]
+        for command in build_commands(self.service.profile, self.on_command, styles):
             tree.add_command(command)
         try:
             if self.settings.discord_guild_ids:
@@ -137,7 +138,12 @@ class DiscordAdapter:
             return
         origin = Origin.from_message(message)
         caller = Caller(
-            self.platform, origin.user_id, message.author.name, chat_id=origin.channel_id, guild_id=origin.guild_id
+            self.platform,
+            origin.user_id,
+            message.author.name,
+            chat_id=origin.channel_id,
+            guild_id=origin.guild_id,
+            nsfw_channel=_is_nsfw(message.channel),
         )
         text = re.sub(rf"<@!?{me.id}>", " ", message.content).strip()
         reply = await self.service.vary_from_picture(
@@ -213,21 +219,34 @@ class DiscordAdapter:
             self._status.pop(job.id, None)
 
     async def deliver(self, delivery: Delivery) -> None:
-        """The picture, its caption and buttons, as a message that mentions the owner; raises if unsent."""
+        """The picture (or a batch's pictures), its caption and buttons, as a message that mentions
+        the owner; raises if unsent.  Sensitive pictures go as spoiler attachments, which an embed
+        image cannot be."""
         job, lang = delivery.job, delivery.language
         origin = Origin.from_reply_to(job.reply_to)
         await self._wait_until_answered(origin)
-        upload = await asyncio.to_thread(fit_to_limit, delivery.image_path, origin.attachment_size_limit)
-        filename = f"easel-{job.id}.{upload.extension}"
-        notes = [*delivery.notes, *([t("oversize_note", lang)] if upload.reencoded else [])]
+        uploads = [
+            await asyncio.to_thread(fit_to_limit, path, origin.attachment_size_limit) for path in delivery.image_paths
+        ]
+        single = len(uploads) == 1
+        names = [
+            f"easel-{job.id}.{upload.extension}" if single else f"easel-{job.id}-{index + 1}.{upload.extension}"
+            for index, upload in enumerate(uploads)
+        ]
+        reencoded = any(upload.reencoded for upload in uploads)
+        notes = [*delivery.notes, *([t("oversize_note", lang)] if reencoded else [])]
         # Prompts are user text: no masked links or headings under the bot's name.
         caption = discord.utils.escape_markdown(delivery.caption)
         embed = discord.Embed(description="\n\n".join([caption, *notes]))
-        embed.set_image(url=f"attachment://{filename}")
+        if single and not delivery.spoiler:
+            embed.set_image(url=f"attachment://{names[0]}")
 
         def parts() -> dict[str, Any]:
-            file = discord.File(io.BytesIO(upload.data), filename=filename)
-            return {"file": file, "embed": embed, "view": result_view(delivery.buttons)}
+            files = [
+                discord.File(io.BytesIO(upload.data), filename=name, spoiler=delivery.spoiler)
+                for upload, name in zip(uploads, names, strict=True)
+            ]
+            return {"files": files, "embed": embed, "view": result_view(delivery.buttons)}
 
         late = t("token_expired_mention", lang, mention=origin.mention)
         message = await self._post(origin, origin.mention, late, parts)
@@ -329,14 +348,24 @@ def _intents(settings: Settings) -> discord.Intents:
 
 def _caller(interaction: discord.Interaction) -> Caller:
     user = interaction.user
+    in_guild = interaction.guild_id is not None
     return Caller(
         "discord",
         str(user.id),
         name=user.name,
         language=str(interaction.locale) if interaction.locale else None,
         chat_id=str(interaction.channel_id),
-        guild_id=str(interaction.guild_id) if interaction.guild_id else None,
+        guild_id=str(interaction.guild_id) if in_guild else None,
+        nsfw_channel=_is_nsfw(interaction.channel),
+        # Whoever may manage the server may keep its word lists.
+        chat_admin=in_guild and interaction.permissions.manage_guild,
     )
+
+
+def _is_nsfw(channel: object) -> bool:
+    """Age-restricted: a flag of guild channels (threads take their parent's); never a DM."""
+    is_nsfw = getattr(channel, "is_nsfw", None)
+    return bool(is_nsfw()) if callable(is_nsfw) else False
 
 
 def _token_dead(error: discord.HTTPException) -> bool:

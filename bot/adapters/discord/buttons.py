@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 
 import discord
 
-TEMPLATE = r"easel:(?P<action>[a-z_]+):(?P<job_id>[0-9]+)"
+TEMPLATE = r"easel:(?P<action>[a-z_]+):(?P<job_id>[0-9]+)(?::(?P<picture>[0-9]+))?"
 
 PressHandler = Callable[[discord.Interaction, str], Awaitable[None]]
 
@@ -16,9 +16,9 @@ PressHandler = Callable[[discord.Interaction, str], Awaitable[None]]
 class ResultButton(discord.ui.DynamicItem[discord.ui.Button], template=TEMPLATE):
     """A press hands the raw custom_id to the client's `on_easel_press`; the service judges it."""
 
-    def __init__(self, custom_id: str, label: str | None = None, action: str = "") -> None:
+    def __init__(self, custom_id: str, label: str | None = None, action: str = "", row: int | None = None) -> None:
         style = discord.ButtonStyle.danger if action == "delete" else discord.ButtonStyle.secondary
-        super().__init__(discord.ui.Button(custom_id=custom_id, label=label, style=style))
+        super().__init__(discord.ui.Button(custom_id=custom_id, label=label, style=style), row=row)
 
     @classmethod
     async def from_custom_id(
@@ -31,10 +31,11 @@ class ResultButton(discord.ui.DynamicItem[discord.ui.Button], template=TEMPLATE)
         await on_press(interaction, self.item.custom_id or "")
 
 
-def result_view(buttons: list[tuple[str, str]]) -> discord.ui.View:
-    """The service's (custom_id, label) pairs as a view; five to a row, as Discord allows."""
+def result_view(rows: list[list[tuple[str, str]]]) -> discord.ui.View:
+    """The service's rows of (custom_id, label) as a view, row for row (Discord allows five rows of five)."""
     view = discord.ui.View(timeout=None)
-    for custom_id, label in buttons:
-        match = re.fullmatch(TEMPLATE, custom_id)
-        view.add_item(ResultButton(custom_id, label, match["action"] if match else ""))
+    for row, buttons in enumerate(rows[:5]):
+        for custom_id, label in buttons[:5]:
+            match = re.fullmatch(TEMPLATE, custom_id)
+            view.add_item(ResultButton(custom_id, label, match["action"] if match else "", row=row))
     return view

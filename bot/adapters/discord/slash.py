@@ -30,12 +30,19 @@ def draw_text(
     cfg: float | None = None,
     negative: str | None = None,
     raw: bool = False,
+    count: int | None = None,
+    style: str | None = None,
 ) -> str:
-    """`/draw <prompt> --ar .. --seed .. --steps .. --cfg .. --raw --no ..`; `--no` last, as it takes
-    every word after it.  Flags typed inside the prompt still count (the parser reads them all)."""
+    """`/draw <prompt> --ar .. --n .. --style .. --seed .. --steps .. --cfg .. --raw --no ..`; `--no`
+    last, as it takes every word after it.  Flags typed inside the prompt still count (the parser
+    reads them all)."""
     parts = ["/draw", prompt]
     if aspect_ratio:
         parts += ["--ar", aspect_ratio]
+    if count is not None:
+        parts += ["--n", str(count)]
+    if style:
+        parts += ["--style", style]
     if seed is not None:
         parts += ["--seed", str(seed)]
     if steps is not None:
@@ -60,9 +67,11 @@ def target(user: str) -> str:
     return f"discord:{match[1]}" if match else user.strip()
 
 
-def build_commands(profile: ModelProfile, run: Runner) -> list[app_commands.Command]:
-    """Every command, with option bounds and choices from the model profile."""
+def build_commands(profile: ModelProfile, run: Runner, styles: list[str] | None = None) -> list[app_commands.Command]:
+    """Every command, with option bounds and choices from the model profile and the style presets."""
     ratios = [app_commands.Choice(name=ratio, value=ratio) for ratio in list(profile.aspect_ratios)[:MAX_CHOICES]]
+    style_choices = [app_commands.Choice(name=name, value=name) for name in (styles or [])[:MAX_CHOICES]]
+    actions = [app_commands.Choice(name=action, value=action) for action in ("add", "remove", "list")]
     setting_keys = [app_commands.Choice(name=key, value=key) for key in SETTINGS]
     values = dict.fromkeys(value for choices in SETTINGS.values() for value in choices)
     setting_values = [app_commands.Choice(name=value, value=value) for value in values]
@@ -76,12 +85,16 @@ def build_commands(profile: ModelProfile, run: Runner) -> list[app_commands.Comm
         cfg="Follow the words more strictly (slower)",
         negative="Things to leave out (acts when cfg is above 1)",
         raw="Use your words exactly, without touch-ups",
+        count="How many pictures (each counts towards your quota)",
+        style="A style preset (see /styles)",
     )
-    @app_commands.choices(aspect_ratio=ratios)
+    @app_commands.choices(aspect_ratio=ratios, **({"style": style_choices} if style_choices else {}))
     async def draw(
         interaction: discord.Interaction,
         prompt: str,
         aspect_ratio: str = None,
+        count: app_commands.Range[int, 1, profile.max_count] = None,
+        style: str = None,
         seed: app_commands.Range[int, 0, MAX_SEED] = None,
         steps: app_commands.Range[int, profile.min_steps, profile.max_steps] = None,
         cfg: app_commands.Range[float, profile.min_cfg, profile.max_cfg] = None,
@@ -89,8 +102,41 @@ def build_commands(profile: ModelProfile, run: Runner) -> list[app_commands.Comm
         raw: bool = False,
     ) -> None:
         """Draw a picture from your words."""
-        text = draw_text(prompt, aspect_ratio=aspect_ratio, seed=seed, steps=steps, cfg=cfg, negative=negative, raw=raw)
+        text = draw_text(
+            prompt,
+            aspect_ratio=aspect_ratio,
+            seed=seed,
+            steps=steps,
+            cfg=cfg,
+            negative=negative,
+            raw=raw,
+            count=count,
+            style=style,
+        )
         await run(interaction, text)
+
+    @app_commands.command()
+    async def styles(interaction: discord.Interaction) -> None:
+        """The style presets."""
+        await run(interaction, "/styles")
+
+    @app_commands.command()
+    @app_commands.describe(
+        action="add, remove or list", term="The word or phrase (re:pattern for a regular expression)"
+    )
+    @app_commands.choices(action=actions)
+    async def block(interaction: discord.Interaction, action: str, term: str = None) -> None:
+        """Admins: this server's blocked words."""
+        await run(interaction, line("/block", action, term))
+
+    @app_commands.command()
+    @app_commands.describe(
+        action="add, remove or list", term="The word or phrase (re:pattern for a regular expression)"
+    )
+    @app_commands.choices(action=actions)
+    async def sensitive(interaction: discord.Interaction, action: str, term: str = None) -> None:
+        """Admins: words whose pictures go behind a spoiler."""
+        await run(interaction, line("/sensitive", action, term))
 
     @app_commands.command()
     @app_commands.describe(job="The job number (default: your latest waiting one)")
@@ -161,4 +207,21 @@ def build_commands(profile: ModelProfile, run: Runner) -> list[app_commands.Comm
         """Admins: totals and workers."""
         await run(interaction, "/stats")
 
-    return [draw, cancel, history, show, quota, settings, help_, ban, unban, setquota, setrole, queue, stats]
+    return [
+        draw,
+        styles,
+        cancel,
+        history,
+        show,
+        quota,
+        settings,
+        help_,
+        ban,
+        unban,
+        setquota,
+        setrole,
+        queue,
+        stats,
+        block,
+        sensitive,
+    ]

@@ -19,10 +19,20 @@ from pathlib import Path
 from typing import TypeVar
 
 from PIL import Image
-from telegram import Bot, CallbackQuery, InlineKeyboardButton, InlineKeyboardMarkup, Message, ReplyParameters
+from telegram import (
+    Bot,
+    CallbackQuery,
+    InlineKeyboardButton,
+    InlineKeyboardMarkup,
+    InputMediaDocument,
+    InputMediaPhoto,
+    Message,
+    ReplyParameters,
+)
 from telegram.error import BadRequest, Forbidden, RetryAfter, TelegramError
 
 from bot.adapters.telegram.fitting import MAX_ANSWER, MAX_TEXT, caption_for, fit, fits_as_photo, utf16_length
+from bot.messages import t
 from bot.service import Delivery, Reply, Service, Undeliverable
 from storage.jobs import Job, JobStatus
 
@@ -30,8 +40,8 @@ log = logging.getLogger(__name__)
 
 FLOOD_RETRIES = 5
 FLOOD_MARGIN_S = 0.1  # a little past the wait Telegram names
-BUTTONS_PER_ROW = 3
 T = TypeVar("T")
+UPLOAD_TIMEOUTS = {"read_timeout": 60, "write_timeout": 120}
 
 
 @dataclass(frozen=True)
@@ -131,10 +141,15 @@ class Outbox:
             log.warning("telegram: status of job %s not edited: %s", job.id, error)
 
     async def deliver(self, delivery: Delivery) -> None:
-        """Send the picture with its buttons as a reply to the request, then clear the status message."""
+        """Send the picture (or a batch as an album) with its buttons as a reply to the request, then
+        clear the status message."""
+        pictures = [await asyncio.to_thread(_read_picture, path) for path in delivery.image_paths]
+        if len(pictures) > 1:
+            await self._deliver_album(delivery, pictures)
+            return
         job = delivery.job
         where = _where(job)
-        data, (width, height) = await asyncio.to_thread(_read_picture, delivery.image_path)
+        data, (width, height) = pictures[0]
         as_photo = fits_as_photo(len(data), width, height)
         filename = f"easel-{job.id}.png"
         options = {
@@ -143,21 +158,95 @@ class Outbox:
             "reply_parameters": _replying(where.reply_to_message_id),
             "filename": filename,
         }
-        sent = await self._send_picture(where.chat_id, data, as_photo, options)
+        sent = await self._send_picture(where.chat_id, data, as_photo, options, delivery.spoiler)
         # The picture is out.  From here on nothing may raise: a raise means "send it again".
         await self._remember(job.id, where.chat_id, sent.message_id)
-        if delivery.send_png and as_photo:
+        # A document shows its picture unhidden: no lossless copy of a sensitive picture.
+        if delivery.send_png and as_photo and not delivery.spoiler:
             await self._send_png(job.id, where.chat_id, data, filename, sent.message_id)
         await self._clear_status(job.id)
 
-    async def _send_picture(self, chat_id: int, data: bytes, as_photo: bool, options: dict):
+    async def _deliver_album(self, delivery: Delivery, pictures: list[tuple[bytes, tuple[int, int]]]) -> None:
+        """A batch: one album (photos, or documents when one is too big for a photo), then the
+        buttons in a message of their own, as albums cannot carry any."""
+        job = delivery.job
+        where = _where(job)
+        as_photos = all(fits_as_photo(len(data), *size) for data, size in pictures)
+        caption = caption_for(delivery.caption, delivery.notes)
+        names = [f"easel-{job.id}-{index + 1}.png" for index in range(len(pictures))]
+
+        def album(photos: bool) -> list[InputMediaPhoto | InputMediaDocument]:
+            media: list[InputMediaPhoto | InputMediaDocument] = []
+            for index, ((data, _), name) in enumerate(zip(pictures, names, strict=True)):
+                text = caption if index == 0 else None
+                if photos:
+                    media.append(InputMediaPhoto(data, caption=text, filename=name, has_spoiler=delivery.spoiler))
+                else:
+                    media.append(InputMediaDocument(data, caption=text, filename=name))
+            return media
+
+        chat_id, replying = where.chat_id, _replying(where.reply_to_message_id)
+
+        async def send(photos: bool) -> tuple[Message, ...]:
+            media = album(photos)
+            return await self._patiently(
+                chat_id, lambda: self.bot.send_media_group(chat_id, media, reply_parameters=replying, **UPLOAD_TIMEOUTS)
+            )
+
+        sent = await self._with_fallback(chat_id, as_photos, send)
+        # The pictures are out: nothing below may raise.
+        for index, message in enumerate(sent):
+            await self._remember(job.id, chat_id, message.message_id, picture=index)
+        lang = delivery.language
+        try:
+            keyboard = await self._patiently(
+                chat_id,
+                lambda: self.bot.send_message(
+                    chat_id,
+                    t("batch_buttons", lang, job_id=job.id),
+                    reply_markup=_keyboard(delivery.buttons),
+                    reply_parameters=_replying(sent[0].message_id),
+                ),
+            )
+            await self._remember(job.id, chat_id, keyboard.message_id)
+        except TelegramError as error:
+            log.warning("telegram: buttons of job %s not sent: %s", job.id, error)
+        if delivery.send_png and as_photos and not delivery.spoiler:
+            try:
+                files = [
+                    InputMediaDocument(data, filename=name) for (data, _), name in zip(pictures, names, strict=True)
+                ]
+                documents = await self._patiently(
+                    chat_id,
+                    lambda: self.bot.send_media_group(
+                        chat_id, files, reply_parameters=_replying(sent[0].message_id), **UPLOAD_TIMEOUTS
+                    ),
+                )
+                for index, message in enumerate(documents):
+                    await self._remember(job.id, chat_id, message.message_id, picture=index)
+            except TelegramError as error:
+                log.warning("telegram: PNG files of job %s not sent: %s", job.id, error)
+        await self._clear_status(job.id)
+
+    async def _send_picture(self, chat_id: int, data: bytes, as_photo: bool, options: dict, spoiler: bool = False):
         """A photo (a document when Telegram refuses the photo), with timeouts sized for uploads."""
         # Generous timeouts: a TimedOut after Telegram took the upload would make the retry a duplicate.
-        options = {**options, "read_timeout": 60, "write_timeout": 120}
-        try:
-            if as_photo:
-                return await self._patiently(chat_id, lambda: self.bot.send_photo(chat_id, data, **options))
+        options = {**options, **UPLOAD_TIMEOUTS}
+
+        async def send(photo: bool):
+            if photo:
+                return await self._patiently(
+                    chat_id, lambda: self.bot.send_photo(chat_id, data, has_spoiler=spoiler, **options)
+                )
             return await self._patiently(chat_id, lambda: self.bot.send_document(chat_id, data, **options))
+
+        return await self._with_fallback(chat_id, as_photo, send)
+
+    async def _with_fallback(self, chat_id: int, as_photo: bool, send: Callable[[bool], Awaitable[T]]) -> T:
+        """Send as photos, or as documents when Telegram refuses the photos; a chat that is gone or
+        has blocked the bot is Undeliverable."""
+        try:
+            return await send(as_photo)
         except Forbidden as error:
             raise Undeliverable(f"telegram chat {chat_id}: {error}") from error
         except BadRequest as error:
@@ -166,7 +255,7 @@ class Outbox:
             if not as_photo:
                 raise
             log.info("telegram: photo refused (%s); sending it as a document", error)
-            return await self._patiently(chat_id, lambda: self.bot.send_document(chat_id, data, **options))
+            return await send(False)
 
     async def notify_failure(self, job: Job, text: str) -> None:
         """Turn the status message into the failure, or reply with it when there is none."""
@@ -213,10 +302,10 @@ class Outbox:
             return
         await self._remember(job_id, chat_id, sent.message_id)
 
-    async def _remember(self, job_id: int, chat_id: int, message_id: int) -> None:
+    async def _remember(self, job_id: int, chat_id: int, message_id: int, picture: int = 0) -> None:
         """Map the message back to its job (for replies to it); a failure only costs that mapping."""
         try:
-            await self.service.record_message(job_id, "telegram", str(chat_id), str(message_id))
+            await self.service.record_message(job_id, "telegram", str(chat_id), str(message_id), picture)
         except Exception:
             log.exception("telegram: could not record message %s of job %s", message_id, job_id)
 
@@ -248,11 +337,11 @@ def _where(job: Job) -> Where:
     return where
 
 
-def _keyboard(buttons: list[tuple[str, str]]) -> InlineKeyboardMarkup | None:
-    """The service's (button id, label) pairs, three to a row; the id is the callback data."""
-    keys = [InlineKeyboardButton(label, callback_data=button_id) for button_id, label in buttons]
-    rows = [keys[i : i + BUTTONS_PER_ROW] for i in range(0, len(keys), BUTTONS_PER_ROW)]
-    return InlineKeyboardMarkup(rows) if rows else None
+def _keyboard(rows: list[list[tuple[str, str]]]) -> InlineKeyboardMarkup | None:
+    """The service's rows of (button id, label); the id is the callback data."""
+    keys = [[InlineKeyboardButton(label, callback_data=button_id) for button_id, label in row] for row in rows]
+    keys = [row for row in keys if row]
+    return InlineKeyboardMarkup(keys) if keys else None
 
 
 def _replying(message_id: int | None) -> ReplyParameters | None:
