@@ -2,7 +2,7 @@
 asyncio, no chat library, no storage."""
 
 from engine.errors import BadOutput, Cancelled, EngineError, InvalidRequest, ModelNotFound, NeedsGPU, OutOfMemory
-from engine.request import TINY, Z_IMAGE_TURBO, DrawRequest, Kind, ModelProfile, profile_for, validate
+from engine.request import TINY, Z_IMAGE_TURBO, DrawRequest, Kind, ModelProfile, profile_for, seed_for, validate
 
 __all__ = [
     "TINY",
@@ -18,5 +18,6 @@ __all__ = [
     "NeedsGPU",
     "OutOfMemory",
     "profile_for",
+    "seed_for",
     "validate",
 ]

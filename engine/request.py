@@ -68,6 +68,7 @@ class ModelProfile:
     transformer_gb: float = 11.5
     text_encoder_gb: float = 7.5
     vae_gb: float = 0.16
+    max_count: int = 4
 
     @property
     def model_gb(self) -> float:
@@ -95,6 +96,12 @@ TINY = ModelProfile(
 )
 
 
+def seed_for(seed: int, index: int) -> int:
+    """The seed of picture `index` of a batch whose first picture has `seed`: redraw that picture
+    alone with `--seed seed_for(seed, index)`."""
+    return (seed + index) % (MAX_SEED + 1)
+
+
 def profile_for(model: str) -> ModelProfile:
     """The profile for a hub id or directory: the tiny test model says so with a marker file."""
     if (Path(model) / "EASEL_TINY").exists():
@@ -108,7 +115,7 @@ class DrawRequest:
 
     `None` means "the profile's default".  `cfg` is the UI convention (1.0 = no guidance);
     the engine hands `cfg - 1` to diffusers.  `source_image` is a path to a PNG on disk for the
-    image-to-image kinds.
+    image-to-image kinds.  `count` pictures are drawn, picture i with `seed_for(seed, i)`.
     """
 
     prompt: str
@@ -122,6 +129,7 @@ class DrawRequest:
     kind: Kind = Kind.TXT2IMG
     source_image: str | None = None
     strength: float | None = None
+    count: int = 1
 
     def to_dict(self) -> dict:
         data = self.__dict__.copy()
@@ -191,6 +199,10 @@ def validate(request: DrawRequest, profile: ModelProfile) -> DrawRequest:
     seed = request.seed
     if not isinstance(seed, int) or not (seed == RANDOM_SEED or 0 <= seed <= MAX_SEED):
         raise InvalidRequest("error.seed_range", value=seed, max=MAX_SEED)
+
+    count = request.count
+    if not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= profile.max_count:
+        raise InvalidRequest("error.count_range", value=count, min=1, max=profile.max_count)
 
     strength = request.strength
     if request.kind is Kind.TXT2IMG:

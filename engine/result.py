@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from PIL import Image
 
 from engine.planner import Plan
-from engine.request import DrawRequest
+from engine.request import DrawRequest, seed_for
 
 
 @dataclass
@@ -22,7 +22,13 @@ class Result:
     retries: list[str] = field(default_factory=list)
     fallbacks: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    batched: bool = False  # True when the pictures were denoised together in one pipeline call
 
     @property
     def image(self) -> Image.Image:
         return self.images[0]
+
+    @property
+    def seeds(self) -> list[int]:
+        """The seed of every picture, in order: each redraws that picture alone."""
+        return [seed_for(self.seed, index) for index in range(len(self.images))]
