@@ -2,7 +2,9 @@
 
 Figures are calibrated on the published Z-Image-Turbo measurements (FACTS.md, 1024x1024, bf16):
 all-on-GPU peaks at ~24.9 GB, model offload at ~13.5 GB, leaf group offload with streams at ~6.6 GB,
-sequential offload at ~1.9 GB.  Activation and VAE-decode memory scale with the pixel count.
+sequential offload at ~1.9 GB.  Activation and VAE-decode memory scale with the pixel count;
+activations also with the number of pictures denoised in one call (`batch`), decode does not (the
+engine decodes a batch one picture at a time).
 """
 
 from __future__ import annotations
@@ -104,11 +106,12 @@ def estimate_peak_gb(
     cfg: float = 1.0,
     vae_tiling: bool = False,
     bytes_per_param: int = 2,
+    batch: int = 1,
 ) -> float:
-    """Peak accelerator memory (GB) for one image under a placement."""
+    """Peak accelerator memory (GB) for `batch` pictures denoised in one call under a placement."""
     mpx = width * height / ONE_MPX
-    batch = 2 if cfg > 1.0 else 1
-    denoise = 2.0 * mpx * batch
+    streams = 2 if cfg > 1.0 else 1  # guidance runs the negative prompt in the same forward
+    denoise = 2.0 * mpx * streams * batch
     decode = 0.8 if vae_tiling else 5.7 * mpx
     weights = profile.model_gb * bytes_per_param / 2
     if placement in (Placement.CPU, Placement.CPU_LOW_MEMORY):
@@ -131,17 +134,30 @@ def _needs_tiling(placement: Placement, width: int, height: int) -> bool:
 
 
 def plan_for(
-    device: DeviceFacts, profile: ModelProfile, width: int, height: int, cfg: float = 1.0, dtype: str | None = None
+    device: DeviceFacts,
+    profile: ModelProfile,
+    width: int,
+    height: int,
+    cfg: float = 1.0,
+    dtype: str | None = None,
+    batch: int = 1,
 ) -> Plan:
     """The fastest plan that leaves at least HEADROOM_GB free; the safest one when none does."""
-    plans = ladder(device, profile, width, height, cfg, dtype)
+    plans = ladder(device, profile, width, height, cfg, dtype, batch)
     return next((p for p in plans if p.fits), plans[-1])
 
 
 def ladder(
-    device: DeviceFacts, profile: ModelProfile, width: int, height: int, cfg: float = 1.0, dtype: str | None = None
+    device: DeviceFacts,
+    profile: ModelProfile,
+    width: int,
+    height: int,
+    cfg: float = 1.0,
+    dtype: str | None = None,
+    batch: int = 1,
 ) -> list[Plan]:
-    """Every plan for this device from fastest to safest; the OOM ladder walks down it."""
+    """Every plan for this device from fastest to safest, for `batch` pictures denoised in one call;
+    the OOM ladder walks down it."""
     default_dtype, _ = choose_dtype(device)
     dtype = dtype or default_dtype
     clamp = dtype == "float16"
@@ -150,7 +166,7 @@ def ladder(
     plans = []
     for placement in rungs:
         tiling = _needs_tiling(placement, width, height)
-        peak = estimate_peak_gb(placement, profile, width, height, cfg, tiling, size)
+        peak = estimate_peak_gb(placement, profile, width, height, cfg, tiling, size, batch)
         fits = not device.is_gpu or peak + HEADROOM_GB <= device.free_vram_gb
         warnings = []
         ram_factor = _RAM_PER_MODEL_GB.get(placement)
