@@ -2,7 +2,10 @@
 
 `generate` reads like a diffusers `__call__`: check inputs, plan memory, encode, denoise, decode,
 post-process.  Out-of-memory walks down the plan ladder with the same seed; non-finite or black
-output is retried once in a safer precision.  Nothing here knows about chats, queues or storage.
+output is retried once in a safer precision.  A batch (`count` pictures, consecutive seeds) is one
+pipeline call when the plan has room for it, else one call per picture; a batch that runs out of
+memory in one call is first drawn one picture per call on the same rung.  Nothing here knows about
+chats, queues or storage.
 """
 
 from __future__ import annotations
@@ -20,10 +23,10 @@ from PIL import Image
 from engine.device import probe_device, resolve_device
 from engine.enhance import enhance_prompts, post_process
 from engine.errors import BadOutput, Cancelled, InvalidRequest, ModelNotFound, NeedsGPU, OutOfMemory
-from engine.guards import NonFiniteOutput, StepWatch, check_decoded, is_out_of_memory
+from engine.guards import NonFiniteOutput, Progress, StepWatch, check_decoded, is_out_of_memory
 from engine.placement import DTYPES, apply_placement
 from engine.planner import DeviceFacts, Placement, Plan, choose_dtype, ladder, largest_fitting_square, safer_dtype
-from engine.request import MAX_SEED, RANDOM_SEED, DrawRequest, Kind, ModelProfile, profile_for, validate
+from engine.request import MAX_SEED, RANDOM_SEED, DrawRequest, Kind, ModelProfile, profile_for, seed_for, validate
 from engine.result import Result
 
 log = logging.getLogger(__name__)
@@ -100,19 +103,22 @@ class Engine:
         if should_stop and should_stop():
             raise Cancelled()
 
-        # 2. Plan memory: the fastest plan that fits, then safer rungs on OOM
+        # 2. Plan memory: the fastest plan that fits, then safer rungs on OOM; a batch runs as one
+        #    pipeline call when that rung also has room for it, else one call per picture
         facts = self.device_facts()
-        plans = ladder(facts, self.profile, request.width, request.height, request.cfg)
+        plans, batch_plans = self._ladders(facts, request)
         rung = next((i for i, p in enumerate(plans) if p.fits), len(plans) - 1)
+        batched = request.count > 1 and batch_plans[rung].fits
+        batch = _Batch(request, [seed_for(seed, i) for i in range(request.count)], Progress(on_step), should_stop)
         retries: list[str] = []
         fallbacks: list[str] = []
         self._reset_peak_memory()
 
         # 3. Run, stepping down on OOM and retrying once on non-finite output
         while True:
-            plan = plans[rung]
+            plan = batch_plans[rung] if batched else plans[rung]
             try:
-                images, timings = self._run(plan, request, seed, on_step, should_stop)
+                self._run(plan, batch, batched)
                 break
             except NonFiniteOutput as bad:
                 self._free_memory()
@@ -120,12 +126,21 @@ class Engine:
                     raise BadOutput(stage=bad.stage) from bad
                 dtype = safer_dtype(plan.dtype, facts.real_bf16 or not facts.is_gpu)
                 retries.append(f"non-finite {bad.stage} in {plan.dtype}: retried in {dtype}")
-                plans = ladder(facts, self.profile, request.width, request.height, request.cfg, dtype)
+                plans, batch_plans = self._ladders(facts, request, dtype)
                 rung = next((i for i, p in enumerate(plans) if p.fits), len(plans) - 1)
+                batched = batched and batch_plans[rung].fits
             except Exception as exc:
                 self._free_memory()
                 if not is_out_of_memory(exc):
                     raise
+                if batched:
+                    fallbacks.append(
+                        f"out of memory with {request.count} pictures in one call on {plan.placement.value}: "
+                        "drew them one at a time"
+                    )
+                    log.warning("OOM batching %d pictures with plan %s; one at a time", request.count, plan.describe())
+                    batched = False
+                    continue
                 if rung + 1 >= len(plans):
                     fits = largest_fitting_square(facts, self.profile, request.cfg)
                     raise OutOfMemory(width=request.width, height=request.height, fits=fits) from exc
@@ -135,80 +150,103 @@ class Engine:
                 log.warning("OOM with plan %s; falling back to %s", plan.describe(), plans[rung + 1].describe())
                 rung += 1
 
-        timings["total"] = time.perf_counter() - started
+        batch.timings["total"] = time.perf_counter() - started
         peak = self._read_peak_memory()
         self._release_cached_memory()
         return Result(
-            images=images,
+            images=batch.images,
             seed=seed,
             request=request,
             plan=plan,
-            timings=timings,
+            timings=batch.timings,
             peak_memory_gb=peak,
             retries=retries,
             fallbacks=fallbacks,
             warnings=list(plan.warnings),
+            batched=batched,
         )
 
-    def _run(
-        self, plan: Plan, request: DrawRequest, seed: int, on_step: OnStep | None, should_stop: ShouldStop | None
-    ) -> tuple[list[Image.Image], dict[str, float]]:
-        timings: dict[str, float] = {}
+    def _ladders(self, facts: DeviceFacts, request: DrawRequest, dtype: str | None = None) -> tuple[list, list]:
+        """The OOM ladder for one picture per call, and the same rungs for the whole batch in one."""
+        size = (facts, self.profile, request.width, request.height, request.cfg, dtype)
+        return ladder(*size), ladder(*size, batch=request.count)
+
+    def _run(self, plan: Plan, batch: _Batch, batched: bool) -> None:
+        """Draw the pictures of the batch not yet finished, adding each once it is checked: all in
+        one pipeline call when `batched`, else one call each."""
+        request, timings = batch.request, batch.timings
         mark = time.perf_counter()
         self._apply(plan)
         pipe = self._pipeline if request.kind is Kind.TXT2IMG else self._img2img
-        generator = torch.Generator("cpu").manual_seed(seed)
         prompt, negative = enhance_prompts(request, self.profile)
-        guidance = request.cfg - 1.0  # UIs' cfg 1.0 = diffusers' 0 = no guidance
-        timings["plan"] = _lap(mark)
+        source = self._source_image(request) if request.kind is not Kind.TXT2IMG else None
+        _add(timings, "plan", mark)
 
-        # 4. Encode the prompt(s)
+        # 4. Encode the prompt(s), once for every picture
         mark = time.perf_counter()
         with torch.no_grad():
             prompt_embeds, negative_embeds = pipe.encode_prompt(
                 prompt=prompt,
                 negative_prompt=negative or None,
-                do_classifier_free_guidance=guidance > 0,
+                do_classifier_free_guidance=request.cfg > 1.0,
                 device=pipe._execution_device,
             )
-        timings["encode"] = _lap(mark)
+        _add(timings, "encode", mark)
 
-        # 5. Denoise, watching every step for cancel and non-finite latents
-        mark = time.perf_counter()
-        watch = StepWatch(pipe, on_step, should_stop)
+        todo = list(range(len(batch.images), len(batch.seeds)))
+        for group in [todo] if batched else [[index] for index in todo]:
+            if batch.should_stop and batch.should_stop():
+                raise Cancelled()
+            # 5. Denoise, watching every step for cancel and non-finite latents
+            mark = time.perf_counter()
+            report = batch.progress.report if batched else batch.progress.for_picture(group[0], len(batch.seeds))
+            watch = StepWatch(pipe, report, batch.should_stop)
+            generators = [torch.Generator("cpu").manual_seed(batch.seeds[index]) for index in group]
+            latents = self._denoise(pipe, request, (prompt_embeds, negative_embeds), source, generators, watch)
+            _add(timings, "denoise", mark)
+
+            # 6. Decode one picture at a time (a batched decode's memory would grow with the batch),
+            #    refusing NaN or all-black pictures, then 7. post-process
+            for picture in latents.split(1):
+                batch.images.append(self._decode(pipe, picture, request.enhance, timings))
+
+    def _denoise(self, pipe, request: DrawRequest, embeds: tuple, source: Image.Image | None, generators: list, watch):
+        """One pipeline call for `len(generators)` pictures; picture i draws its noise from
+        generators[i] exactly as a lone run of that seed would."""
+        prompt_embeds, negative_embeds = embeds
         arguments = dict(
             prompt_embeds=prompt_embeds,
             negative_prompt_embeds=negative_embeds,
+            num_images_per_prompt=len(generators),
             height=request.height,
             width=request.width,
             num_inference_steps=request.steps,
             sigmas=turbo_sigmas(request.steps),
-            guidance_scale=guidance,
-            generator=generator,
+            guidance_scale=request.cfg - 1.0,  # UIs' cfg 1.0 = diffusers' 0 = no guidance
+            generator=generators,
             output_type="latent",
             callback_on_step_end=watch,
         )
-        if request.kind is not Kind.TXT2IMG:
-            arguments.update(image=self._source_image(request), strength=request.strength)
-        latents = pipe(**arguments).images
-        timings["denoise"] = _lap(mark)
+        if source is not None:
+            # One copy of the source per picture: each generator then draws its own VAE-encode
+            # sample too (given one image, diffusers would draw it from the first generator only).
+            arguments.update(image=[source] * len(generators), strength=request.strength)
+        return pipe(**arguments).images
 
-        # 6. Decode, then refuse NaN or all-black pictures
+    def _decode(self, pipe, latents: torch.Tensor, enhance: bool, timings: dict[str, float]) -> Image.Image:
         mark = time.perf_counter()
         with torch.no_grad():
             vae = pipe.vae
             latents = latents.to(vae.dtype) / vae.config.scaling_factor + vae.config.shift_factor
             decoded = vae.decode(latents, return_dict=False)[0]
         check_decoded(decoded)
-        images = pipe.image_processor.postprocess(decoded, output_type="pil")
-        timings["decode"] = _lap(mark)
-
-        # 7. Post-process
+        image = pipe.image_processor.postprocess(decoded, output_type="pil")[0]
+        _add(timings, "decode", mark)
         mark = time.perf_counter()
-        if request.enhance:
-            images = [post_process(image) for image in images]
-        timings["post"] = _lap(mark)
-        return images, timings
+        if enhance:
+            image = post_process(image)
+        _add(timings, "post", mark)
+        return image
 
     def _source_image(self, request: DrawRequest) -> Image.Image:
         try:
@@ -251,5 +289,20 @@ class Engine:
         return None
 
 
-def _lap(mark: float) -> float:
-    return round(time.perf_counter() - mark, 4)
+@dataclasses.dataclass
+class _Batch:
+    """The pictures of one `generate` call and what survives a retry: pictures already finished
+    (a fault in picture 3 does not redraw 1 and 2), phase timings, the furthest progress reported."""
+
+    request: DrawRequest
+    seeds: list[int]
+    progress: Progress
+    should_stop: ShouldStop | None
+    images: list[Image.Image] = dataclasses.field(default_factory=list)
+    timings: dict[str, float] = dataclasses.field(default_factory=dict)
+
+
+def _add(timings: dict[str, float], phase: str, mark: float) -> None:
+    """Add the seconds since `mark` to a phase: a batch drawn picture by picture, or resumed after a
+    fault, times each phase over all its calls."""
+    timings[phase] = round(timings.get(phase, 0.0) + time.perf_counter() - mark, 4)

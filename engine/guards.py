@@ -21,6 +21,24 @@ class NonFiniteOutput(Exception):
         super().__init__(stage)
 
 
+class Progress:
+    """Step reports that never go backwards: after a retry, or a batch that fell back to one call
+    per picture, nothing is reported until the run passes the furthest point already reported."""
+
+    def __init__(self, on_step: Callable[[int, int], None] | None) -> None:
+        self._on_step = on_step
+        self._reached = 0.0
+
+    def report(self, step: int, total: int) -> None:
+        if self._on_step and step / total > self._reached:
+            self._reached = step / total
+            self._on_step(step, total)
+
+    def for_picture(self, index: int, count: int) -> Callable[[int, int], None]:
+        """The step callback of picture `index` of `count` drawn one call each: steps * count in all."""
+        return lambda step, steps: self.report(index * steps + step, count * steps)
+
+
 class StepWatch:
     """The `callback_on_step_end` the engine hands to diffusers."""
 

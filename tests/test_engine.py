@@ -20,20 +20,28 @@ def pixels(image) -> np.ndarray:
 
 
 @contextlib.contextmanager
-def transformer_fault(engine, *, at_call: int, fault: str, times: int = 1):
-    """Inject a fault into the real transformer's k-th forward, `times` times over."""
+def transformer_fault(
+    engine, *, at_call: int, fault: str, times: int = 1, min_batch: int = 1, picture: int | None = None
+):
+    """Inject a fault into the real transformer's k-th forward, `times` times over.  `min_batch`
+    fires only on forwards carrying at least that many pictures; `picture` turns only that picture
+    of the batch to NaN."""
     calls = {"n": 0, "fired": 0}
+
+    def armed(args) -> bool:
+        return calls["n"] >= at_call and calls["fired"] < times and len(args[0]) >= min_batch
 
     def pre_hook(module, args, kwargs):
         calls["n"] += 1
-        if fault == "oom" and calls["n"] >= at_call and calls["fired"] < times:
+        if fault == "oom" and armed(args):
             calls["fired"] += 1
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (injected)")
 
     def post_hook(module, args, kwargs, output):
-        if fault == "nan" and calls["n"] >= at_call and calls["fired"] < times:
+        if fault == "nan" and armed(args):
             calls["fired"] += 1
-            return ([torch.full_like(t, float("nan")) for t in output[0]],)
+            outputs = output[0]
+            return ([torch.full_like(t, float("nan")) if picture in (None, i) else t for i, t in enumerate(outputs)],)
         return output
 
     transformer = engine.pipeline.transformer
