@@ -6,12 +6,23 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import io
+import json
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
+import aiohttp
 import pytest
 from PIL import Image
-from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup, InputMediaPhoto, Update
+from telegram import (
+    Bot,
+    InlineKeyboardButton,
+    InlineKeyboardMarkup,
+    InputMediaAnimation,
+    InputMediaDocument,
+    InputMediaPhoto,
+    ReplyParameters,
+    Update,
+)
 from telegram.error import BadRequest, Conflict, InvalidToken, NetworkError, RetryAfter
 from telegram.ext import (
     AIORateLimiter,
@@ -163,6 +174,161 @@ async def test_a_progress_picture_can_be_replaced_recaptioned_and_deleted(tg: Fa
     assert (picture.photo, picture.caption, picture.button_data(), picture.edit_count) == (final, "done", [BUTTON], 2)
     assert await bot.delete_message(USER, sent.message_id)
     assert [m.document for m in tg.chat_messages(USER)] == [b'{"seed": 7}']
+
+
+async def test_a_spoiler_photo_is_reported_covered_and_an_edit_can_uncover_it(tg: FakeTelegram, bot: Bot) -> None:
+    covered = await bot.send_photo(USER, png_bytes(32, 32, "red"), has_spoiler=True)
+    plain = await bot.send_photo(USER, png_bytes(32, 32, "blue"))
+    uncovered = await bot.edit_message_media(InputMediaPhoto(png_bytes(16, 16, "red")), USER, covered.message_id)
+
+    assert (covered.has_media_spoiler, plain.has_media_spoiler) == (True, None)
+    assert "has_media_spoiler" not in tg.calls_of("sendPhoto")[1].result  # Telegram leaves out false
+    assert tg.calls_of("sendPhoto")[0].params["has_spoiler"] is True
+    assert uncovered.has_media_spoiler is None
+    assert [m.has_media_spoiler for m in tg.chat_messages(USER)] == [False, False]
+
+
+async def test_an_album_shares_one_media_group_id_keeps_order_spoilers_and_the_reply(
+    tg: FakeTelegram, bot: Bot
+) -> None:
+    tg.send_user_message(USER, USER, "/draw a cat x3")
+    earlier = await bot.send_photo(USER, png_bytes(120, 80, "gray"))
+    pictures = [png_bytes(160, 96, color) for color in ("red", "green")]
+
+    album = await bot.send_media_group(
+        USER,
+        [
+            InputMediaPhoto(pictures[0], caption="<b>seed</b> 1", parse_mode="HTML", filename="1.png"),
+            InputMediaPhoto(pictures[1], has_spoiler=True, filename="2.png"),
+            InputMediaPhoto(earlier.photo[-1].file_id),  # sent again by file_id
+        ],
+        reply_parameters=ReplyParameters(message_id=1),
+    )
+
+    [group_id] = {message.media_group_id for message in album}
+    assert group_id is not None and group_id.isdigit()
+    assert [m.has_media_spoiler for m in album] == [None, True, None]
+    assert [m.caption for m in album] == ["seed 1", None, None]
+    assert [m.reply_to_message.text for m in album] == ["/draw a cat x3"] * 3
+    assert album[2].photo[-1].file_id == earlier.photo[-1].file_id
+    [call] = tg.calls_of("sendMediaGroup")
+    assert sorted(call.filenames.values()) == ["1.png", "2.png"]
+    stored = tg.chat_messages(USER)[1:]
+    assert [m.message_id for m in stored] == [m.message_id for m in album]
+    assert [(m.media_group_id, m.has_media_spoiler) for m in stored] == [
+        (group_id, False),
+        (group_id, True),
+        (group_id, False),
+    ]
+    assert [m.photo for m in stored[:2]] == pictures
+    downloaded = await (await bot.get_file(album[1].photo[-1].file_id)).download_as_bytearray()
+    assert bytes(downloaded) == pictures[1]
+
+    second = await bot.send_media_group(USER, [InputMediaPhoto(p) for p in pictures])
+    assert {m.media_group_id for m in second} != {group_id}
+
+
+async def test_a_one_item_album_is_an_ordinary_message_and_documents_group_with_documents(
+    tg: FakeTelegram, bot: Bot
+) -> None:
+    [single] = await bot.send_media_group(USER, [InputMediaPhoto(png_bytes(8, 8, "red"), has_spoiler=True)])
+    documents = await bot.send_media_group(
+        USER,
+        [InputMediaDocument(b'{"seed": 1}', filename="1.json"), InputMediaDocument(b"png", filename="1.png")],
+    )
+
+    assert (single.media_group_id, single.has_media_spoiler) == (None, True)  # as TDLib sends one item
+    assert [d.document.file_name for d in documents] == ["1.json", "1.png"]
+    assert len({d.media_group_id for d in documents}) == 1 and documents[0].media_group_id is not None
+
+
+@pytest.mark.parametrize(
+    ("media", "refusal"),
+    [
+        (lambda png: [InputMediaPhoto(png)] * 11, "too many messages to send as an album"),
+        (
+            lambda png: [InputMediaPhoto(png), InputMediaDocument(b"x", filename="x.txt")],
+            "document can't be mixed with other media types",
+        ),
+        (
+            lambda png: [InputMediaPhoto(png), InputMediaAnimation(b"GIF89a")],
+            "can't parse InputMedia: type \"animation\" can't be used in sendMediaGroup",
+        ),
+        (lambda png: [InputMediaPhoto(png), InputMediaPhoto("no-such-file-id")], "wrong file identifier"),
+        (
+            lambda png: [InputMediaPhoto(png), InputMediaPhoto(png_bytes(9000, 1001, "red"))],
+            'failed to send message #2 with the error message "PHOTO_INVALID_DIMENSIONS"',
+        ),
+        (
+            lambda png: [InputMediaPhoto(png, caption="<cat>", parse_mode="HTML"), InputMediaPhoto(png)],
+            "can't parse InputMedia: Can't parse entities: Unsupported start tag",
+        ),
+        (lambda png: [InputMediaPhoto(png, caption="x" * 1025), InputMediaPhoto(png)], "message caption is too long"),
+    ],
+    ids=["eleven", "mixed", "animation", "unknown-file-id", "too-large", "bad-html", "long-caption"],
+)
+async def test_albums_telegram_refuses_send_nothing(
+    tg: FakeTelegram, bot: Bot, media: Callable[[bytes], list], refusal: str
+) -> None:
+    with pytest.raises(BadRequest) as raised:
+        await bot.send_media_group(USER, media(png_bytes(8, 8, "red")))
+
+    [call] = tg.calls_of("sendMediaGroup")
+    assert call.error.startswith(f"Bad Request: {refusal}")
+    # PTB drops the "Bad Request: " prefix and capitalize()s the rest.
+    assert str(raised.value).lower().startswith(refusal.lower())
+    assert tg.chat_messages(USER) == []
+
+
+async def test_album_parameters_are_read_like_the_bot_api_server(tg: FakeTelegram) -> None:
+    """Requests PTB would never build, sent raw: the answers are the official server's."""
+    photo = {"type": "photo", "media": "attach://one"}
+    cases = [
+        ({}, 'Bad Request: parameter "media" is required'),
+        ({"media": "[not json"}, "Bad Request: can't parse media JSON object"),
+        ({"media": '{"type": "photo"}'}, "Bad Request: expected an Array of InputMedia"),
+        ({"media": "[]"}, "Bad Request: there are no messages to send"),
+        (
+            {"media": json.dumps([photo, {"type": "photo", "media": "attach://two"}])},
+            "Bad Request: can't parse InputMedia: media not found",
+        ),
+        (
+            {"media": json.dumps([photo, {"type": "sticker", "media": "attach://one"}])},
+            'Bad Request: can\'t parse InputMedia: type "sticker" is unsupported',
+        ),
+        (
+            {"media": json.dumps([{**photo, "show_caption_above_media": True}, photo])},
+            "Bad Request: parameter show_caption_above_media must be the same for all messages",
+        ),
+        (
+            {"media": json.dumps([{"type": "audio", "media": "attach://one"}, photo])},
+            "Bad Request: audio can't be mixed with other media types",
+        ),
+    ]
+    async with aiohttp.ClientSession() as session:
+        for fields, description in cases:
+            form = aiohttp.FormData({"chat_id": str(USER), **fields})
+            form.add_field("one", png_bytes(8, 8, "red"), filename="one.png")
+            async with session.post(f"{tg.base_url}{TOKEN}/sendMediaGroup", data=form) as response:
+                answer = await response.json()
+            assert (response.status, answer) == (400, {"ok": False, "error_code": 400, "description": description})
+    assert tg.chat_messages(USER) == []
+
+
+async def test_injected_faults_reach_send_media_group(tg: FakeTelegram, bot: Bot) -> None:
+    album = [InputMediaPhoto(png_bytes(8, 8, color)) for color in ("red", "blue")]
+    tg.fail_next("sendMediaGroup", status=429, retry_after=3)
+    tg.drop_next("sendMediaGroup")
+
+    with pytest.raises(RetryAfter) as raised:
+        await bot.send_media_group(USER, album)
+    with pytest.raises(NetworkError, match="Server disconnected"):
+        await bot.send_media_group(USER, album)
+    sent = await bot.send_media_group(USER, album)
+
+    assert "Retry in 3 seconds" in str(raised.value)
+    assert [c.fault for c in tg.calls_of("sendMediaGroup")] == ["error 429", "drop", None]
+    assert [m.message_id for m in tg.chat_messages(USER)] == [m.message_id for m in sent]
 
 
 async def test_telegram_rules_on_text_are_enforced(bot: Bot) -> None:

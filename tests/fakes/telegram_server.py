@@ -12,7 +12,11 @@ Behaviour copied from Telegram because bots trip over it:
 - editing text or caption without `reply_markup` removes the inline keyboard;
 - an edit that changes nothing fails with "message is not modified";
 - HTML messages with tags Telegram does not know fail with "can't parse entities";
-- a callback query can be answered once.
+- a callback query can be answered once;
+- sendMediaGroup answers one Message per item, sharing a `media_group_id` (one item is sent as an
+  ordinary message, as TDLib does), and refuses albums the way the official server and TDLib do
+  (0 or more than 10 items, documents or audio mixed with other media, animations);
+- `has_spoiler` on a photo comes back as `has_media_spoiler` on the message.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from PIL import Image, UnidentifiedImageError
 MAX_TEXT_CHARS = 4096
 MAX_CAPTION_CHARS = 1024
 MAX_CALLBACK_DATA_BYTES = 64
+MAX_ALBUM_ITEMS = 10
 THUMBNAIL_SIDE = 90
 # Documents may be 50 MB; aiohttp refuses bodies over 1 MiB unless told otherwise.
 MAX_UPLOAD_BYTES = 60 * 1024 * 1024
@@ -99,6 +104,8 @@ class ChatMessage:
     document_info: dict[str, Any] | None = None
     reply_markup: dict[str, Any] | None = None
     reply_to_message_id: int | None = None
+    has_media_spoiler: bool = False  # the photo is covered until tapped (sent with has_spoiler)
+    media_group_id: str | None = None  # shared by the messages of one album (sendMediaGroup)
     edit_count: int = 0
 
     def buttons(self) -> list[dict[str, Any]]:
@@ -126,6 +133,33 @@ class _StoredFile:
     data: bytes
     file_path: str
     info: dict[str, Any]  # file_id, file_unique_id, file_size
+
+
+@dataclass
+class _PhotoScan:
+    """What Telegram's servers learn from an uploaded photo before storing it."""
+
+    width: int
+    height: int
+    suffix: str
+    thumbnail: Image.Image = field(repr=False)
+
+
+@dataclass
+class _AlbumItem:
+    """One InputMedia of a sendMediaGroup call, as far as it has been read."""
+
+    type: str
+    media: Any
+    caption: str | None
+    parse_mode: str | None
+    has_spoiler: bool
+    caption_above: bool
+    data: bytes | None = field(default=None, repr=False)  # the bytes to send, once resolved
+    filename: str = ""
+    known_sizes: list[dict[str, Any]] | None = None  # a photo sent again by file_id
+    known_info: dict[str, Any] | None = None  # a document sent again by file_id
+    scan: _PhotoScan | None = None
 
 
 @dataclass
@@ -226,6 +260,25 @@ def _command_entities(text: str) -> list[dict[str, Any]] | None:
     return [{"type": "bot_command", "offset": 0, "length": _utf16_length(command)}]
 
 
+def _flag(value: Any) -> bool:
+    """A boolean parameter as the official server reads it (JSON true, or "true"/"1" in a form)."""
+    return str(value).lower() in ("true", "1")
+
+
+def _scan_photo(data: bytes) -> _PhotoScan:
+    """Telegram's server-side photo checks (the Bot API server and TDLib pass photos through)."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            width, height = image.size
+            suffix = f".{(image.format or 'bin').lower()}"
+            thumbnail = image.convert("RGB")
+    except (UnidentifiedImageError, OSError) as error:
+        raise _bad_request("IMAGE_PROCESS_FAILED") from error
+    if width + height > 10_000:
+        raise _bad_request("PHOTO_INVALID_DIMENSIONS")
+    return _PhotoScan(width, height, suffix, thumbnail)
+
+
 def _decode_form_value(name: str, value: str) -> Any:
     if name in _STRING_FIELDS:
         return value
@@ -275,6 +328,7 @@ class FakeTelegram:
         self._next_message_id: dict[int, int] = {}
         self._files: dict[str, _StoredFile] = {}
         self._photo_sets: dict[str, list[dict[str, Any]]] = {}
+        self._next_media_group_id = 13_000_000_000_000_001
         self._callback_queries: dict[str, _CallbackQuery] = {}
         self._next_callback_query_id = 1
         self._commands: dict[str, list[dict[str, Any]]] = {}
@@ -290,6 +344,7 @@ class FakeTelegram:
             "sendMessage": self._send_message,
             "sendPhoto": self._send_photo,
             "sendDocument": self._send_document,
+            "sendMediaGroup": self._send_media_group,
             "editMessageText": self._edit_message_text,
             "editMessageCaption": self._edit_message_caption,
             "editMessageMedia": self._edit_message_media,
@@ -601,7 +656,8 @@ class FakeTelegram:
 
     def _send_photo(self, call: Call) -> dict[str, Any]:
         photo, sizes = self._photo_input(call, call.params.get("photo"), "photo")
-        return self._send_media(call, photo=photo, photo_sizes=sizes)
+        spoiler = _flag(call.params.get("has_spoiler"))
+        return self._send_media(call, photo=photo, photo_sizes=sizes, has_media_spoiler=spoiler)
 
     def _send_document(self, call: Call) -> dict[str, Any]:
         document, info = self._document_input(call, call.params.get("document"), "document")
@@ -620,6 +676,63 @@ class FakeTelegram:
             **media,
         )
         return self._message_json(message)
+
+    def _send_media_group(self, call: Call) -> list[dict[str, Any]]:
+        """An album, checked in the order the official server and TDLib check it; all or nothing."""
+        # 1. The Bot API server parses every InputMedia.
+        items = [self._album_item(call, raw) for raw in self._album_media(call)]
+        # 2. It checks the chat and the message to reply to.
+        chat_id = self._chat_id(call)
+        reply_to = self._reply_target(call, chat_id)
+        # 3. TDLib checks the album as a whole, after reading each item's caption and file.
+        if not items:
+            raise _bad_request("there are no messages to send")
+        if len(items) > MAX_ALBUM_ITEMS:
+            raise _bad_request("too many messages to send as an album")
+        for item in items:
+            self._resolve_album_file(call, item)
+        if len({item.caption_above for item in items if item.type in ("photo", "video")}) > 1:
+            raise _bad_request("parameter show_caption_above_media must be the same for all messages")
+        if len({item.type for item in items}) > 1:
+            for item in items:
+                if item.type in ("document", "audio"):
+                    raise _bad_request(f"{item.type} can't be mixed with other media types")
+        unsupported = sorted({item.type for item in items} - {"photo", "document"})
+        if unsupported:
+            raise _bad_request(f"the fake supports only photo and document media, not {', '.join(unsupported)}")
+        # 4. Telegram's servers process the uploads and report the first failure with its position.
+        for position, item in enumerate(items, start=1):
+            if item.type == "photo" and item.known_sizes is None:
+                try:
+                    item.scan = _scan_photo(item.data or b"")
+                except _ApiError as error:
+                    detail = error.description.removeprefix("Bad Request: ")
+                    raise _bad_request(
+                        f'failed to send message #{position} with the error message "{detail}"'
+                    ) from error
+        # 5. One message per item; a single item is an ordinary message outside any album.
+        media_group_id = self._new_media_group_id() if len(items) > 1 else None
+        sent = []
+        for item in items:
+            if item.type == "photo":
+                sizes = item.known_sizes or self._store_photo(item.data or b"", item.scan)
+                media: dict[str, Any] = {"photo": item.data, "photo_sizes": sizes}
+            else:
+                info = item.known_info or self._store_document(item.data or b"", item.filename)
+                media = {"document": item.data, "document_info": info}
+            message = self._add_message(
+                chat_id,
+                sender=self.bot_user,
+                from_bot=True,
+                caption=item.caption,
+                parse_mode=item.parse_mode,
+                reply_to_message_id=reply_to,
+                has_media_spoiler=item.has_spoiler and item.type == "photo",
+                media_group_id=media_group_id,
+                **media,
+            )
+            sent.append(self._message_json(message))
+        return sent
 
     def _edit_message_text(self, call: Call) -> dict[str, Any]:
         message = self._editable_message(call)
@@ -657,8 +770,10 @@ class FakeTelegram:
                 raise _bad_request("message caption is too long")
         markup = _inline_markup(call.params.get("reply_markup"))
         message.photo = message.photo_sizes = message.document = message.document_info = None
+        message.has_media_spoiler = False
         if media["type"] == "photo":
             message.photo, message.photo_sizes = self._photo_input(call, media.get("media"), "media")
+            message.has_media_spoiler = _flag(media.get("has_spoiler"))
         else:
             message.document, message.document_info = self._document_input(call, media.get("media"), "media")
         message.caption, message.reply_markup = caption, markup
@@ -817,28 +932,97 @@ class FakeTelegram:
             sizes = self._photo_sets[value]
             return self._files[sizes[-1]["file_id"]].data, sizes
         data = uploaded[0]
-        try:
-            with Image.open(io.BytesIO(data)) as image:
-                width, height = image.size
-                suffix = f".{(image.format or 'bin').lower()}"
-                thumbnail = image.convert("RGB")
-        except (UnidentifiedImageError, OSError) as error:
-            raise _bad_request("IMAGE_PROCESS_FAILED") from error
-        if width + height > 10_000:
-            raise _bad_request("PHOTO_INVALID_DIMENSIONS")
+        return data, self._store_photo(data, _scan_photo(data))
+
+    def _store_photo(self, data: bytes, scan: _PhotoScan | None) -> list[dict[str, Any]]:
+        """Keep an uploaded photo; returns its PhotoSize list."""
+        scan = scan or _scan_photo(data)
         # Telegram answers with several sizes, largest last. The largest keeps the exact upload here
         # (the real server re-encodes it as JPEG) so tests can compare bytes.
         sizes = []
-        if max(width, height) > THUMBNAIL_SIDE:
+        if max(scan.width, scan.height) > THUMBNAIL_SIDE:
+            thumbnail = scan.thumbnail
             thumbnail.thumbnail((THUMBNAIL_SIDE, THUMBNAIL_SIDE))
             buffer = io.BytesIO()
             thumbnail.save(buffer, "JPEG")
             small = self._store_file(buffer.getvalue(), "photos", ".jpg")
             sizes.append({**small, "width": thumbnail.width, "height": thumbnail.height})
-        sizes.append({**self._store_file(data, "photos", suffix), "width": width, "height": height})
+        sizes.append({**self._store_file(data, "photos", scan.suffix), "width": scan.width, "height": scan.height})
         for size in sizes:
             self._photo_sets[size["file_id"]] = sizes
-        return data, sizes
+        return sizes
+
+    @staticmethod
+    def _album_media(call: Call) -> list[Any]:
+        media = call.params.get("media")
+        if media is None or media == "":
+            raise _bad_request('parameter "media" is required')
+        if isinstance(media, str):
+            raise _bad_request("can't parse media JSON object")
+        if not isinstance(media, list):
+            raise _bad_request("expected an Array of InputMedia")
+        return media
+
+    def _album_item(self, call: Call, raw: Any) -> _AlbumItem:
+        """Read one InputMedia as the Bot API server's get_input_media does (for_album=true)."""
+        try:
+            if not isinstance(raw, dict):
+                raise _bad_request("expected an Object")
+            caption, parse_mode = raw.get("caption"), raw.get("parse_mode")
+            if caption:
+                try:
+                    caption = _visible_text(caption, parse_mode)
+                except _ApiError as error:
+                    # TDLib words it "Can't parse entities: ..."; only the outer message is lowercased.
+                    detail = error.description.removeprefix("Bad Request: ")
+                    raise _bad_request(detail[:1].upper() + detail[1:]) from error
+            media = raw.get("media")
+            if not media or not isinstance(media, str):
+                raise _bad_request("media not found")
+            if media.startswith("attach://") and media.removeprefix("attach://") not in call.files:
+                raise _bad_request("media not found")
+            media_type = raw.get("type")
+            if not media_type:
+                raise _bad_request('Can\'t find field "type"')
+            if media_type == "animation":
+                raise _bad_request('type "animation" can\'t be used in sendMediaGroup')
+            if media_type not in ("photo", "video", "audio", "document"):
+                raise _bad_request(f'type "{media_type}" is unsupported')
+        except _ApiError as error:
+            raise _bad_request(f"can't parse InputMedia: {error.description.removeprefix('Bad Request: ')}") from error
+        return _AlbumItem(
+            type=media_type,
+            media=media,
+            caption=caption or None,
+            parse_mode=parse_mode,
+            has_spoiler=_flag(raw.get("has_spoiler")),
+            caption_above=_flag(raw.get("show_caption_above_media")),
+        )
+
+    def _resolve_album_file(self, call: Call, item: _AlbumItem) -> None:
+        """TDLib's per-item checks: the caption's length and a usable upload or file_id."""
+        if item.caption is not None and len(item.caption) > MAX_CAPTION_CHARS:
+            raise _bad_request("message caption is too long")
+        uploaded = self._uploaded(call, item.media, "")
+        if uploaded is not None:
+            item.data, item.filename = uploaded
+        elif item.type == "photo" and item.media in self._photo_sets:
+            item.known_sizes = self._photo_sets[item.media]
+            item.data = self._files[item.known_sizes[-1]["file_id"]].data
+        elif item.type != "photo" and item.media in self._files:
+            stored = self._files[item.media]
+            item.data, item.known_info = stored.data, stored.info
+        else:
+            raise _bad_request("wrong file identifier/HTTP URL specified")
+
+    def _new_media_group_id(self) -> str:
+        media_group_id = str(self._next_media_group_id)
+        self._next_media_group_id += 1
+        return media_group_id
+
+    def _store_document(self, data: bytes, filename: str) -> dict[str, Any]:
+        mime_type = mimetypes.guess_type(filename)[0] or "application/octet-stream"
+        return self._store_file(data, "documents", "_" + filename, file_name=filename, mime_type=mime_type)
 
     def _document_input(self, call: Call, value: Any, part_name: str) -> tuple[bytes, dict[str, Any]]:
         uploaded = self._uploaded(call, value, part_name)
@@ -848,8 +1032,7 @@ class FakeTelegram:
             stored = self._files[value]
             return stored.data, stored.info
         data, filename = uploaded
-        mime_type = mimetypes.guess_type(filename)[0] or "application/octet-stream"
-        return data, self._store_file(data, "documents", "_" + filename, file_name=filename, mime_type=mime_type)
+        return data, self._store_document(data, filename)
 
     def _message_json(self, message: ChatMessage, *, with_reply: bool = True) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -864,6 +1047,8 @@ class FakeTelegram:
             "photo": message.photo_sizes,
             "document": message.document_info,
             "caption": message.caption,
+            "media_group_id": message.media_group_id,
+            "has_media_spoiler": message.has_media_spoiler or None,  # Telegram leaves out false
             "reply_markup": message.reply_markup,
             "edit_date": int(time.time()) if message.edit_count else None,
         }
