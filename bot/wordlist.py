@@ -3,7 +3,8 @@
 Both the prompt and every listed term go through `normalize`: compatibility forms folded (full-width
 letters and digits become ASCII), case folded, accents and zero-width characters dropped, a few
 Cyrillic and Greek look-alikes mapped to Latin, punctuation turned into spaces.  Runs of single
-letters are also read joined up, so `b a d`, `b.a.d` and `b-a-d` all read `bad`.
+letters are also read joined up, so `b a d`, `b.a.d` and `b-a-d` all read `bad`, and a term
+spelled out inside such a run counts (`a k r a k e n` holds `kraken`).
 
 A plain term matches whole words (with an optional plural `s`/`es`), so `ass` does not match
 `class`.  A term with Chinese, Japanese or Korean characters matches anywhere, spaces ignored, as
@@ -66,31 +67,38 @@ def normalize(text: str) -> str:
     return " ".join(text.split())
 
 
-def _joined(spaced: str) -> str:
-    """`a b a d w o r d here` -> `a badword here`: runs of two or more single characters joined."""
+def _single_letter_runs(spaced: str) -> tuple[str, list[str]]:
+    """`x b a d w o r d here` -> (`xbadword here`, [`xbadword`]): runs of two or more single
+    characters joined, and the runs themselves (where spelled-out words hide)."""
     out: list[str] = []
+    runs: list[str] = []
     run: list[str] = []
-    for token in spaced.split():
+    for token in [*spaced.split(), ""]:
         if len(token) == 1:
             run.append(token)
             continue
-        out.append("".join(run) if len(run) > 1 else " ".join(run))
+        if len(run) > 1:
+            runs.append("".join(run))
+            out.append(runs[-1])
+        else:
+            out.extend(run)
         run = []
         out.append(token)
-    out.append("".join(run) if len(run) > 1 else " ".join(run))
-    return " ".join(part for part in out if part)
+    return " ".join(part for part in out if part), runs
 
 
 @dataclass(frozen=True)
 class _Prepared:
     spaced: str
     joined: str
+    runs: list[str]
     compact: str
 
     @classmethod
     def of(cls, text: str) -> _Prepared:
         spaced = normalize(text)
-        return cls(spaced, _joined(spaced), spaced.replace(" ", ""))
+        joined, runs = _single_letter_runs(spaced)
+        return cls(spaced, joined, runs, spaced.replace(" ", ""))
 
 
 def check_term(term: str) -> str:
@@ -148,6 +156,10 @@ class WordList:
                     match = self._words.search(candidate)
                     if match:
                         return self._by_word[match[1]]
+                for run in prepared.runs:
+                    for word, entry in self._by_word.items():
+                        if len(word) > 2 and word.replace(" ", "") in run:
+                            return entry
             for word, entry in self._cjk:
                 if word in prepared.compact:
                     return entry
