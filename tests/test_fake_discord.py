@@ -29,13 +29,14 @@ AGAIN_ID = "easel-test:again"
 VARY_ID = "easel-test:vary"
 
 
-def _png_bytes() -> bytes:
+def _png_bytes(color: str = "purple") -> bytes:
     buffer = io.BytesIO()
-    Image.new("RGB", (8, 6), "purple").save(buffer, format="PNG")
+    Image.new("RGB", (8, 6), color).save(buffer, format="PNG")
     return buffer.getvalue()
 
 
 PNG = _png_bytes()
+PNG_2 = _png_bytes("teal")
 
 
 class PersistentView(discord.ui.View):
@@ -61,9 +62,12 @@ class EaselTestClient(discord.Client):
         self.tree = app_commands.CommandTree(self)
         self.tree.add_command(draw)
         self.tree.add_command(inspect)
+        self.tree.add_command(gallery)
         self.draw_calls: list[tuple[str, int]] = []
         self.inspected: list[tuple[bytes, int | None, str]] = []
         self.pressed_on: list[int] = []
+        self.nsfw_seen: list[bool] = []
+        self.galleries: list[discord.WebhookMessage] = []
         self.follow_up_errors: asyncio.Queue[Exception] = asyncio.Queue()
         self.messages_seen: asyncio.Queue[discord.Message] = asyncio.Queue()
         # Tests clear this to hold a command between its deferral and its follow-up.
@@ -98,6 +102,19 @@ async def inspect(interaction: discord.Interaction, image: discord.Attachment) -
     client: EaselTestClient = interaction.client  # type: ignore[assignment]
     client.inspected.append((await image.read(), image.width, type(interaction.user).__name__))
     await interaction.response.send_message("got it", ephemeral=True)
+
+
+@app_commands.command(name="gallery", description="Post two pictures")
+async def gallery(interaction: discord.Interaction) -> None:
+    """Note whether the channel is age-restricted, then follow up with a plain and a spoilered picture."""
+    client: EaselTestClient = interaction.client  # type: ignore[assignment]
+    client.nsfw_seen.append(interaction.channel.is_nsfw())  # type: ignore[union-attr]
+    await interaction.response.defer()
+    files = [
+        discord.File(io.BytesIO(PNG), filename="easel-1.png"),
+        discord.File(io.BytesIO(PNG_2), filename="easel-2.png", spoiler=True, description="a teal square"),
+    ]
+    client.galleries.append(await interaction.followup.send(files=files, wait=True))
 
 
 @pytest.fixture
@@ -189,8 +206,8 @@ async def test_guild_sync_is_recorded_and_routes_guild_commands(fake: FakeDiscor
     synced = await bot.tree.sync(guild=guild)
 
     put = await fake.wait_for(("PUT", f"/applications/{fake.application_id}/guilds/{GUILD_ID}/commands"))
-    assert [command["name"] for command in put.json] == ["draw", "inspect"]
-    assert [command.name for command in synced] == fake.synced_command_names(GUILD_ID) == ["draw", "inspect"]
+    assert [command["name"] for command in put.json] == ["draw", "inspect", "gallery"]
+    assert [command.name for command in synced] == fake.synced_command_names(GUILD_ID) == ["draw", "inspect", "gallery"]
     # Once synced, Discord tags the interaction with the command's guild and the declared option types.
     interaction = await _run_draw(fake, prompt="x", count=2)
     assert interaction["data"]["guild_id"] == str(GUILD_ID)
@@ -297,3 +314,84 @@ async def test_dm_command_reads_attachment_option_from_the_fake_cdn(fake: FakeDi
     assert "member" not in interaction and interaction["user"]["id"] == str(USER_ID)
     assert callback.json["data"]["content"] == "got it"
     assert bot.inspected == [(PNG, 8, "User")]
+
+
+async def _run_gallery(fake: FakeDiscord, channel_id: int) -> dict:
+    interaction = await fake.send_slash_command("gallery", user_id=USER_ID, guild_id=GUILD_ID, channel_id=channel_id)
+    await fake.wait_for(("POST", f"/webhooks/{fake.application_id}/{interaction['token']}"))
+    return interaction
+
+
+async def test_age_restricted_channels_are_nsfw_in_interactions_and_over_rest(
+    fake: FakeDiscord, bot: EaselTestClient
+) -> None:
+    other_channel = CHANNEL_ID + 1
+    fake.set_channel_nsfw(CHANNEL_ID, guild_id=GUILD_ID)
+
+    restricted = await _run_gallery(fake, CHANNEL_ID)
+    await _run_gallery(fake, other_channel)
+
+    assert restricted["channel"]["nsfw"] is True
+    assert bot.nsfw_seen == [True, False]
+    assert (await bot.fetch_channel(CHANNEL_ID)).is_nsfw()  # type: ignore[union-attr]
+    fake.set_channel_nsfw(CHANNEL_ID, False)
+    assert not (await bot.fetch_channel(CHANNEL_ID)).is_nsfw()  # type: ignore[union-attr]
+
+
+async def test_dm_channels_cannot_be_age_restricted(fake: FakeDiscord, bot: EaselTestClient) -> None:
+    await fake.send_slash_command("inspect", {"image": PNG}, user_id=USER_ID, guild_id=None, channel_id=7)
+
+    with pytest.raises(ValueError, match="DM"):
+        fake.set_channel_nsfw(7)
+
+
+async def test_a_follow_up_keeps_several_files_in_order_with_spoilers(fake: FakeDiscord, bot: EaselTestClient) -> None:
+    await _run_gallery(fake, CHANNEL_ID)
+
+    follow_up = await fake.wait_for(("POST", "/webhooks/"))
+    assert [(f.index, f.filename, f.data) for f in follow_up.files] == [
+        (0, "easel-1.png", PNG),
+        (1, "SPOILER_easel-2.png", PNG_2),
+    ]
+    # The deferred "thinking..." message now holds both pictures.
+    [message] = fake.messages_in(CHANNEL_ID)
+    assert message.filenames == ["easel-1.png", "SPOILER_easel-2.png"]
+    assert [(a.data, a.is_spoiler, a.description) for a in message.attachments] == [
+        (PNG, False, None),
+        (PNG_2, True, "a teal square"),
+    ]
+    [sent] = bot.galleries
+    assert [(a.filename, a.is_spoiler(), a.description) for a in sent.attachments] == [
+        ("easel-1.png", False, None),
+        ("SPOILER_easel-2.png", True, "a teal square"),
+    ]
+    assert [a.flags.spoiler for a in sent.attachments] == [False, True]  # IS_SPOILER, as Discord sets it
+    assert await sent.attachments[1].read() == PNG_2
+
+
+async def test_a_channel_message_keeps_several_files_in_order(fake: FakeDiscord, bot: EaselTestClient) -> None:
+    channel = bot.get_partial_messageable(CHANNEL_ID, guild_id=GUILD_ID)
+    files = [discord.File(io.BytesIO(data), filename=f"{n}.png") for n, data in enumerate([PNG, PNG_2, PNG])]
+    files[1].spoiler = True
+
+    sent = await channel.send("three pictures", files=files)
+
+    assert [(a.filename, a.is_spoiler()) for a in sent.attachments] == [
+        ("0.png", False),
+        ("SPOILER_1.png", True),
+        ("2.png", False),
+    ]
+    [stored] = fake.messages_in(CHANNEL_ID)
+    assert stored.filenames == ["0.png", "SPOILER_1.png", "2.png"]
+    assert [a.data for a in stored.attachments] == [PNG, PNG_2, PNG]
+
+
+async def test_more_than_ten_files_are_refused_and_nothing_is_posted(fake: FakeDiscord, bot: EaselTestClient) -> None:
+    channel = bot.get_partial_messageable(CHANNEL_ID, guild_id=GUILD_ID)
+    files = [discord.File(io.BytesIO(PNG), filename=f"{n}.png") for n in range(11)]
+
+    with pytest.raises(discord.HTTPException) as raised:
+        await channel.send(files=files)
+
+    assert (raised.value.status, raised.value.code) == (400, 30015)
+    assert fake.messages_in(CHANNEL_ID) == []

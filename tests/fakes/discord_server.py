@@ -3,9 +3,11 @@
 One aiohttp app on 127.0.0.1 serves the REST API under ``/api/v10``, the gateway WebSocket at
 ``/gateway`` (and ``/resume-gateway``, the ``resume_gateway_url`` handed out in READY) and uploaded
 files under ``/attachments``. Tests drive users from the outside (``send_slash_command``,
-``press_button``, ``send_message``) and assert on what the bot did (``requests``, ``wait_for``,
-``messages_in``). The payload shapes follow what discord.py reads, checked against its source; see
-the Discord section of /work/shared/FACTS.md.
+``press_button``, ``send_message``), set channels up (``set_channel_nsfw`` for age-restricted ones)
+and assert on what the bot did (``requests``, ``wait_for``, ``messages_in``; a message's attachments
+keep their order and ``SPOILER_`` names, see ``StoredMessage.filenames`` and
+``StoredAttachment.is_spoiler``). The payload shapes follow what discord.py reads, checked against
+its source; see the Discord section of /work/shared/FACTS.md.
 """
 
 from __future__ import annotations
@@ -37,6 +39,10 @@ EPHEMERAL = 1 << 6
 LOADING = 1 << 7
 MESSAGE_CONTENT_INTENT = 1 << 15
 DEFAULT_ATTACHMENT_SIZE_LIMIT = 10 * 1024 * 1024
+MAX_ATTACHMENTS = 10
+SPOILER_PREFIX = "SPOILER_"
+# Attachment flag IS_SPOILER: Discord sets it on files named SPOILER_*; discord.py reads either.
+ATTACHMENT_IS_SPOILER = 1 << 3
 # Every permission bit Discord currently defines; the fake never denies anything.
 ALL_PERMISSIONS = str((1 << 51) - 1)
 
@@ -79,10 +85,16 @@ class Recorded:
 class StoredAttachment:
     id: int
     filename: str
-    data: bytes
+    data: bytes = field(repr=False)
     content_type: str
     width: int | None = None
     height: int | None = None
+    description: str | None = None  # alt text, from the ``attachments`` entry of the upload
+
+    @property
+    def is_spoiler(self) -> bool:
+        """Blurred until clicked: discord.py's ``File(spoiler=True)`` names the file ``SPOILER_...``."""
+        return self.filename.startswith(SPOILER_PREFIX)
 
     def to_json(self, base_url: str) -> dict[str, Any]:
         url = f"{base_url}/attachments/{self.id}/{self.filename}"
@@ -96,6 +108,10 @@ class StoredAttachment:
         }
         if self.width is not None:
             payload.update(width=self.width, height=self.height)
+        if self.description is not None:
+            payload["description"] = self.description
+        if self.is_spoiler:
+            payload["flags"] = ATTACHMENT_IS_SPOILER
         return payload
 
 
@@ -133,6 +149,11 @@ class StoredMessage:
     @property
     def is_ephemeral(self) -> bool:
         return bool(self.flags & EPHEMERAL)
+
+    @property
+    def filenames(self) -> list[str]:
+        """The attachments' filenames in message order, ``SPOILER_`` prefixes included."""
+        return [attachment.filename for attachment in self.attachments]
 
 
 @dataclass
@@ -254,6 +275,7 @@ class FakeDiscord:
         self._messages: dict[int, StoredMessage] = {}
         self._attachments: dict[int, StoredAttachment] = {}
         self._channel_guilds: dict[int, int | None] = {}
+        self._nsfw_channels: set[int] = set()
         self._interactions: dict[str, _InteractionState] = {}
         self._expired_tokens: set[str] = set()
         self._faults: list[_Fault] = []
@@ -321,6 +343,19 @@ class FakeDiscord:
     def expire_token(self, token: str) -> None:
         """Make this interaction token dead, as Discord does 15 minutes after the interaction."""
         self._expired_tokens.add(token)
+
+    def set_channel_nsfw(self, channel_id: int, nsfw: bool = True, *, guild_id: int | None = None) -> None:
+        """Mark a guild channel age-restricted (or not); ``guild_id`` also makes the channel known to
+        ``GET /channels/{id}``. Discord has no age restriction for DMs, so a known DM channel is refused.
+        """
+        if guild_id is not None:
+            self._channel_guilds[channel_id] = guild_id
+        elif channel_id in self._channel_guilds and self._channel_guilds[channel_id] is None:
+            raise ValueError(f"channel {channel_id} is a DM; only guild channels can be age-restricted")
+        if nsfw:
+            self._nsfw_channels.add(channel_id)
+        else:
+            self._nsfw_channels.discard(channel_id)
 
     def fail_next(
         self,
@@ -558,7 +593,7 @@ class FakeDiscord:
             "name": f"channel-{channel_id}",
             "position": 0,
             "permission_overwrites": [],
-            "nsfw": False,
+            "nsfw": channel_id in self._nsfw_channels,
             "parent_id": None,
             "topic": None,
             "last_message_id": None,
@@ -706,9 +741,9 @@ class FakeDiscord:
         self._messages[message.id] = message
         return message
 
-    def _store_attachment(self, filename: str, data: bytes) -> StoredAttachment:
+    def _store_attachment(self, filename: str, data: bytes, description: str | None = None) -> StoredAttachment:
         content_type = mimetypes.guess_type(filename)[0] or "application/octet-stream"
-        attachment = StoredAttachment(self._snowflake(), filename, data, content_type)
+        attachment = StoredAttachment(self._snowflake(), filename, data, content_type, description=description)
         if content_type.startswith("image/") and (size := _image_size(data)) is not None:
             attachment.width, attachment.height = size
         self._attachments[attachment.id] = attachment
@@ -720,21 +755,27 @@ class FakeDiscord:
         """Apply Discord's rule: ``attachments`` lists what to keep (by id) and describes new ``files[n]``."""
         uploads = {upload.index: upload for upload in files}
         kept_by_id = {attachment.id: attachment for attachment in existing}
-        result: list[StoredAttachment] = []
+        # Kept attachments, or (filename, data, description) of new ones, in message order.
+        planned: list[StoredAttachment | tuple[str, bytes, str | None]] = []
         if spec is None:
-            result = list(existing)
+            planned = list(existing)
             spec = []
         for entry in spec:
             ident = int(entry["id"])
             if ident in kept_by_id:
-                result.append(kept_by_id[ident])
+                planned.append(kept_by_id[ident])
             elif ident in uploads:
                 upload = uploads.pop(ident)
-                result.append(self._store_attachment(entry.get("filename") or upload.filename, upload.data))
-        result.extend(self._store_attachment(upload.filename, upload.data) for upload in uploads.values())
-        return result
+                planned.append((entry.get("filename") or upload.filename, upload.data, entry.get("description")))
+        planned.extend((upload.filename, upload.data, None) for upload in uploads.values())
+        if len(planned) > MAX_ATTACHMENTS:
+            raise _DiscordError(400, 30015, f"Maximum number of attachments in a message reached ({MAX_ATTACHMENTS})")
+        return [item if isinstance(item, StoredAttachment) else self._store_attachment(*item) for item in planned]
 
     def _apply_payload(self, message: StoredMessage, payload: dict[str, Any], files: list[RecordedFile]) -> None:
+        # Attachments first: a refused upload must leave the message as it was.
+        if "attachments" in payload or files:
+            message.attachments = self._resolve_attachments(payload.get("attachments"), files, message.attachments)
         for key in ("embeds", "components"):
             if key in payload:
                 setattr(message, key, payload[key] or [])
@@ -744,8 +785,6 @@ class FakeDiscord:
             # Ephemerality is fixed when a message is created; edits cannot toggle it.
             message.flags = (message.flags & EPHEMERAL) | (int(payload["flags"] or 0) & ~EPHEMERAL)
         message.flags &= ~LOADING
-        if "attachments" in payload or files:
-            message.attachments = self._resolve_attachments(payload.get("attachments"), files, message.attachments)
 
     def _bot_message(
         self, channel_id: int, payload: dict[str, Any], files: list[RecordedFile], *, webhook: bool = False
@@ -754,7 +793,11 @@ class FakeDiscord:
         message.flags = int(payload.get("flags") or 0)
         if webhook:
             message.webhook_id = self.application_id
-        self._apply_payload(message, payload, files)
+        try:
+            self._apply_payload(message, payload, files)
+        except _DiscordError:
+            del self._messages[message.id]  # Discord creates nothing for a refused message
+            raise
         reference = payload.get("message_reference")
         if reference:
             message.type, message.reference_message_id = 19, int(reference["message_id"])
@@ -928,7 +971,6 @@ class FakeDiscord:
         body = recorded.json or {}
         callback_type = int(body["type"])
         data = body.get("data") or {}
-        state.response_type = callback_type
         message: StoredMessage | None = None
         if callback_type == CALLBACK_MESSAGE:
             message = self._bot_message(state.channel_id, data, recorded.files, webhook=True)
@@ -948,6 +990,7 @@ class FakeDiscord:
                 message = self._messages[state.source_message_id]
                 self._apply_payload(message, data, recorded.files)
                 message.edited_at = _iso_now()
+        state.response_type = callback_type  # only a callback Discord accepted acknowledges the interaction
         if recorded.query.get("with_response") not in ("1", "true", "True"):
             return web.Response(status=204)
         interaction = {
