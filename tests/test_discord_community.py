@@ -29,6 +29,8 @@ fake = harness.fake  # fixtures
 start_bot = harness.start_bot
 
 NSFW_CHANNEL_ID = CHANNEL_ID + 10
+MANAGER_ID = USER_ID + 100
+SEND_MESSAGES, MANAGE_GUILD = 1 << 11, 1 << 5
 
 
 def message_of(fake: FakeDiscord, job_id: int, channel_id: int = CHANNEL_ID) -> StoredMessage:
@@ -47,6 +49,13 @@ async def test_blocked_prompts_are_refused_privately_without_the_word_and_admins
     assert await job_count(bot.app) == 0
     assert all(m.is_ephemeral for m in fake.messages_in(CHANNEL_ID))
 
+    fake.set_member_permissions(USER_ID, SEND_MESSAGES)
+    refused = await answer(fake, await command(fake, "block", user_id=USER_ID, action="add", term="kraken"))
+    assert refused == t("not_admin", "en")
+    # A member who may manage the server keeps its lists, without being a bot admin.
+    fake.set_member_permissions(MANAGER_ID, SEND_MESSAGES | MANAGE_GUILD)
+    managed = await answer(fake, await command(fake, "sensitive", user_id=MANAGER_ID, action="add", term="gore"))
+    assert managed == t("wordlist_added", "en", list=t("list.sensitive", "en"), term="gore")
     added = await answer(fake, await command(fake, "block", user_id=ADMIN_ID, action="add", term="Kraken"))
     assert added == t("wordlist_added", "en", list=t("list.blocked", "en"), term="Kraken")
     assert await answer(fake, await draw(fake, prompt="a ｋｒａｋｅｎ at sea")) == t("blocked_prompt", "en")
@@ -57,7 +66,8 @@ async def test_blocked_prompts_are_refused_privately_without_the_word_and_admins
     queued = await answer(fake, await draw(fake, prompt="a kraken at sea"))
     assert queued.startswith(("Queued as #1", "Got it! #1"))
     audit = [(e.action, e.target) for e in await bot.app.db.audit.recent()]
-    assert audit == [("blocked_remove", f"discord:guild:{GUILD_ID}"), ("blocked_add", f"discord:guild:{GUILD_ID}")]
+    scope = f"discord:guild:{GUILD_ID}"
+    assert audit == [("blocked_remove", scope), ("blocked_add", scope), ("sensitive_add", scope)]
 
 
 async def test_sensitive_pictures_are_spoilers_and_only_drawn_in_nsfw_channels(start_bot, fake):

@@ -273,6 +273,7 @@ class FakeDiscord:
         self.port = 0
 
         self._messages: dict[int, StoredMessage] = {}
+        self._member_permissions: dict[int, int] = {}
         self._attachments: dict[int, StoredAttachment] = {}
         self._channel_guilds: dict[int, int | None] = {}
         self._nsfw_channels: set[int] = set()
@@ -343,6 +344,11 @@ class FakeDiscord:
     def expire_token(self, token: str) -> None:
         """Make this interaction token dead, as Discord does 15 minutes after the interaction."""
         self._expired_tokens.add(token)
+
+    def set_member_permissions(self, user_id: int, permissions: int) -> None:
+        """The member's resolved permissions in interactions (default: every permission), e.g.
+        ``1 << 11`` (Send Messages) alone for a member who may not manage the server."""
+        self._member_permissions[user_id] = permissions
 
     def set_channel_nsfw(self, channel_id: int, nsfw: bool = True, *, guild_id: int | None = None) -> None:
         """Mark a guild channel age-restricted (or not); ``guild_id`` also makes the channel known to
@@ -579,7 +585,7 @@ class FakeDiscord:
             "nick": None,
             "avatar": None,
             "flags": 0,
-            "permissions": ALL_PERMISSIONS,
+            "permissions": str(self._member_permissions.get(user_id, ALL_PERMISSIONS)),
         }
 
     def _channel_json(self, channel_id: int, guild_id: int | None, user_id: int | None = None) -> dict[str, Any]:
