@@ -42,6 +42,7 @@ def report(settings: Settings) -> dict:
     if model["status"] == "missing":
         problems.append(model["hint"])
     problems += _configuration_problems(settings)
+    problems += _community_problems(settings, profile)
     mode = (
         ", ".join(
             name for name, on in (("telegram", settings.telegram_token), ("discord", settings.discord_token)) if on
@@ -100,6 +101,27 @@ def _configuration_problems(settings: Settings) -> list[str]:
         platform, _, user_id = admin.partition(":")
         if platform not in ("telegram", "discord") or not user_id:
             problems.append(f"EASEL_ADMINS entry {admin!r} should look like telegram:123 or discord:456")
+    return problems
+
+
+def _community_problems(settings: Settings, profile) -> list[str]:
+    """Word-list files that cannot be read and style presets that will be skipped."""
+    from bot.styles import StyleBook
+
+    problems = []
+    for name, path in (
+        ("EASEL_BLOCKED_WORDS_FILE", settings.blocked_words_file),
+        ("EASEL_SENSITIVE_WORDS_FILE", settings.sensitive_words_file),
+    ):
+        if path is None:
+            continue
+        try:
+            path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as error:
+            problems.append(f"{name} {path} cannot be read ({error.__class__.__name__}): that list is off")
+    book = StyleBook(settings.styles_path, profile)
+    book.all()
+    problems += [f"style preset skipped: {problem}" for problem in book.problems]
     return problems
 
 

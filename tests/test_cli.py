@@ -84,6 +84,30 @@ def test_doctor_is_happy_with_a_local_model(tmp_path, tiny_model_dir, monkeypatc
     assert "EASEL_ADMINS entry 'nonsense'" in text
 
 
+def test_doctor_names_unreadable_word_lists_and_broken_style_presets(tmp_path, tiny_model_dir, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "styles.toml").write_text('[neon]\nprompt = "{prompt}, neon"\n[Bad]\nprompt = "x"\n')
+    monkeypatch.setenv("EASEL_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("EASEL_MODEL", tiny_model_dir)
+    monkeypatch.setenv("EASEL_BLOCKED_WORDS_FILE", str(tmp_path / "missing.txt"))
+    monkeypatch.setenv("EASEL_STYLES_FILE", str(tmp_path / "styles.toml"))
+    assert main(["doctor", "--json"]) == 1
+    problems = json.loads(capsys.readouterr().out)["problems"]
+    assert any("EASEL_BLOCKED_WORDS_FILE" in problem and "missing.txt" in problem for problem in problems)
+    assert any(problem.startswith("style preset skipped: name 'Bad'") for problem in problems)
+    assert len(problems) == 2
+
+
+def test_the_shipped_env_example_loads_as_a_dotenv(tmp_path):
+    """Copying .env.example to .env must start the bot: empty values mean "use the default"."""
+    from pathlib import Path
+
+    example = Path(__file__).resolve().parents[1] / ".env.example"
+    settings = Settings(_env_file=example)
+    assert settings.metrics_port is None and settings.telegram_token is None and settings.blocked_words == []
+    assert settings.cooldown_s == 0 and settings.strike_limit == 3 and settings.styles_file is None
+
+
 def test_settings_read_env_file_and_lists(tmp_path):
     env_file = tmp_path / ".env"
     env_file.write_text(
