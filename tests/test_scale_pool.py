@@ -19,7 +19,7 @@ import redis
 from bot.buttons import Action, button_id
 from bot.messages import t
 from bot.service import Caller
-from engine.request import DrawRequest
+from engine.request import DrawRequest, seed_for
 from storage.jobs import JobStatus
 from tests.test_service import RecordingAdapter, alice, bob, settled
 
@@ -182,6 +182,23 @@ async def test_a_job_runs_on_a_worker_with_the_bots_seed_and_image_to_image_work
     assert delivered.job.id == vary.job_id and delivered.image_path.exists()
     assert b"source" not in server_fields(redis_server, vary.job_id)  # freed once drawn
     assert (await settled(app, vary.job_id)).status is JobStatus.DONE
+
+
+async def test_a_batch_travels_through_redis_and_each_picture_keeps_its_seed(redis_server, make_scale_app, run_worker):
+    from PIL import Image
+
+    run_worker(redis_server.url)
+    app, adapter = await make_scale_app(redis_server.url)
+    await eventually(lambda: app.service.live_workers() == 1, what="the worker's announcement")
+    reply = await app.service.handle_text(alice(), "/draw a red fox --n 3 --steps 1", {"chat_id": "1"})
+    await adapter.wait_until(lambda: len(adapter.delivered) == 1)
+    job = await settled(app, reply.job_id)
+    assert len(job.image_paths) == 3 and len(adapter.delivered[0].image_paths) == 3
+    for index, path in enumerate(job.image_paths):
+        with Image.open(app.service.images.resolve(path)) as image:
+            assert f"Seed: {seed_for(job.seed, index)}" in image.text["parameters"]
+    pictures = {app.service.images.resolve(path).read_bytes() for path in job.image_paths}
+    assert len(pictures) == 3  # three different pictures, not one sent three times
 
 
 def server_fields(server: RedisServer, job_id: int) -> set[bytes]:
