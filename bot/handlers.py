@@ -133,13 +133,17 @@ async def word_list(service: Service, caller: Caller, user: User, command: c.Wor
 
 
 def params_text(service: Service, job: Job, lang: str) -> str:
+    from engine.request import seed_for
+
     r = job.request
+    pictures = len(job.image_paths)
+    seed = job.seed if pictures <= 1 or job.seed is None else f"{job.seed}–{seed_for(job.seed, pictures - 1)}"
     return t(
         "params",
         lang,
         prompt=r["prompt"],
         negative=r.get("negative_prompt") or "-",
-        seed=job.seed,
+        seed=seed,
         steps=r["steps"],
         cfg=r["cfg"],
         width=r["width"],

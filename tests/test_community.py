@@ -189,6 +189,8 @@ async def test_a_batch_paints_n_pictures_costs_n_and_each_picture_has_its_button
     assert child.request["source_image"] == str(app.service.images.resolve(job.image_paths[2]))
     assert await app.db.quota.used(user.id, app.service.today()) == 5
 
+    params = await app.service.press(alice(), button_id(Action.PARAMS, job.id), {"chat_id": "1"})
+    assert "Seed: 40–43" in params.text
     stale = await app.service.press(alice(), f"easel:upscale:{job.id}:9", {"chat_id": "1"})
     assert stale.text == t("stale_button", "en")
     gone = await app.service.press(alice(), button_id(Action.DELETE, job.id), {"chat_id": "1"})
