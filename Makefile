@@ -37,6 +37,7 @@ bench: $(STAMP)
 	$(PY) bench/loop_lag.py
 	$(PY) bench/bot_overhead.py
 	$(PY) bench/memory_growth.py
+	$(PY) bench/batch.py
 
 gpu-bench: $(STAMP)
 	$(PY) -m pytest -m gpu
