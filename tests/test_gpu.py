@@ -55,3 +55,15 @@ def test_fp16_plan_with_clamp_stays_finite(cuda_engine, monkeypatch):
     result = cuda_engine.generate(DrawRequest("a blue bird", seed=5))
     assert result.plan.dtype == "float16"
     assert np.asarray(result.image).max() > 0
+
+
+def test_a_batch_on_the_gpu_matches_its_pictures_drawn_alone(cuda_engine):
+    """One call for the batch when it fits; each picture close to the same seed drawn alone."""
+    from engine.request import seed_for
+
+    batch = cuda_engine.generate(DrawRequest("a red fox", seed=11, count=3, enhance=False))
+    assert len(batch.images) == 3 and batch.batched
+    for index, image in enumerate(batch.images):
+        alone = cuda_engine.generate(DrawRequest("a red fox", seed=seed_for(11, index), enhance=False))
+        difference = np.abs(np.asarray(image, dtype=np.int16) - np.asarray(alone.image, dtype=np.int16))
+        assert difference.mean() < 8
