@@ -103,7 +103,7 @@ def styles(service: Service, user: User) -> Reply:
 async def word_list(service: Service, caller: Caller, user: User, command: c.WordListCmd) -> Reply:
     """This chat's (or server's) own blocked or sensitive words; every change is audited."""
     from bot.moderation import scope_for
-    from bot.wordlist import InvalidTerm, check_term
+    from bot.wordlist import REGEX_PREFIX, InvalidTerm, check_term
 
     lang = service.language(user)
     scope = scope_for(caller)
@@ -121,15 +121,18 @@ async def word_list(service: Service, caller: Caller, user: User, command: c.Wor
     except InvalidTerm as error:
         raise UserError("wordlist_invalid", reason=str(error)[:100]) from error
     if command.action == "add":
-        changed = await moderator.add(scope, command.list_name, term, user.id)
+        # A regular expression runs on every prompt: a careless one could stall the bot for all.
+        if term.startswith(REGEX_PREFIX) and not service.is_admin(caller):
+            raise UserError("wordlist_regex_admins")
+        changed = [term] if await moderator.add(scope, command.list_name, term, user.id) else []
         key = "wordlist_added" if changed else "wordlist_exists"
     else:
         changed = await moderator.remove(scope, command.list_name, term)
         key = "wordlist_removed" if changed else "wordlist_missing"
-    if changed:
-        details = {"list": command.list_name, "term": term}
+    for each in changed:
+        details = {"list": command.list_name, "term": each}
         await service.db.audit.record(user.id, f"{command.list_name}_{command.action}", scope, details)
-    return _reply(service, user, t(key, lang, list=name, term=term), alert=True)
+    return _reply(service, user, t(key, lang, list=name, term=", ".join(changed) or term), alert=True)
 
 
 def params_text(service: Service, job: Job, lang: str) -> str:
@@ -280,12 +283,12 @@ async def admin(service: Service, caller: Caller, actor: User, command) -> Reply
 
 async def moderation_stats(service: Service, lang: str) -> str:
     store = service.db.moderation
-    strikes = sum(count for _, count, _ in await store.strikes_since(service.clock() - 86400))
+    strikes = sum(count for _, _, count, _ in await store.strikes_since(service.moderator.clock() - 86400))
     limited = []
-    for user_id, count, left in await service.moderator.limited_users():
+    for user_id, scope, count, left in await service.moderator.limited_users():
         who = await service.db.users.get(user_id)
         label = f"{who.platform}:{who.name or who.platform_id}" if who else str(user_id)
-        limited.append(t("limited_user", lang, user=label, strikes=count, left=_minutes(left)))
+        limited.append(t("limited_user", lang, user=label, scope=scope, strikes=count, left=_minutes(left)))
     return t("stats_moderation", lang, strikes=strikes, limited=", ".join(limited) or t("nobody", lang))
 
 

@@ -247,7 +247,8 @@ _EN = {
     "wordlist_listing": "This chat's {list} ({count}): {terms}\nThe bot's settings add {configured} more everywhere.",
     "wordlist_empty": "This chat has no {list} of its own. The bot's settings add {configured} everywhere.",
     "stats_moderation": "Moderation: {strikes} refused descriptions in the last 24 h. Rate-limited now: {limited}.",
-    "limited_user": "{user} ({strikes} refusals, {left} left)",
+    "limited_user": "{user} in {scope} ({strikes} refusals, {left} left)",
+    "wordlist_regex_admins": "Only bot admins can add regular expressions (re:...). Plain words work for you.",
     "nobody": "nobody",
     "spoiler_note": "Marked sensitive: shown behind a spoiler.",
 }
@@ -471,7 +472,8 @@ _ZH = {
     "wordlist_listing": "本群的{list}（{count} 项）：{terms}\n机器人设置里另有 {configured} 项，在所有地方生效。",
     "wordlist_empty": "本群没有自己的{list}。机器人设置里有 {configured} 项，在所有地方生效。",
     "stats_moderation": "审核：过去 24 小时拒绝了 {strikes} 条描述。当前被限速：{limited}。",
-    "limited_user": "{user}（被拒 {strikes} 次，还剩 {left}）",
+    "limited_user": "{user} 在 {scope}（被拒 {strikes} 次，还剩 {left}）",
+    "wordlist_regex_admins": "只有机器人管理员可以添加正则表达式（re:...），普通词语可以直接添加。",
     "nobody": "无",
     "spoiler_note": "已标记为敏感内容，图片以剧透遮罩显示。",
 }

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from bot.contract import Caller
 from bot.settings import Settings
-from bot.wordlist import WordList
+from bot.wordlist import REGEX_PREFIX, Prepared, WordList, normalize
 from storage.moderation import ModerationStore
 
 log = logging.getLogger(__name__)
@@ -21,6 +21,7 @@ log = logging.getLogger(__name__)
 class Verdict:
     blocked: str | None  # the entry a prompt tripped (for logs and admins, never echoed to the user)
     sensitive: bool
+    in_prompt: bool = False  # the prompt itself tripped the block list, not only the negative
 
 
 def scope_for(caller: Caller) -> str:
@@ -73,33 +74,56 @@ class Moderator:
             "sensitive": _FileList(settings.sensitive_words_file, settings.sensitive_words),
         }
         self._scoped: dict[tuple[str, str], WordList] = {}
+        self._versions: dict[tuple[str, str], int] = {}  # bumped by every edit of a scope's list
         self._last_drawing: dict[int, float] = {}  # user id -> when their last drawing was accepted
 
     # -- word lists -------------------------------------------------------------------------------
 
-    async def judge(self, scope: str, *texts: str) -> Verdict:
-        blocked = self._configured["blocked"].current().find(*texts)
-        if blocked is None:
-            blocked = (await self._list(scope, "blocked")).find(*texts)
-        sensitive = bool(
-            self._configured["sensitive"].current().find(*texts) or (await self._list(scope, "sensitive")).find(*texts)
-        )
-        return Verdict(blocked, sensitive)
+    async def judge(self, scope: str, prompt: str, negative: str = "") -> Verdict:
+        """Block lists see the prompt and the negative; the sensitive list only what the user asks
+        to see (words to leave out do not make a picture sensitive)."""
+        texts = [Prepared.of(prompt), *([Prepared.of(negative)] if negative else [])]
+        lists = [self._configured["blocked"].current(), await self._list(scope, "blocked")]
+        for index, text in enumerate(texts):
+            for words in lists:
+                blocked = words.find(text)
+                if blocked is not None:
+                    return Verdict(blocked, False, in_prompt=index == 0)
+        sensitive_lists = [self._configured["sensitive"].current(), await self._list(scope, "sensitive")]
+        return Verdict(None, any(words.find(texts[0]) for words in sensitive_lists))
+
+    async def blocks(self, scope: str, text: str) -> bool:
+        """Whether any block list trips on `text` (e.g. a command that failed to parse)."""
+        return (await self.judge(scope, text)).blocked is not None
 
     async def _list(self, scope: str, list_name: str) -> WordList:
         key = (scope, list_name)
         if key not in self._scoped:
-            self._scoped[key] = WordList(await self.store.terms(scope, list_name))
+            version = self._versions.get(key, 0)
+            words = WordList(await self.store.terms(scope, list_name))
+            if self._versions.get(key, 0) != version:  # edited while we read: do not cache the old list
+                return words
+            self._scoped[key] = words
         return self._scoped[key]
+
+    def _edited(self, scope: str, list_name: str) -> None:
+        key = (scope, list_name)
+        self._versions[key] = self._versions.get(key, 0) + 1
+        self._scoped.pop(key, None)
 
     async def add(self, scope: str, list_name: str, term: str, added_by: int) -> bool:
         added = await self.store.add_term(scope, list_name, term, added_by)
-        self._scoped.pop((scope, list_name), None)
+        self._edited(scope, list_name)
         return added
 
-    async def remove(self, scope: str, list_name: str, term: str) -> bool:
-        removed = await self.store.remove_term(scope, list_name, term)
-        self._scoped.pop((scope, list_name), None)
+    async def remove(self, scope: str, list_name: str, term: str) -> list[str]:
+        """Remove every stored spelling of the term (`Teapot` goes with `teapot`); returns them."""
+        wanted = _comparable(term)
+        removed = []
+        for stored in await self.store.terms(scope, list_name):
+            if _comparable(stored) == wanted and await self.store.remove_term(scope, list_name, stored):
+                removed.append(stored)
+        self._edited(scope, list_name)
         return removed
 
     async def listing(self, scope: str, list_name: str) -> tuple[list[str], int]:
@@ -108,12 +132,14 @@ class Moderator:
 
     # -- pacing -----------------------------------------------------------------------------------
 
-    async def strike(self, user_id: int, scope: str) -> None:
-        await self.store.add_strike(user_id, scope, self.clock())
+    async def strike(self, user_id: int, scope: str, idempotency_key: str | None = None) -> None:
+        await self.store.add_strike(user_id, scope, self.clock(), idempotency_key)
 
-    async def limited_for(self, user_id: int) -> float:
-        """Seconds left of the automatic rate limit (0 when none): `strike_limit` strikes within
-        `strike_window_s` keep the user from drawing for `strike_penalty_s` after the last of them."""
+    async def limited_for(self, user_id: int, scope: str) -> float:
+        """Seconds left of the automatic rate limit in one chat or server (0 when none):
+        `strike_limit` strikes there within `strike_window_s` keep the user from drawing there for
+        `strike_penalty_s` after the last of them.  Per scope, so one server's list cannot lock a
+        member out of every other."""
         limit, window, penalty = (
             self.settings.strike_limit,
             self.settings.strike_window_s,
@@ -122,21 +148,21 @@ class Moderator:
         if limit <= 0 or penalty <= 0:
             return 0.0
         now = self.clock()
-        times = await self.store.strike_times(user_id, now - window - penalty)
+        times = await self.store.strike_times(user_id, scope, now - window - penalty)
         until = max(
             (times[i] + penalty for i in range(limit - 1, len(times)) if times[i] - times[i - limit + 1] <= window),
             default=0.0,
         )
         return max(0.0, until - now)
 
-    async def limited_users(self) -> list[tuple[int, int, float]]:
-        """(user id, strikes in the window, seconds left) of everyone rate-limited now."""
+    async def limited_users(self) -> list[tuple[int, str, int, float]]:
+        """(user id, scope, strikes, seconds left) of everyone rate-limited now, somewhere."""
         since = self.clock() - self.settings.strike_window_s - self.settings.strike_penalty_s
         limited = []
-        for user_id, strikes, _ in await self.store.strikes_since(since):
-            left = await self.limited_for(user_id)
+        for user_id, scope, strikes, _ in await self.store.strikes_since(since):
+            left = await self.limited_for(user_id, scope)
             if left > 0:
-                limited.append((user_id, strikes, left))
+                limited.append((user_id, scope, strikes, left))
         return limited
 
     def cooldown_left(self, user_id: int) -> float:
@@ -145,14 +171,24 @@ class Moderator:
             return 0.0
         return max(0.0, last + self.settings.cooldown_s - self.clock())
 
-    def start_cooldown(self, user_id: int) -> float | None:
-        """Mark a drawing as accepted now; returns the previous mark, to undo with `undo_cooldown`."""
+    def start_cooldown(self, user_id: int) -> tuple[float | None, float]:
+        """Mark a drawing as accepted now; returns (previous mark, this mark) for `undo_cooldown`."""
         previous = self._last_drawing.get(user_id)
-        self._last_drawing[user_id] = self.clock()
-        return previous
+        self._last_drawing[user_id] = mark = self.clock()
+        return previous, mark
 
-    def undo_cooldown(self, user_id: int, previous: float | None) -> None:
+    def undo_cooldown(self, user_id: int, marks: tuple[float | None, float]) -> None:
+        """Take back a mark for a drawing that was not accepted after all, unless a later one replaced it."""
+        previous, mark = marks
+        if self._last_drawing.get(user_id) != mark:
+            return
         if previous is None:
             self._last_drawing.pop(user_id, None)
         else:
             self._last_drawing[user_id] = previous
+
+
+def _comparable(term: str) -> str:
+    if term.lower().startswith(REGEX_PREFIX):
+        return term
+    return normalize(term)

@@ -25,7 +25,7 @@ from bot.metrics import Metrics
 from bot.moderation import Moderator, scope_for
 from bot.queue import FairQueue
 from bot.settings import Settings
-from bot.styles import StyleBook
+from bot.styles import PLACEHOLDER, StyleBook
 from engine.errors import EngineError
 from engine.request import DrawRequest, Kind, ModelProfile, seed_for, validate
 from storage.db import Database
@@ -208,9 +208,7 @@ class Service(Dispatching, Deliveries):
             addressed = bool(bot_username) and f"@{bot_username}".lower() in text.split(maxsplit=1)[0].lower()
             if shared_chat and error.key == "error.unknown_command" and not addressed:
                 return None
-            user = await self.user_for(caller)
-            lang = self.language(user)
-            return Reply(t(error.key, lang, **error.params), lang, alert=True)
+            return await self._parse_error(caller, text, error)
         if command is None:
             return None
         return await self.handle(caller, command, reply_to, idempotency_key)
@@ -234,12 +232,10 @@ class Service(Dispatching, Deliveries):
         parent, picture = found
         if parent.status is not JobStatus.DONE or parent.deleted or picture >= len(parent.image_paths):
             return None
-        user = await self.user_for(caller)
-        lang = self.language(user)
         try:
             command = parse(text, self.profile, bot_username=bot_username)
         except UserError as error:
-            return Reply(t(error.key, lang, **error.params), lang, alert=True)
+            return await self._parse_error(caller, text, error)
         if not isinstance(command, Draw):
             return None
         request = replace(
@@ -252,6 +248,14 @@ class Service(Dispatching, Deliveries):
         )
         draw = Draw(request, parent_id=parent.id, style=command.style)
         return await self.handle(caller, draw, reply_to, idempotency_key)
+
+    async def _parse_error(self, caller: Caller, text: str, error: UserError) -> Reply:
+        """How to fix the command, unless it holds a blocked word: the fix would repeat it back."""
+        user = await self.user_for(caller)
+        lang = self.language(user)
+        if await self.moderator.blocks(scope_for(caller), text):
+            return Reply(t("blocked_prompt", lang), lang, alert=True)
+        return Reply(t(error.key, lang, **error.params), lang, alert=True)
 
     async def press(self, caller: Caller, data: str, reply_to: dict, idempotency_key: str | None = None) -> Reply:
         """A button press; the id is checked against the database, forged or stale ones get an alert."""
@@ -290,41 +294,42 @@ class Service(Dispatching, Deliveries):
         idempotency_key: str | None = None,
         style: str | None = None,
     ) -> Reply:
-        """Style, validate, moderate and pace; then check quota and pending atomically, persist, and
-        queue.  Stored before 'queued'."""
+        """Moderate the user's words, apply the style, validate and pace; then check quota and
+        pending atomically, persist, and queue.  Stored before 'queued'."""
         lang = self.language(user)
         stored: dict[str, Any] = {}
-        if style is not None:
-            preset = self.styles.get(style)
-            if preset is None:
-                names = ", ".join(s.name for s in self.styles.all())
-                raise UserError("unknown_style", name=style[:40], styles=names, example="/styles")
-            request = preset.apply(request, self.profile)
-            stored["style"] = preset.name
-        request = validate(request, self.profile)
         # A re-sent update must get its job back, never a cooldown or a second strike.
         resent = idempotency_key is not None and await self.db.jobs.find_by_key(idempotency_key) is not None
         sensitive = False
-        previous_mark = None
         if not resent:
-            sensitive = await self._moderate(caller, user, request)
-            previous_mark = self._pace(caller, user)
-        acceptance = await self.db.jobs.accept(
-            user_id=user.id,
-            platform=caller.platform,
-            reply_to=reply_to,
-            request={**request.to_dict(), **stored},
-            kind=request.kind.value,
-            day=self.today(),
-            daily_limit=self.daily_limit(caller, user),
-            max_pending=self.settings.max_pending,
-            parent_id=parent_id,
-            idempotency_key=idempotency_key,
-            cost=request.count,
-            sensitive=sensitive,
-        )
-        if acceptance.outcome is not Outcome.ACCEPTED and not resent:
-            self.moderator.undo_cooldown(user.id, previous_mark)
+            # The user's own words are judged, before a preset adds its (trusted) template.
+            sensitive = await self._moderate(caller, user, request, parent_id, idempotency_key)
+        if style is not None:
+            request = await self._styled(caller, request, style)
+            stored["style"] = style.lower()
+        request = validate(request, self.profile)
+        marks = None if resent else self._pace(caller, user)
+        try:
+            acceptance = await self.db.jobs.accept(
+                user_id=user.id,
+                platform=caller.platform,
+                reply_to=reply_to,
+                request={**request.to_dict(), **stored},
+                kind=request.kind.value,
+                day=self.today(),
+                daily_limit=self.daily_limit(caller, user),
+                max_pending=self.settings.max_pending,
+                parent_id=parent_id,
+                idempotency_key=idempotency_key,
+                cost=request.count,
+                sensitive=sensitive,
+            )
+        except BaseException:
+            if marks is not None:
+                self.moderator.undo_cooldown(user.id, marks)
+            raise
+        if acceptance.outcome is not Outcome.ACCEPTED and marks is not None:
+            self.moderator.undo_cooldown(user.id, marks)
         if acceptance.outcome is Outcome.QUOTA:
             limit = self.daily_limit(caller, user)
             left = max(0, (limit or 0) - acceptance.used)
@@ -353,25 +358,46 @@ class Service(Dispatching, Deliveries):
             return Reply(t("already_have", lang, job_id=job.id, status=status), lang, job_id=job.id)
         return Reply(self.queued_text(job, lang), lang, job_id=job.id)
 
-    async def _moderate(self, caller: Caller, user: User, request: DrawRequest) -> bool:
-        """Refuse blocked words (a strike) and sensitive words outside age-restricted Discord channels
-        when the server asks for that; True when the picture must go out behind a spoiler."""
+    async def _moderate(
+        self, caller: Caller, user: User, request: DrawRequest, parent_id: int | None, idempotency_key: str | None
+    ) -> bool:
+        """Refuse blocked words, and sensitive words outside age-restricted Discord channels when the
+        server asks for that; True when the picture must go out behind a spoiler (as must anything
+        made from a sensitive picture).  A fresh prompt that trips the block list is a strike; a
+        button press or a reply to a picture is not (its words may predate the list)."""
         admin = self.is_admin(caller)
-        if not admin and (left := await self.moderator.limited_for(user.id)) > 0:
-            raise UserError("rate_limited", wait=_duration(math.ceil(left)))
         scope = scope_for(caller)
+        if not admin and (left := await self.moderator.limited_for(user.id, scope)) > 0:
+            raise UserError("rate_limited", wait=_duration(math.ceil(left)))
         verdict = await self.moderator.judge(scope, request.prompt, request.negative_prompt)
         if verdict.blocked is not None:
             log.info("refused a prompt from %s:%s: it matches a blocked entry", caller.platform, caller.user_id)
             self.metrics.refusals.labels("blocked").inc()
-            if not admin:
-                await self.moderator.strike(user.id, scope)
+            if not admin and verdict.in_prompt and parent_id is None:
+                await self.moderator.strike(user.id, scope, idempotency_key)
             raise UserError("blocked_prompt")
+        sensitive = verdict.sensitive
+        if not sensitive and parent_id is not None:
+            parent = await self.db.jobs.get(parent_id)
+            sensitive = parent is not None and parent.sensitive
         needs_nsfw = self.settings.nsfw_channels_only and caller.platform == "discord"
-        if verdict.sensitive and needs_nsfw and caller.nsfw_channel is not True:
+        if sensitive and needs_nsfw and caller.nsfw_channel is not True:
             self.metrics.refusals.labels("sensitive").inc()
             raise UserError("sensitive_nsfw_only")
-        return verdict.sensitive
+        return sensitive
+
+    async def _styled(self, caller: Caller, request: DrawRequest, name: str) -> DrawRequest:
+        preset = self.styles.get(name)
+        if preset is None:
+            if await self.moderator.blocks(scope_for(caller), name):  # never echo a blocked word
+                raise UserError("blocked_prompt")
+            names = ", ".join(style.name for style in self.styles.all())
+            raise UserError("unknown_style", name=name[:40], styles=names, example="/styles")
+        # The template's words count towards the model's limit, so the user's budget is smaller.
+        budget = self.profile.max_prompt_chars - (len(preset.prompt) - len(PLACEHOLDER))
+        if len(request.prompt) > budget:
+            raise UserError("error.prompt_too_long", length=len(request.prompt), limit=budget)
+        return preset.apply(request, self.profile)
 
     def _pace(self, caller: Caller, user: User) -> float | None:
         """The per-user cooldown against raids; admins never wait.  Returns the mark to undo with."""

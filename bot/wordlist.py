@@ -14,45 +14,32 @@ matched against the normalized text (lower case, punctuation as spaces).
 
 from __future__ import annotations
 
+import logging
 import re
 import unicodedata
 from dataclasses import dataclass
 
+log = logging.getLogger(__name__)
+
 REGEX_PREFIX = "re:"
 MAX_TERM_CHARS = 200
 
-# Zero-width and formatting characters that render as nothing, plus the soft hyphen.
-_INVISIBLE = re.compile(
-    "[\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180e\u200b-\u200f\u202a-\u202e\u2060-\u206f\ufeff]"
-)
+# Variation selectors render as nothing but are not format characters.
+_INVISIBLE = re.compile("[\u034f\u115f\u1160\u17b4\u17b5\u180b-\u180f\ufe00-\ufe0f\U000e0100-\U000e01ef]")
+# Look-alikes of Latin letters, mapped before case folding so capitals are caught too.
 _LOOKALIKES = str.maketrans(
-    {
-        "а": "a",
-        "е": "e",
-        "о": "o",
-        "р": "p",
-        "с": "c",
-        "х": "x",
-        "у": "y",
-        "і": "i",
-        "ј": "j",
-        "ѕ": "s",
-        "к": "k",
-        "м": "m",
-        "т": "t",
-        "в": "b",
-        "н": "h",
-        "α": "a",
-        "ο": "o",
-        "ρ": "p",
-        "ι": "i",
-        "κ": "k",
-        "ν": "v",
-        "τ": "t",
-        "υ": "u",
-    }
+    dict(
+        zip(
+            "АВЕКМНОРСТУХаеорсухіјѕкмтвнΑΒΕΖΗΙΚΜΝΟΡΤΥΧαοριкντυ",
+            "ABEKMHOPCTYXaeopcyxijskmtbhABEZHIKMNOPTYXaopikvtu",
+            strict=True,
+        )
+    )
 )
 _CJK = re.compile("[\u1100-\u11ff\u2e80-\u9fff\uac00-\ud7af\uf900-\ufaff\U00020000-\U0003ffff]")
+# Accents are dropped from Latin, Greek and Cyrillic letters only: elsewhere marks make the letter
+# (Japanese voicing marks: は and ば are different words).
+_ACCENTED_SCRIPTS_END = 0x0530
 
 
 class InvalidTerm(ValueError):
@@ -60,11 +47,31 @@ class InvalidTerm(ValueError):
 
 
 def normalize(text: str) -> str:
-    text = _INVISIBLE.sub("", unicodedata.normalize("NFKC", text)).casefold()
-    text = "".join(ch for ch in unicodedata.normalize("NFKD", text) if not unicodedata.combining(ch))
-    text = text.translate(_LOOKALIKES)
+    """Compatibility forms folded, look-alikes mapped, case folded, accents dropped, invisible
+    characters removed, punctuation turned into spaces, CJK text set apart from other scripts."""
+    text = unicodedata.normalize("NFKC", text).translate(_LOOKALIKES).casefold()
+    text = "".join("" if unicodedata.category(ch) == "Cf" else ch for ch in _INVISIBLE.sub("", text))
+    kept: list[str] = []
+    for ch in unicodedata.normalize("NFD", text):
+        if unicodedata.category(ch) in ("Mn", "Me") and kept and ord(kept[-1]) < _ACCENTED_SCRIPTS_END:
+            continue
+        kept.append(ch)
+    text = unicodedata.normalize("NFC", "".join(kept)).translate(_LOOKALIKES)
     text = "".join(" " if unicodedata.category(ch)[0] in "PSZC" else ch for ch in text)
-    return " ".join(text.split())
+    return " ".join(_spaced_cjk(text).split())
+
+
+def _spaced_cjk(text: str) -> str:
+    """`a grimdark女人` -> `a grimdark 女人`: a Latin word glued to Chinese is still a word."""
+    out: list[str] = []
+    previous_cjk: bool | None = None
+    for ch in text:
+        cjk = bool(_CJK.match(ch)) if not ch.isspace() else None
+        if cjk is not None and previous_cjk is not None and cjk != previous_cjk:
+            out.append(" ")
+        out.append(ch)
+        previous_cjk = cjk
+    return "".join(out)
 
 
 def _single_letter_runs(spaced: str) -> tuple[str, list[str]]:
@@ -88,14 +95,16 @@ def _single_letter_runs(spaced: str) -> tuple[str, list[str]]:
 
 
 @dataclass(frozen=True)
-class _Prepared:
+class Prepared:
+    """A text normalized once, to be checked against several lists."""
+
     spaced: str
     joined: str
     runs: list[str]
     compact: str
 
     @classmethod
-    def of(cls, text: str) -> _Prepared:
+    def of(cls, text: str) -> Prepared:
         spaced = normalize(text)
         joined, runs = _single_letter_runs(spaced)
         return cls(spaced, joined, runs, spaced.replace(" ", ""))
@@ -125,45 +134,63 @@ class WordList:
 
     def __init__(self, entries: list[str] | tuple[str, ...] = ()) -> None:
         self.entries = tuple(entries)
-        words: list[tuple[str, str]] = []  # (normalized, entry)
+        self._by_word: dict[str, str] = {}  # normalized (single letters joined) -> entry
         self._cjk: list[tuple[str, str]] = []
         self._patterns: list[tuple[re.Pattern[str], str]] = []
         for entry in self.entries:
             try:
                 entry = check_term(entry)
             except InvalidTerm:
-                continue  # a bad line in a file must not switch the whole list off
+                log.warning(
+                    "word list entry %r skipped: it can never match (a regex with a comma belongs in the file)", entry
+                )
+                continue  # a bad line must not switch the whole list off
             if entry.startswith(REGEX_PREFIX):
                 self._patterns.append((re.compile(entry[len(REGEX_PREFIX) :], re.IGNORECASE), entry))
-            elif _CJK.search(normalize(entry)):
-                self._cjk.append((normalize(entry).replace(" ", ""), entry))
+                continue
+            word = _single_letter_runs(normalize(entry))[0]  # `s.e.x` is listed as `sex`
+            if _CJK.search(word):
+                self._cjk.append((word.replace(" ", ""), entry))
             else:
-                words.append((normalize(entry), entry))
-        self._by_word = dict(words)
-        alternatives = "|".join(re.escape(word) for word, _ in sorted(words, key=lambda pair: -len(pair[0])))
-        self._words = re.compile(f"(?:^| )({alternatives})(?:e?s)?(?= |$)") if words else None
+                self._by_word.setdefault(word, entry)
+        alternatives = "|".join(re.escape(word) for word in sorted(self._by_word, key=len, reverse=True))
+        self._words = re.compile(f"(?:^| )({alternatives})(?:e?s)?(?= |$)") if self._by_word else None
 
     def __bool__(self) -> bool:
         return bool(self._by_word or self._cjk or self._patterns)
 
-    def find(self, *texts: str) -> str | None:
+    def find(self, *texts: str | Prepared) -> str | None:
         for text in texts:
             if not text:
                 continue
-            prepared = _Prepared.of(text)
-            if self._words is not None:
-                for candidate in (prepared.spaced, prepared.joined):
-                    match = self._words.search(candidate)
-                    if match:
-                        return self._by_word[match[1]]
-                for run in prepared.runs:
-                    for word, entry in self._by_word.items():
-                        if len(word) > 2 and word.replace(" ", "") in run:
-                            return entry
-            for word, entry in self._cjk:
-                if word in prepared.compact:
-                    return entry
-            for pattern, entry in self._patterns:
-                if pattern.search(prepared.spaced) or pattern.search(prepared.joined):
-                    return entry
+            prepared = text if isinstance(text, Prepared) else Prepared.of(text)
+            found = self._find(prepared)
+            if found is not None:
+                return found
         return None
+
+    def _find(self, prepared: Prepared) -> str | None:
+        if self._words is not None:
+            for candidate in (prepared.spaced, prepared.joined):
+                match = self._words.search(candidate)
+                if match:
+                    return self._by_word[match[1]]
+            for run in prepared.runs:
+                # A spelled-out word is the whole run (`k r a k e n`), perhaps after an article
+                # (`a k r a k e n`) or with a plural: never a piece of one (`C L A S S I C`).
+                for candidate in _run_readings(run):
+                    if candidate in self._by_word:
+                        return self._by_word[candidate]
+        for word, entry in self._cjk:
+            if word in prepared.compact:
+                return entry
+        for pattern, entry in self._patterns:
+            if pattern.search(prepared.spaced) or pattern.search(prepared.joined):
+                return entry
+        return None
+
+
+def _run_readings(run: str) -> list[str]:
+    readings = [run, run[1:]] if run[0] in "ai" and len(run) > 3 else [run]
+    plurals = [r[: -len(suffix)] for r in readings for suffix in ("es", "s") if r.endswith(suffix) and len(r) > 3]
+    return readings + plurals

@@ -147,8 +147,12 @@ _INVISIBLE = re.compile("[\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff]")
 
 
 def clean_text(text: str) -> str:
-    """Strip control, zero-width and bidi-override characters; collapse whitespace."""
+    """Strip control, zero-width and bidi-override characters; collapse whitespace.
+
+    Format characters (soft hyphens, joiners, tags...) vanish rather than becoming spaces, so
+    `grim<soft hyphen>dark` stays one word for the block lists."""
     text = _INVISIBLE.sub("", text)
+    text = "".join("" if unicodedata.category(ch) == "Cf" else ch for ch in text)
     text = "".join(ch if unicodedata.category(ch)[0] != "C" else " " for ch in text)
     return " ".join(text.split())
 

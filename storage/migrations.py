@@ -95,7 +95,11 @@ CREATE INDEX quota_ledger_by_user_day ON quota_ledger (user_id, day);
 
 _V3_COMMUNITY = (
     """
--- A batch job reserves its picture count in one ledger row (+n) and refunds it in one (-n).
+-- A batch job reserves its picture count in one ledger row (+n) and refunds it in one (-n):
+-- (job_id, delta) alone no longer keeps a job to one reservation and one refund.
+CREATE UNIQUE INDEX quota_ledger_one_reserve ON quota_ledger (job_id) WHERE job_id IS NOT NULL AND delta > 0;
+CREATE UNIQUE INDEX quota_ledger_one_refund ON quota_ledger (job_id) WHERE job_id IS NOT NULL AND delta < 0;
+
 ALTER TABLE jobs ADD COLUMN sensitive INTEGER NOT NULL DEFAULT 0 CHECK (sensitive IN (0, 1));
 
 -- Which picture of a batch a posted message shows (0 for a single picture or the buttons).
@@ -115,13 +119,15 @@ CREATE TABLE moderation_terms (
 );
 
 -- One row each time a prompt trips a block list; `at` is the service clock (epoch seconds).
+-- A re-sent update (same idempotency key) is not a second strike.
 CREATE TABLE strikes (
-    id      INTEGER PRIMARY KEY,
-    user_id INTEGER NOT NULL REFERENCES users (id),
-    scope   TEXT    NOT NULL,
-    at      REAL    NOT NULL
+    id              INTEGER PRIMARY KEY,
+    user_id         INTEGER NOT NULL REFERENCES users (id),
+    scope           TEXT    NOT NULL,
+    at              REAL    NOT NULL,
+    idempotency_key TEXT UNIQUE
 );
-CREATE INDEX strikes_by_user_time ON strikes (user_id, at);
+CREATE INDEX strikes_by_user_scope_time ON strikes (user_id, scope, at);
 CREATE INDEX strikes_by_time ON strikes (at);
 """
 )

@@ -44,25 +44,30 @@ class ModerationStore:
             )
         return removed == 1
 
-    async def add_strike(self, user_id: int, scope: str, at: float) -> None:
+    async def add_strike(self, user_id: int, scope: str, at: float, idempotency_key: str | None = None) -> bool:
+        """False when this update already struck (a re-sent one)."""
         async with self._db.write() as tx:
-            await tx.execute("INSERT INTO strikes (user_id, scope, at) VALUES (?, ?, ?)", (user_id, scope, at))
+            added = await tx.execute(
+                "INSERT OR IGNORE INTO strikes (user_id, scope, at, idempotency_key) VALUES (?, ?, ?, ?)",
+                (user_id, scope, at, idempotency_key),
+            )
+        return added == 1
 
-    async def strike_times(self, user_id: int, since: float) -> list[float]:
-        """When the user's strikes since `since` happened, oldest first."""
+    async def strike_times(self, user_id: int, scope: str, since: float) -> list[float]:
+        """When the user's strikes in one scope since `since` happened, oldest first."""
         rows = await self._db.fetch_all(
-            "SELECT at FROM strikes WHERE user_id = ? AND at >= ? ORDER BY at", (user_id, since)
+            "SELECT at FROM strikes WHERE user_id = ? AND scope = ? AND at >= ? ORDER BY at", (user_id, scope, since)
         )
         return [float(row["at"]) for row in rows]
 
-    async def strikes_since(self, since: float) -> list[tuple[int, int, float]]:
-        """(user id, strikes, latest strike) for everyone with strikes since `since`, most first."""
+    async def strikes_since(self, since: float) -> list[tuple[int, str, int, float]]:
+        """(user id, scope, strikes, latest strike) for everyone with strikes since `since`, most first."""
         rows = await self._db.fetch_all(
-            "SELECT user_id, COUNT(*) AS n, MAX(at) AS latest FROM strikes WHERE at >= ?"
-            " GROUP BY user_id ORDER BY n DESC, latest DESC",
+            "SELECT user_id, scope, COUNT(*) AS n, MAX(at) AS latest FROM strikes WHERE at >= ?"
+            " GROUP BY user_id, scope ORDER BY n DESC, latest DESC",
             (since,),
         )
-        return [(int(row["user_id"]), int(row["n"]), float(row["latest"])) for row in rows]
+        return [(int(row["user_id"]), row["scope"], int(row["n"]), float(row["latest"])) for row in rows]
 
 
 def _checked(list_name: str) -> str:

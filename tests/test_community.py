@@ -44,7 +44,10 @@ async def test_blocked_words_are_refused_without_echo_and_repeated_trips_rate_li
     app, _ = await started(make_app, EASEL_BLOCKED_WORDS="grimdark,re:gore+", EASEL_ADMINS="telegram:900")
     clock = with_clock(app)
 
-    for text in ("/draw a GRIM\u200bDARK castle", "/draw a fox --no ｇｒｉｍｄａｒｋ", "/draw g o r e e e fest"):
+    # Words to leave out are refused too, but cost no strike: the user was avoiding them.
+    negative = await draw(app, alice(), "/draw a fox --no ｇｒｉｍｄａｒｋ")
+    assert negative.text == t("blocked_prompt", "en")
+    for text in ("/draw a GRIM\u200bDARK castle", "/draw a grim\u00addark keep", "/draw g o r e e e fest"):
         reply = await draw(app, alice(), text)
         assert reply.text == t("blocked_prompt", "en") and reply.alert
         assert "grim" not in reply.text.lower() and "gore" not in reply.text.lower()
@@ -54,15 +57,22 @@ async def test_blocked_words_are_refused_without_echo_and_repeated_trips_rate_li
     limited = await draw(app, alice(), "/draw a harmless fox")
     assert limited.text == t("rate_limited", "en", wait="29m50s")
     stats = await draw(app, ADMIN, "/stats")
-    assert "3 refused descriptions" in stats.text and "telegram:alice (3 refusals, 30 min left)" in stats.text
-    assert app.service.metrics.value("easel_refusals_total", reason="blocked") == 3
+    assert "3 refused descriptions" in stats.text
+    assert "telegram:alice in telegram:chat:1 (3 refusals, 30 min left)" in stats.text
+    assert app.service.metrics.value("easel_refusals_total", reason="blocked") == 4
+    # Per chat: the same member may still draw in another chat.
+    elsewhere = Caller("telegram", "100", name="alice", language="en", chat_id="2")
+    assert (await draw(app, elsewhere, "/draw a harmless fox")).job_id is not None
+    # A parse error never repeats a blocked word back in its example.
+    assert (await draw(app, elsewhere, "/draw grimdark --ar 99:1")).text == t("blocked_prompt", "en")
+    assert (await draw(app, elsewhere, "/draw a fox --style grimdark")).text == t("blocked_prompt", "en")
 
     clock.now += 1800
     assert (await draw(app, alice(), "/draw a harmless fox")).job_id is not None
     # Admins meet the list too (they test it), but collect no strikes.
     assert (await draw(app, ADMIN, "/draw grimdark")).text == t("blocked_prompt", "en")
     admin_user = await app.db.users.find("telegram", "900")
-    assert await app.db.moderation.strike_times(admin_user.id, 0) == []
+    assert await app.db.moderation.strike_times(admin_user.id, "telegram:chat:1", 0) == []
 
 
 async def test_admins_edit_this_chats_lists_audited_and_other_chats_are_not_affected(make_app):
@@ -116,6 +126,32 @@ async def test_the_block_list_file_is_read_again_when_it_changes(make_app, tmp_p
     assert (await draw(app, alice(), "/draw a BUTTERFLY")).text == t("blocked_prompt", "en")
 
 
+async def test_regular_expressions_are_for_bot_admins_and_a_resent_update_strikes_once(make_app):
+    app, _ = await started(make_app, EASEL_BLOCKED_WORDS="grimdark", EASEL_ADMINS="discord:1")
+    manager = Caller("discord", "5", name="mod", chat_id="10", guild_id="77", chat_admin=True)
+    admin = Caller("discord", "1", name="root", chat_id="10", guild_id="77")
+    assert (await draw(app, manager, "/block add re:(a+)+$")).text == t("wordlist_regex_admins", "en")
+    assert (await draw(app, admin, "/block add re:kra+ken")).text.startswith("Added")
+
+    member = Caller("discord", "6", name="member", chat_id="11", guild_id="77")
+    for _ in range(2):
+        assert (await draw(app, member, "/draw grimdark", key="interaction-1")).text == t("blocked_prompt", "en")
+    user = await app.db.users.find("discord", "6")
+    assert len(await app.db.moderation.strike_times(user.id, "discord:guild:77", 0)) == 1
+    # The admin's regular expression applies to everyone in the server, and a fresh prompt strikes.
+    assert (await draw(app, member, "/draw kraaaken")).text == t("blocked_prompt", "en")
+    assert len(await app.db.moderation.strike_times(user.id, "discord:guild:77", 0)) == 2
+
+
+async def test_a_style_leaves_room_for_its_template(make_app):
+    app, _ = await started(make_app)
+    template = len(app.service.styles.get("photo").prompt) - len("{prompt}")
+    budget = app.service.profile.max_prompt_chars - template
+    reply = await draw(app, alice(), "/draw " + "x" * (budget + 1) + " --style photo")
+    assert reply.text == t("error.prompt_too_long", "en", length=budget + 1, limit=budget)
+    assert (await draw(app, alice(), "/draw " + "x" * budget + " --style photo --steps 1")).job_id
+
+
 # -- sensitive pictures ---------------------------------------------------------------------------------
 
 
@@ -130,6 +166,12 @@ async def test_sensitive_prompts_go_out_behind_a_spoiler_and_only_in_nsfw_channe
     plain = await draw(app, alice(), "/draw a cat --steps 1")
     await settled(app, plain.job_id)
     assert not adapter.delivered[-1].spoiler
+
+    # A variation of a sensitive picture is sensitive too; words only left out make nothing sensitive.
+    vary = await app.service.press(alice(), button_id(Action.VARY_SUBTLE, job.id), {"chat_id": "1"})
+    assert (await settled(app, vary.job_id)).sensitive and adapter.delivered[-1].spoiler
+    avoided = await draw(app, alice(), "/draw a cat --no swimsuit --steps 1")
+    assert not (await settled(app, avoided.job_id)).sensitive
 
     sfw = Caller("discord", "5", chat_id="10", guild_id="77", nsfw_channel=False)
     nsfw = Caller("discord", "5", chat_id="12", guild_id="77", nsfw_channel=True)

@@ -63,3 +63,28 @@ def test_terms_are_checked_before_they_are_stored():
 
 def test_normalize_folds_width_case_accents_and_punctuation():
     assert normalize("Ｈｅｌｌｏ,  Wörld!\u200b") == "hello world"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "a neon sign that reads C L A S S I C",  # a listed word inside spelled-out letters
+        "letters P A S S I O N",
+        "D O C U M E N T S",
+        "はかまを着た女性",  # hakama: は is not ば
+        "ふすまの部屋",
+        "보직 이동",  # Korean syllables stay whole
+    ],
+)
+def test_no_false_positives_inside_spelled_out_words_or_cjk(text):
+    assert WordList(["ass", "cum", "ばか", "ぶす", "보지"]).find(text) is None
+
+
+def test_more_disguises_are_caught():
+    words = WordList(["grimdark", "naked", "sex", "s.e.x", "ばか"])
+    assert words.find("画一个grimdark女人") == "grimdark"  # a Latin word glued to Chinese
+    assert words.find("ΝΑΚΕD statue") == "naked"  # Greek capitals
+    assert words.find("SΕΧ") == "sex"
+    assert words.find("grim\ufe0fdark") == "grimdark"  # a variation selector
+    assert words.find("ばかだ") == "ばか"
+    assert WordList(["f u c k"]).find("what the fuck") == "f u c k"  # listed spelled out, found whole
