@@ -150,3 +150,18 @@ async def test_cooldown_refuses_a_fast_second_request_with_the_wait(start_bot, f
     assert first.startswith(("Queued as #1", "Got it! #1"))
     assert re.fullmatch(r"Please wait (1m5[0-9]|2m00)s before your next drawing\.", second)
     assert await job_count(bot.app) == 1
+
+
+async def test_a_batch_shares_one_messages_upload_budget(start_bot, fake, monkeypatch):
+    from bot.adapters.discord import adapter as discord_adapter
+
+    budget = 200_000
+    monkeypatch.setattr(discord_adapter, "MESSAGE_UPLOAD_BUDGET", budget)
+    bot = await start_bot()
+    await draw(fake, prompt="a busy market street, tiny details everywhere", count=4, steps=1, limit=100_000)
+    job = await delivered(bot.app, 1)
+    originals = [bot.app.service.images.resolve(path).stat().st_size for path in job.image_paths]
+    assert sum(originals) > budget  # the test means something only if the PNGs did not fit together
+    attachments = message_of(fake, job.id).attachments
+    assert len(attachments) == 4 and all(len(a.data) <= budget // 4 for a in attachments)
+    assert t("oversize_note", "en") in message_of(fake, job.id).embeds[0]["description"]

@@ -41,6 +41,9 @@ STATUS_EDIT_TIMEOUT_S = 5.0  # progress is best-effort: a rate-limited edit is d
 # Missing Access, Missing Permissions, Unknown Channel, archived thread: retrying cannot help.
 NEVER_DELIVERABLE = {50001, 50013, 10003, 50083}
 TOKEN_DEAD = 50027  # "Invalid Webhook Token": the 15 minutes are over
+# What one message's files may add up to (commonly reported as 25 MiB; boosted servers raise the
+# per-file limit, and the budget with it).
+MESSAGE_UPLOAD_BUDGET = 25 * 1024 * 1024
 MENTIONS = discord.AllowedMentions(everyone=False, roles=False, users=True, replied_user=False)
 
 Ask = Callable[[Caller, dict[str, Any]], Awaitable[Reply | None]]
@@ -225,9 +228,11 @@ class DiscordAdapter:
         job, lang = delivery.job, delivery.language
         origin = Origin.from_reply_to(job.reply_to)
         await self._wait_until_answered(origin)
-        uploads = [
-            await asyncio.to_thread(fit_to_limit, path, origin.attachment_size_limit) for path in delivery.image_paths
-        ]
+        # Each file has the per-file limit, and a batch shares one message's budget.
+        per_file = origin.attachment_size_limit
+        if len(delivery.image_paths) > 1:
+            per_file = min(per_file, max(MESSAGE_UPLOAD_BUDGET, per_file) // len(delivery.image_paths))
+        uploads = [await asyncio.to_thread(fit_to_limit, path, per_file) for path in delivery.image_paths]
         single = len(uploads) == 1
         names = [
             f"easel-{job.id}.{upload.extension}" if single else f"easel-{job.id}-{index + 1}.{upload.extension}"
