@@ -470,3 +470,12 @@ async def wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> Non
             await asyncio.sleep(0.01)
 
     await asyncio.wait_for(poll(), timeout)
+
+
+async def test_get_chat_member_reports_the_status_a_test_set(tg: FakeTelegram, bot: Bot) -> None:
+    tg.send_user_message(-100, 7, "hello", chat_type="supergroup")
+    tg.set_member_status(-100, 8, "creator")
+    tg.set_member_status(-100, 9, "administrator")
+    member, owner, admin = [await bot.get_chat_member(-100, user_id) for user_id in (7, 8, 9)]
+    assert (member.status, owner.status, admin.status) == ("member", "creator", "administrator")
+    assert member.user.id == 7 and admin.can_delete_messages and not admin.can_be_edited

@@ -43,6 +43,13 @@ async def test_blocked_prompts_are_refused_without_the_word_and_an_admin_edits_t
 
     refused = await say(tg, GROUP, ALICE, "/block add kraken")
     assert refused.params["text"] == t("not_admin", "en")
+    # The group's own admins keep its list (Telegram says who they are), plain words only.
+    tg.set_member_status(GROUP, ALICE, "administrator")
+    added = await say(tg, GROUP, ALICE, "/block add octopus")
+    assert added.params["text"] == t("wordlist_added", "en", list="blocked words", term="octopus")
+    regex = await say(tg, GROUP, ALICE, "/block add re:octo+pus")
+    assert regex.params["text"] == t("wordlist_regex_admins", "en")
+    assert len(tg.calls_of("getChatMember")) == 3  # asked for the list commands only
     added = await say(tg, GROUP, ADMIN, "/block add Kraken")
     assert added.params["text"] == t("wordlist_added", "en", list="blocked words", term="Kraken")
     blocked = await say(tg, GROUP, BOB, "/draw a k r a k e n at sea")
@@ -56,7 +63,8 @@ async def test_blocked_prompts_are_refused_without_the_word_and_an_admin_edits_t
     queued = await say(tg, GROUP, BOB, "/draw a kraken at sea --steps 1")
     assert "#" in queued.params["text"]
     audit = [(e.action, e.target) for e in reversed(await app.db.audit.recent())]
-    assert audit == [("blocked_add", f"telegram:chat:{GROUP}"), ("blocked_remove", f"telegram:chat:{GROUP}")]
+    scope = f"telegram:chat:{GROUP}"
+    assert audit == [("blocked_add", scope), ("blocked_add", scope), ("blocked_remove", scope)]
 
 
 async def test_a_sensitive_picture_is_sent_with_a_spoiler_and_no_unhidden_png(easel, tg):

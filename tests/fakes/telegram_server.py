@@ -336,6 +336,7 @@ class FakeTelegram:
         self._runner: web.AppRunner | None = None
         self._port: int | None = None
         self._closing = False
+        self._member_status: dict[tuple[int, int], str] = {}
         self._handlers: dict[str, Callable[[Call], Any]] = {
             "getMe": lambda call: self.bot_user,
             "deleteWebhook": self._delete_webhook,
@@ -356,6 +357,7 @@ class FakeTelegram:
             "deleteMyCommands": self._delete_my_commands,
             "sendChatAction": self._send_chat_action,
             "getFile": self._get_file,
+            "getChatMember": self._get_chat_member,
         }
         self._handler_names = {name.lower(): name for name in self._handlers}
 
@@ -845,6 +847,28 @@ class FakeTelegram:
             raise _bad_request("chat not found")
         self._chat(chat_id)
         return chat_id
+
+    def set_member_status(self, chat_id: int, user_id: int, status: str = "administrator") -> None:
+        """What getChatMember answers for this user in this chat: creator, administrator, member..."""
+        self._member_status[(chat_id, user_id)] = status
+
+    def _get_chat_member(self, call: Call) -> dict[str, Any]:
+        chat_id, user_id = self._chat_id(call), int(call.params["user_id"])
+        user = self._users.get(user_id) or {"id": user_id, "is_bot": False, "first_name": "Someone"}
+        status = self._member_status.get((chat_id, user_id), "member")
+        member: dict[str, Any] = {"status": status, "user": user}
+        if status == "creator":
+            member["is_anonymous"] = False
+        elif status == "administrator":
+            rights = (
+                "can_be_edited is_anonymous can_manage_chat can_delete_messages can_manage_video_chats"
+                " can_restrict_members can_promote_members can_change_info can_invite_users can_post_stories"
+                " can_edit_stories can_delete_stories"
+            )
+            member.update({right: right != "can_be_edited" and right != "is_anonymous" for right in rights.split()})
+        elif status == "restricted":
+            raise _bad_request("the fake supports creator, administrator, member, left and kicked only")
+        return member
 
     def _remember_user(
         self, user_id: int, username: str | None, first_name: str, language_code: str, is_bot: bool

@@ -9,9 +9,10 @@ idempotency key (`telegram:<chat>:<message>`, `telegram:cb:<query>`) so it never
 from __future__ import annotations
 
 import logging
+import re
 
 from telegram import Chat, Message, MessageEntity, Update, User
-from telegram.constants import ChatType
+from telegram.constants import ChatMemberStatus, ChatType
 from telegram.error import TelegramError
 from telegram.ext import Application, CallbackQueryHandler, ContextTypes, MessageHandler, filters
 
@@ -22,6 +23,8 @@ from bot.messages import language_for, t
 from bot.service import Caller, Service
 
 log = logging.getLogger(__name__)
+
+_LIST_COMMAND = re.compile(r"[/\uff0f](block|sensitive)(@\w+)?(\s|$)", re.IGNORECASE)
 
 
 class Incoming:
@@ -42,7 +45,7 @@ class Incoming:
         if sender is None or sender.is_bot:
             return
         chat = message.chat
-        caller = caller_for(sender, chat)
+        caller = caller_for(sender, chat, chat_admin=await self._manages(context, chat, sender, message.text))
         key = f"telegram:{chat.id}:{message.message_id}"
         reply_to = {"chat_id": chat.id, "reply_to_message_id": message.message_id}
         reply = None
@@ -62,6 +65,18 @@ class Incoming:
             )
         if reply is not None:
             await self.outbox.answer(chat.id, message.message_id, reply)
+
+    async def _manages(self, context: ContextTypes.DEFAULT_TYPE, chat: Chat, sender: User, text: str) -> bool:
+        """Whether the sender administers this group: asked only for the word-list commands, which
+        a group's own admins may use (one API call, not one per message)."""
+        if chat.type == ChatType.PRIVATE or not _LIST_COMMAND.match(text):
+            return False
+        try:
+            member = await context.bot.get_chat_member(chat.id, sender.id)
+        except TelegramError as error:
+            log.info("telegram: could not tell whether %s administers %s: %s", sender.id, chat.id, error)
+            return False
+        return member.status in (ChatMemberStatus.ADMINISTRATOR, ChatMemberStatus.OWNER)
 
     async def on_button(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """A button under one of our pictures: the service decides, the query is answered straight away."""
@@ -115,13 +130,14 @@ class Incoming:
             log.warning("telegram: could not tell chat %s about the failure: %s", chat.id, error)
 
 
-def caller_for(user: User, chat: Chat | None) -> Caller:
+def caller_for(user: User, chat: Chat | None, chat_admin: bool = False) -> Caller:
     return Caller(
         "telegram",
         str(user.id),
         name=user.username or user.full_name,
         language=user.language_code,
         chat_id=str(chat.id) if chat is not None else None,
+        chat_admin=chat_admin,
     )
 
 
