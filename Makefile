@@ -38,6 +38,7 @@ bench: $(STAMP)
 	$(PY) bench/bot_overhead.py
 	$(PY) bench/memory_growth.py
 	$(PY) bench/batch.py
+	$(PY) bench/wordlist.py
 
 gpu-bench: $(STAMP)
 	$(PY) -m pytest -m gpu
