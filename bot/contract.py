@@ -22,6 +22,7 @@ class Caller:
     guild_id: str | None = None
     nsfw_channel: bool | None = None  # an age-restricted channel; None where the platform has none
     chat_admin: bool = False  # may manage this chat or server (edits its word lists)
+    public: bool = False  # what we answer here is read by the whole chat (a Telegram group)
 
 
 @dataclass(frozen=True)

@@ -113,7 +113,8 @@ async def word_list(service: Service, caller: Caller, user: User, command: c.Wor
         terms, configured = await moderator.listing(scope, command.list_name)
         if not terms:
             return _reply(service, user, t("wordlist_empty", lang, list=name, configured=configured), alert=True)
-        shown = ", ".join(terms)
+        # In a group everyone reads the answer: show the admin enough to recognise each term.
+        shown = ", ".join(_masked(term) if caller.public else term for term in terms)
         text = t("wordlist_listing", lang, list=name, count=len(terms), terms=shown, configured=configured)
         return _reply(service, user, text, alert=True)
     try:
@@ -290,6 +291,15 @@ async def moderation_stats(service: Service, lang: str) -> str:
         label = f"{who.platform}:{who.name or who.platform_id}" if who else str(user_id)
         limited.append(t("limited_user", lang, user=label, scope=scope, strikes=count, left=_minutes(left)))
     return t("stats_moderation", lang, strikes=strikes, limited=", ".join(limited) or t("nobody", lang))
+
+
+def _masked(term: str) -> str:
+    """`kraken` -> `k····n`: recognisable to whoever added it, unreadable to the rest of the group."""
+    if term.startswith("re:"):
+        return "re:" + "·" * min(8, len(term) - 3)
+    if len(term) <= 2:
+        return "·" * len(term)
+    return term[0] + "·" * (len(term) - 2) + term[-1]
 
 
 def _minutes(seconds: float) -> str:

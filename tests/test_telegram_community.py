@@ -49,7 +49,9 @@ async def test_blocked_prompts_are_refused_without_the_word_and_an_admin_edits_t
     assert added.params["text"] == t("wordlist_added", "en", list="blocked words", term="octopus")
     regex = await say(tg, GROUP, ALICE, "/block add re:octo+pus")
     assert regex.params["text"] == t("wordlist_regex_admins", "en")
-    assert len(tg.calls_of("getChatMember")) == 3  # asked for the list commands only
+    listing = await say(tg, GROUP, ALICE, "/block list")
+    assert "o·····s" in listing.params["text"] and "octopus" not in listing.params["text"]  # the group reads it
+    assert len(tg.calls_of("getChatMember")) == 4  # asked for the list commands only
     added = await say(tg, GROUP, ADMIN, "/block add Kraken")
     assert added.params["text"] == t("wordlist_added", "en", list="blocked words", term="Kraken")
     blocked = await say(tg, GROUP, BOB, "/draw a k r a k e n at sea")

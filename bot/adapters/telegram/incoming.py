@@ -138,6 +138,7 @@ def caller_for(user: User, chat: Chat | None, chat_admin: bool = False) -> Calle
         language=user.language_code,
         chat_id=str(chat.id) if chat is not None else None,
         chat_admin=chat_admin,
+        public=chat is not None and chat.type != ChatType.PRIVATE,
     )
 
 
