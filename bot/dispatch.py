@@ -102,7 +102,13 @@ class Dispatching:
             "retries": result.retries,
             "peak_memory_gb": result.peak_memory_gb,
         }
-        await self.db.jobs.mark_done(job.id, seed=result.seed, image_paths=paths, plan=plan, timings=timings)
+        # A worker of an older version may draw one picture of a batch: charge only what came back.
+        missing = max(0, job.count - len(paths))
+        if missing:
+            log.warning("%d of %d pictures missing from the result; refunding them", missing, job.count)
+        await self.db.jobs.mark_done(
+            job.id, seed=result.seed, image_paths=paths, plan=plan, timings=timings, missing=missing
+        )
         log.info(
             "done in %.2fs, plan %s, fallbacks %s, retries %s",
             timings["total"],

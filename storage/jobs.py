@@ -272,13 +272,23 @@ class Jobs:
         return await self._change("UPDATE jobs SET status = 'queued' WHERE id = ? AND status = 'running'", (job_id,))
 
     async def mark_done(
-        self, job_id: int, *, seed: int, image_paths: list[str], plan: dict[str, Any], timings: dict[str, Any]
+        self,
+        job_id: int,
+        *,
+        seed: int,
+        image_paths: list[str],
+        plan: dict[str, Any],
+        timings: dict[str, Any],
+        missing: int = 0,
     ) -> bool:
-        """running -> done.  False if the job is no longer running (cancelled meanwhile)."""
+        """running -> done.  False if the job is no longer running (cancelled meanwhile).  `missing`
+        pictures of a batch that did not come back are refunded in the same transaction."""
+        refund = (job_id, "pictures missing from the result", missing) if missing > 0 else None
         return await self._change(
             "UPDATE jobs SET status = 'done', seed = ?, image_paths = ?, plan = ?, timings = ?,"
             f" finished_at = {NOW_SQL} WHERE id = ? AND status = 'running'",
             (seed, json.dumps(image_paths), json.dumps(plan), json.dumps(timings), job_id),
+            refund=refund,
         )
 
     async def mark_failed(
@@ -339,7 +349,9 @@ class Jobs:
     async def _select(self, sql: str, params: tuple[Any, ...] = ()) -> list[Job]:
         return [job_from_row(row) for row in await self._db.fetch_all(sql, params)]
 
-    async def _change(self, sql: str, params: tuple[Any, ...], refund: tuple[int, str] | None = None) -> bool:
+    async def _change(
+        self, sql: str, params: tuple[Any, ...], refund: tuple[int, str] | tuple[int, str, int] | None = None
+    ) -> bool:
         async with self._db.write() as tx:
             changed = await tx.execute(sql, params) == 1
             if changed and refund is not None:

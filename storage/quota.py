@@ -31,14 +31,15 @@ async def reserve_in(tx: Tx, user_id: int, job_id: int, day: str, amount: int = 
     )
 
 
-async def refund_in(tx: Tx, job_id: int, reason: str) -> bool:
-    """Give back the job's whole reservation inside an open transaction; True only the first time."""
+async def refund_in(tx: Tx, job_id: int, reason: str, pictures: int | None = None) -> bool:
+    """Give back the job's reservation (all of it, or `pictures` of it) inside an open transaction;
+    True only the first time: a job is refunded at most once."""
     refunded = await tx.execute(
         "INSERT INTO quota_ledger (user_id, job_id, day, delta, reason)"
-        " SELECT user_id, job_id, day, -delta, ? FROM quota_ledger"
+        " SELECT user_id, job_id, day, -MIN(delta, COALESCE(?, delta)), ? FROM quota_ledger"
         " WHERE job_id = ? AND delta > 0"
         " AND NOT EXISTS (SELECT 1 FROM quota_ledger WHERE job_id = ? AND delta < 0)",
-        (reason, job_id, job_id),
+        (pictures, reason, job_id, job_id),
     )
     return refunded == 1
 

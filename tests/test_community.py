@@ -240,6 +240,24 @@ async def test_a_batch_paints_n_pictures_costs_n_and_each_picture_has_its_button
     assert not any(app.service.images.resolve(path).exists() for path in job.image_paths)
 
 
+async def test_pictures_missing_from_a_batch_result_are_not_charged(make_app):
+    """A worker of an older version draws one picture of a batch: the rest is given back."""
+    app, adapter = await started(make_app)
+    run = app.service.worker.run
+
+    async def older_worker(job_id, request, on_step=None):
+        result = await run(job_id, request, on_step)
+        result.images = result.images[:1]
+        return result
+
+    app.service.worker.run = older_worker
+    reply = await draw(app, alice(), "/draw a fox --n 3 --steps 1")
+    job = await settled(app, reply.job_id)
+    user = await app.db.users.find("telegram", "100")
+    assert len(job.image_paths) == 1 and await app.db.quota.used(user.id, app.service.today()) == 1
+    assert len(adapter.delivered[-1].image_paths) == 1
+
+
 async def test_batch_counts_are_checked_with_an_example(make_app):
     app, _ = await started(make_app)
     reply = await draw(app, alice(), "/draw a fox --n 9")

@@ -101,3 +101,39 @@ async def test_failing_or_cancelling_with_a_refund_is_one_transaction(db):
     assert not await db.jobs.mark_failed(jobs[0], "error.oom", {}, refund="again")
     assert not await db.jobs.mark_cancelled(jobs[1], refund="again")
     assert await db.quota.used(user.id, day) == 1
+
+
+async def test_a_batch_reserves_its_count_and_is_refunded_whole_or_for_missing_pictures(db):
+    user = await db.users.get_or_create("discord", "ada")
+
+    async def batch(count):
+        acceptance = await db.jobs.accept(
+            user_id=user.id,
+            platform="discord",
+            reply_to={},
+            request={"prompt": "x", "count": count},
+            kind="txt2img",
+            day=DAY,
+            daily_limit=10,
+            max_pending=100,
+            cost=count,
+        )
+        return acceptance
+
+    four, three = (await batch(4)).job, (await batch(3)).job
+    assert await db.quota.used(user.id, DAY) == 7
+    refused = await batch(4)  # 7 + 4 > 10: all of it fits or nothing
+    assert refused.job is None and refused.used == 7
+    assert await db.quota.refund(four.id, "failed") and not await db.quota.refund(four.id, "again")
+    assert await ledger_rows(db, four.id) == [(DAY, 4, "reserve"), (DAY, -4, "failed")]
+
+    await db.jobs.mark_running(three.id)
+    assert await db.jobs.mark_done(three.id, seed=1, image_paths=["a.png"], plan={}, timings={}, missing=2)
+    assert await ledger_rows(db, three.id) == [(DAY, 3, "reserve"), (DAY, -2, "pictures missing from the result")]
+    assert await db.quota.used(user.id, DAY) == 1
+    with pytest.raises(Exception, match="UNIQUE"):  # the indexes allow one refund per job, whatever the code does
+        async with db.write() as tx:
+            await tx.execute(
+                "INSERT INTO quota_ledger (user_id, job_id, day, delta, reason) VALUES (?, ?, ?, -1, 'x')",
+                (user.id, three.id, DAY),
+            )
