@@ -81,7 +81,10 @@ def safe_url(url: str | None) -> str:
 
 def fingerprint(job_id: int, request: DrawRequest) -> str:
     """Names one job's request, so a Redis that outlived a wiped bot database is not mistaken for it."""
-    text = json.dumps({"job": job_id, "request": request.to_dict()}, sort_keys=True, default=str)
+    fields = request.to_dict()
+    if fields.get("count") == 1:  # as before batches existed: jobs in Redis across an upgrade keep their print
+        del fields["count"]
+    text = json.dumps({"job": job_id, "request": fields}, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
