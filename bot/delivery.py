@@ -98,6 +98,8 @@ class Deliveries:
             notes.append(t("retry_note", lang))
         if job.sensitive:
             notes.append(t("spoiler_note", lang))
+        if job.count > pictures:
+            notes.append(t("missing_note", lang, drawn=pictures, count=job.count))
         owner = await self.db.users.get(job.user_id)
         return Delivery(
             job=job,

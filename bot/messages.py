@@ -251,6 +251,7 @@ _EN = {
     "wordlist_regex_admins": "Only bot admins can add regular expressions (re:...). Plain words work for you.",
     "nobody": "nobody",
     "spoiler_note": "Marked sensitive: shown behind a spoiler.",
+    "missing_note": "Only {drawn} of the {count} pictures could be drawn; the others were not charged.",
 }
 
 _ZH = {
@@ -476,6 +477,7 @@ _ZH = {
     "wordlist_regex_admins": "只有机器人管理员可以添加正则表达式（re:...），普通词语可以直接添加。",
     "nobody": "无",
     "spoiler_note": "已标记为敏感内容，图片以剧透遮罩显示。",
+    "missing_note": "{count} 张图只画成了 {drawn} 张，没画成的不扣额度。",
 }
 
 CATALOGUE: dict[str, dict[str, str]] = {"en": _EN, "zh": _ZH}

@@ -116,43 +116,59 @@ class Engine:
         batch = _Batch(request, [seed_for(seed, i) for i in range(request.count)], Progress(on_step), should_stop)
         retries: list[str] = []
         fallbacks: list[str] = []
-        self._reset_peak_memory()
+        warnings: list[str] = []
 
-        # 3. Run, stepping down on OOM and retrying once on non-finite output
+        # 3. Run, stepping down on OOM and retrying once on non-finite output.  The failure is noted
+        #    and handled after its `except` block: the exception's traceback holds the failed call's
+        #    frames (latents, activations), which must be gone before memory is released.
         while True:
+            self._reset_peak_memory()  # the peak of the run that succeeds, not of a failed attempt
             plan = batch_plans[rung] if batched else plans[rung]
+            bad_stage = None
             try:
                 self._run(plan, batch, batched)
                 break
             except NonFiniteOutput as bad:
-                self._free_memory()
-                if retries:
-                    raise BadOutput(stage=bad.stage) from bad
-                dtype = safer_dtype(plan.dtype, facts.real_bf16 or not facts.is_gpu)
-                retries.append(f"non-finite {bad.stage} in {plan.dtype}: retried in {dtype}")
-                plans, batch_plans = self._ladders(facts, request, dtype)
-                rung = next((i for i, p in enumerate(plans) if p.fits), len(plans) - 1)
-                batched = batched and batch_plans[rung].fits
+                bad_stage = bad.stage
             except Exception as exc:
-                self._free_memory()
                 if not is_out_of_memory(exc):
+                    self._free_memory()
                     raise
-                if batched:
-                    fallbacks.append(
-                        f"out of memory with {request.count} pictures in one call on {plan.placement.value}: "
-                        "drew them one at a time"
-                    )
-                    log.warning("OOM batching %d pictures with plan %s; one at a time", request.count, plan.describe())
-                    batched = False
-                    continue
-                if rung + 1 >= len(plans):
-                    fits = largest_fitting_square(facts, self.profile, request.cfg)
-                    raise OutOfMemory(width=request.width, height=request.height, fits=fits) from exc
+                log.warning("OOM with plan %s: %s", plan.describe(), str(exc).splitlines()[0][:200])
+            oom_in_batch = batch.batched_call
+            batch.batched_call = False
+            self._free_memory()
+            if bad_stage is not None:
+                if retries:
+                    if not batch.images:
+                        raise BadOutput(stage=bad_stage)
+                    warnings.append(f"non-finite {bad_stage} again: {len(batch.images)} of {request.count} drawn")
+                    break
+                dtype = safer_dtype(plan.dtype, facts.real_bf16 or not facts.is_gpu)
+                retries.append(f"non-finite {bad_stage} in {plan.dtype}: retried in {dtype}")
+                plans, batch_plans = self._ladders(facts, request, dtype)
+                # Never back up the ladder: a rung that ran out of memory would again.
+                rung = max(rung, next((i for i, p in enumerate(plans) if p.fits), len(plans) - 1))
+                rung = min(rung, len(plans) - 1)
+                batched = batched and batch_plans[rung].fits
+                continue
+            if oom_in_batch:  # the batch's own activations did not fit: same rung, one picture per call
                 fallbacks.append(
-                    f"out of memory on {plan.placement.value}: fell back to {plans[rung + 1].placement.value}"
+                    f"out of memory with {len(batch.seeds) - len(batch.images)} pictures in one call on "
+                    f"{plan.placement.value}: drew them one at a time"
                 )
-                log.warning("OOM with plan %s; falling back to %s", plan.describe(), plans[rung + 1].describe())
-                rung += 1
+                batched = False
+                continue
+            batched = False  # whatever ran out was not the batch; lower rungs draw one picture per call
+            if rung + 1 >= len(plans):
+                if batch.images:
+                    warnings.append(f"out of memory: {len(batch.images)} of {request.count} drawn")
+                    break
+                fits = largest_fitting_square(facts, self.profile, request.cfg)
+                raise OutOfMemory(width=request.width, height=request.height, fits=fits)
+            fallbacks.append(f"out of memory on {plan.placement.value}: fell back to {plans[rung + 1].placement.value}")
+            log.warning("falling back to %s", plans[rung + 1].describe())
+            rung += 1
 
         batch.timings["total"] = time.perf_counter() - started
         peak = self._read_peak_memory()
@@ -166,7 +182,7 @@ class Engine:
             peak_memory_gb=peak,
             retries=retries,
             fallbacks=fallbacks,
-            warnings=list(plan.warnings),
+            warnings=[*plan.warnings, *warnings],
             batched=batched,
         )
 
@@ -206,12 +222,16 @@ class Engine:
             report = batch.progress.report if batched else batch.progress.for_picture(group[0], len(batch.seeds))
             watch = StepWatch(pipe, report, batch.should_stop)
             generators = [torch.Generator("cpu").manual_seed(batch.seeds[index]) for index in group]
+            batch.batched_call = len(group) > 1
             latents = self._denoise(pipe, request, (prompt_embeds, negative_embeds), source, generators, watch)
+            batch.batched_call = False
             _add(timings, "denoise", mark)
 
             # 6. Decode one picture at a time (a batched decode's memory would grow with the batch),
             #    refusing NaN or all-black pictures, then 7. post-process
             for picture in latents.split(1):
+                if batch.should_stop and batch.should_stop():
+                    raise Cancelled()
                 batch.images.append(self._decode(pipe, picture, request.enhance, timings))
 
     def _denoise(self, pipe, request: DrawRequest, embeds: tuple, source: Image.Image | None, generators: list, watch):
@@ -304,6 +324,7 @@ class _Batch:
     should_stop: ShouldStop | None
     images: list[Image.Image] = dataclasses.field(default_factory=list)
     timings: dict[str, float] = dataclasses.field(default_factory=dict)
+    batched_call: bool = False  # inside a pipeline call for several pictures (an OOM there is the batch's)
 
 
 def _add(timings: dict[str, float], phase: str, mark: float) -> None:

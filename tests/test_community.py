@@ -256,6 +256,7 @@ async def test_pictures_missing_from_a_batch_result_are_not_charged(make_app):
     user = await app.db.users.find("telegram", "100")
     assert len(job.image_paths) == 1 and await app.db.quota.used(user.id, app.service.today()) == 1
     assert len(adapter.delivered[-1].image_paths) == 1
+    assert t("missing_note", "en", drawn=1, count=3) in adapter.delivered[-1].notes
 
 
 async def test_batch_counts_are_checked_with_an_example(make_app):

@@ -252,3 +252,48 @@ def test_planner_counts_activations_per_picture_in_the_call():
     card = DeviceFacts("cuda", "32 GB card", 32.0, 31.0, (8, 9), True, 64)
     assert ladder(card, Z_IMAGE_TURBO, 1280, 1280)[0].fits
     assert not ladder(card, Z_IMAGE_TURBO, 1280, 1280, batch=4)[0].fits
+
+
+def test_an_oom_outside_the_batched_call_steps_down_the_ladder_at_once(engine):
+    fired = []
+
+    def encoder_oom(module, args):
+        if not fired:
+            fired.append(True)
+            raise torch.OutOfMemoryError("CUDA out of memory (injected in the text encoder)")
+
+    handle = engine.pipeline.text_encoder.register_forward_pre_hook(encoder_oom)
+    try:
+        result = engine.generate(DrawRequest("a mountain lake", seed=21, count=3, **SMALL))
+    finally:
+        handle.remove()
+    # Not blamed on the batch: the encoder's memory does not grow with it.
+    assert result.fallbacks == ["out of memory on cpu: fell back to cpu_low_memory"]
+    assert len(result.images) == 3
+
+
+def test_cancel_during_the_decodes_of_a_batch_stops_before_the_next_picture(engine):
+    decodes = []
+    handle = engine.pipeline.vae.decoder.register_forward_hook(lambda module, args, output: decodes.append(1))
+    try:
+        with pytest.raises(Cancelled):
+            engine.generate(DrawRequest("never finished", seed=3, count=4, **SMALL), should_stop=lambda: bool(decodes))
+    finally:
+        handle.remove()
+    assert len(decodes) == 1
+
+
+def test_pictures_finished_before_a_fault_that_persists_are_returned_with_a_warning(engine, seen_as_gpu):
+    seen_as_gpu.free["gb"] = TIGHT_GB
+    with transformer_fault(seen_as_gpu, at_call=8, fault="nan", times=2):  # picture 3, then its retry
+        result = seen_as_gpu.generate(DrawRequest("a meadow", seed=4, count=4, **SMALL))
+    assert len(result.images) == 2 and result.warnings[-1] == "non-finite latents again: 2 of 4 drawn"
+
+    engine.one_call_batches = False
+    try:
+        with transformer_fault(engine, at_call=4, fault="oom", times=100):  # from picture 2 on, every rung
+            result = engine.generate(DrawRequest("a meadow", seed=4, count=3, **SMALL))
+    finally:
+        engine.one_call_batches = True
+    assert len(result.images) == 1 and result.warnings[-1] == "out of memory: 1 of 3 drawn"
+    assert result.fallbacks == ["out of memory on cpu: fell back to cpu_low_memory"]
