@@ -62,6 +62,7 @@ def result_from(fields: dict[bytes, bytes], images: list[Image.Image], source_im
         retries=list(meta.get("retries") or []),
         fallbacks=list(meta.get("fallbacks") or []),
         warnings=list(meta.get("warnings") or []),
+        batched=bool(meta.get("batched", False)),
     )
 
 
@@ -76,5 +77,6 @@ def done_meta(result: Any, worker_id: str) -> dict[str, Any]:
         "retries": list(result.retries),
         "warnings": list(result.warnings),
         "peak_memory_gb": result.peak_memory_gb,
+        "batched": getattr(result, "batched", False),
         "worker": worker_id,
     }
