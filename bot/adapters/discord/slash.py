@@ -120,23 +120,19 @@ def build_commands(profile: ModelProfile, run: Runner, styles: list[str] | None 
         """The style presets."""
         await run(interaction, "/styles")
 
-    @app_commands.command()
-    @app_commands.describe(
-        action="add, remove or list", term="The word or phrase (re:pattern for a regular expression)"
-    )
-    @app_commands.choices(action=actions)
-    async def block(interaction: discord.Interaction, action: str, term: str = None) -> None:
-        """Admins: this server's blocked words."""
-        await run(interaction, line("/block", action, term))
+    def word_list(name: str, description: str) -> app_commands.Command:
+        @app_commands.command(name=name, description=description)
+        @app_commands.describe(
+            action="add, remove or list", term="The word or phrase (re:pattern for a regular expression)"
+        )
+        @app_commands.choices(action=actions)
+        async def edit(interaction: discord.Interaction, action: str, term: str = None) -> None:
+            await run(interaction, line(f"/{name}", action, term))
 
-    @app_commands.command()
-    @app_commands.describe(
-        action="add, remove or list", term="The word or phrase (re:pattern for a regular expression)"
-    )
-    @app_commands.choices(action=actions)
-    async def sensitive(interaction: discord.Interaction, action: str, term: str = None) -> None:
-        """Admins: words whose pictures go behind a spoiler."""
-        await run(interaction, line("/sensitive", action, term))
+        return edit
+
+    block = word_list("block", "Admins: this server's blocked words.")
+    sensitive = word_list("sensitive", "Admins: words whose pictures go behind a spoiler.")
 
     @app_commands.command()
     @app_commands.describe(job="The job number (default: your latest waiting one)")
