@@ -287,27 +287,16 @@ def _build(
     prompt: str, values: dict[str, str | None], profile: ModelProfile, fail: Callable[..., ParseError]
 ) -> DrawRequest:
     fields: dict[str, object] = {}
+    # The ranges of --n and --steps are validate()'s to judge.
     if "n" in values:
-        text = values["n"] or ""
-        count = _to_int(text)
-        if count is None:
-            raise fail("error.not_integer", flag="--n", value=_shown(text))
-        fields["count"] = count  # its range is validate()'s to judge
+        fields["count"] = _integer(values, "n", fail)
     if "seed" in values:
-        text = values["seed"] or ""
-        seed = _to_int(text)
-        if seed is None:
-            raise fail("error.not_integer", flag="--seed", value=_shown(text))
+        seed = fields["seed"] = _integer(values, "seed", fail)
         # validate() would take -1 as "random"; a typed seed must be a real one.
         if not 0 <= seed <= MAX_SEED:
-            raise fail("error.seed_range", value=_shown(text), max=MAX_SEED)
-        fields["seed"] = seed
+            raise fail("error.seed_range", value=_shown(values["seed"] or ""), max=MAX_SEED)
     if "steps" in values:
-        text = values["steps"] or ""
-        steps = _to_int(text)
-        if steps is None:
-            raise fail("error.not_integer", flag="--steps", value=_shown(text))
-        fields["steps"] = steps  # its range is validate()'s to judge
+        fields["steps"] = _integer(values, "steps", fail)
     if "cfg" in values:
         text = values["cfg"] or ""
         cfg = _to_float(text)
@@ -330,6 +319,14 @@ def _build(
             raise fail("error.size_format", value=_shown(text))
         fields["width"], fields["height"] = size
     return DrawRequest(prompt=prompt, negative_prompt=values.get("no") or "", enhance="raw" not in values, **fields)
+
+
+def _integer(values: dict[str, str | None], name: str, fail: Callable[..., ParseError]) -> int:
+    text = values[name] or ""
+    number = _to_int(text)
+    if number is None:
+        raise fail("error.not_integer", flag="--" + name, value=_shown(text))
+    return number
 
 
 def _to_int(text: str) -> int | None:
