@@ -11,6 +11,7 @@ from pathlib import Path
 
 from bot.contract import Caller
 from bot.settings import Settings
+from bot.watched import WatchedFile
 from bot.wordlist import REGEX_PREFIX, Prepared, WordList, normalize
 from storage.moderation import ModerationStore
 
@@ -32,35 +33,30 @@ def scope_for(caller: Caller) -> str:
 
 
 class _FileList:
-    """A word list file, read again when it changes, so admins edit it without a restart."""
+    """The terms from the settings plus a word list file, so admins edit the file without a restart."""
 
     def __init__(self, path: Path | None, inline: list[str]) -> None:
-        self.path = path
+        self.file = WatchedFile(path)
         self.inline = list(inline)
-        self._stamp: tuple[float, int] | None = None
         self.words = WordList(self.inline)
 
     def current(self) -> WordList:
-        if self.path is None:
-            return self.words
+        path = self.file.path
         try:
-            stat = self.path.stat()
-        except OSError:
-            if self._stamp is not None:
-                log.warning("word list %s is gone; keeping the terms from the settings only", self.path)
-                self._stamp, self.words = None, WordList(self.inline)
+            changed, text = self.file.changed()
+        except (OSError, UnicodeDecodeError) as error:
+            log.error("word list %s unreadable (%s); keeping the previous terms", path, error)
             return self.words
-        stamp = (stat.st_mtime, stat.st_size)
-        if stamp != self._stamp:
-            self._stamp = stamp
-            try:
-                lines = self.path.read_text(encoding="utf-8").splitlines()
-            except (OSError, UnicodeDecodeError) as error:
-                log.error("word list %s unreadable (%s); keeping the previous terms", self.path, error)
-                return self.words
-            terms = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
-            self.words = WordList([*self.inline, *terms])
-            log.info("word list %s: %d terms", self.path, len(terms))
+        if not changed:
+            return self.words
+        if text is None:
+            log.warning("word list %s is gone; keeping the terms from the settings only", path)
+            self.words = WordList(self.inline)
+            return self.words
+        lines = text.splitlines()
+        terms = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+        self.words = WordList([*self.inline, *terms])
+        log.info("word list %s: %d terms", path, len(terms))
         return self.words
 
 

@@ -20,6 +20,7 @@ import tomllib
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from bot.watched import WatchedFile
 from engine.errors import InvalidRequest
 from engine.request import DrawRequest, ModelProfile, size_for_ratio
 
@@ -138,7 +139,7 @@ class StyleBook:
     def __init__(self, path: Path | None, profile: ModelProfile) -> None:
         self.path = path
         self.profile = profile
-        self._stamp: tuple[float, int] | None = None
+        self.file = WatchedFile(path)
         self._custom: dict[str, Style] = {}
         self.problems: list[str] = []  # what the last read of the file skipped, for `easel doctor`
 
@@ -152,19 +153,11 @@ class StyleBook:
         return next((style for style in self.all() if style.name == name.lower()), None)
 
     def _refresh(self) -> None:
-        if self.path is None:
-            return
         try:
-            stat = self.path.stat()
-        except OSError:
-            self._stamp, self._custom = None, {}
-            return
-        stamp = (stat.st_mtime, stat.st_size)
-        if stamp == self._stamp:
-            return
-        self._stamp = stamp
-        try:
-            tables = tomllib.loads(self.path.read_text(encoding="utf-8"))
+            changed, text = self.file.changed()
+            if not changed:
+                return
+            tables = tomllib.loads(text or "")  # gone: no presets of the admins'
         except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
             self.problems = [f"{self.path}: {error}"]
             log.error("style presets in %s not read: %s; keeping the previous ones", self.path, error)
