@@ -295,8 +295,10 @@ async def moderation_stats(service: Service, lang: str) -> str:
 
 def _masked(term: str) -> str:
     """`kraken` -> `k····n`: recognisable to whoever added it, unreadable to the rest of the group."""
-    if term.startswith("re:"):
-        return "re:" + "·" * min(8, len(term) - 3)
+    from bot.wordlist import REGEX_PREFIX
+
+    if term.startswith(REGEX_PREFIX):
+        return REGEX_PREFIX + "·" * min(8, len(term) - len(REGEX_PREFIX))
     if len(term) <= 2:
         return "·" * len(term)
     return term[0] + "·" * (len(term) - 2) + term[-1]

@@ -12,7 +12,7 @@ from pathlib import Path
 from bot.contract import Caller
 from bot.settings import Settings
 from bot.watched import WatchedFile
-from bot.wordlist import REGEX_PREFIX, Prepared, WordList, normalize
+from bot.wordlist import Prepared, WordList, term_key
 from storage.moderation import ModerationStore
 
 log = logging.getLogger(__name__)
@@ -79,18 +79,20 @@ class Moderator:
         """Block lists see the prompt and the negative; the sensitive list only what the user asks
         to see (words to leave out do not make a picture sensitive)."""
         texts = [Prepared.of(prompt), *([Prepared.of(negative)] if negative else [])]
-        lists = [self._configured["blocked"].current(), await self._list(scope, "blocked")]
         for index, text in enumerate(texts):
-            for words in lists:
-                blocked = words.find(text)
-                if blocked is not None:
-                    return Verdict(blocked, False, in_prompt=index == 0)
-        sensitive_lists = [self._configured["sensitive"].current(), await self._list(scope, "sensitive")]
-        return Verdict(None, any(words.find(texts[0]) for words in sensitive_lists))
+            blocked = await self._find(scope, "blocked", text)
+            if blocked is not None:
+                return Verdict(blocked, False, in_prompt=index == 0)
+        return Verdict(None, await self._find(scope, "sensitive", texts[0]) is not None)
 
     async def blocks(self, scope: str, text: str) -> bool:
         """Whether any block list trips on `text` (e.g. a command that failed to parse)."""
-        return (await self.judge(scope, text)).blocked is not None
+        return await self._find(scope, "blocked", Prepared.of(text)) is not None
+
+    async def _find(self, scope: str, list_name: str, text: Prepared) -> str | None:
+        """The entry of the settings' list, or else the scope's own, that `text` trips."""
+        found = self._configured[list_name].current().find(text)
+        return found if found is not None else (await self._list(scope, list_name)).find(text)
 
     async def _list(self, scope: str, list_name: str) -> WordList:
         key = (scope, list_name)
@@ -114,10 +116,10 @@ class Moderator:
 
     async def remove(self, scope: str, list_name: str, term: str) -> list[str]:
         """Remove every stored spelling of the term (`Teapot` goes with `teapot`); returns them."""
-        wanted = _comparable(term)
+        wanted = term_key(term)
         removed = []
         for stored in await self.store.terms(scope, list_name):
-            if _comparable(stored) == wanted and await self.store.remove_term(scope, list_name, stored):
+            if term_key(stored) == wanted and await self.store.remove_term(scope, list_name, stored):
                 removed.append(stored)
         self._edited(scope, list_name)
         return removed
@@ -182,9 +184,3 @@ class Moderator:
             self._last_drawing.pop(user_id, None)
         else:
             self._last_drawing[user_id] = previous
-
-
-def _comparable(term: str) -> str:
-    if term.lower().startswith(REGEX_PREFIX):
-        return term
-    return normalize(term)

@@ -129,6 +129,15 @@ def check_term(term: str) -> str:
     return term
 
 
+def term_key(term: str) -> str:
+    """What a term stands for once its spelling is set aside: two terms with one key match the
+    same prompts (`Teapot` and `ＴＥＡＰＯＴ`; `s.e.x` and `sex`).  A regular expression is its own
+    key.  `term` is one that passed `check_term`."""
+    if term.startswith(REGEX_PREFIX):
+        return term
+    return _single_letter_runs(normalize(term))[0]
+
+
 class WordList:
     """A compiled list; `find` says which entry a text trips, or None."""
 
@@ -148,7 +157,7 @@ class WordList:
             if entry.startswith(REGEX_PREFIX):
                 self._patterns.append((re.compile(entry[len(REGEX_PREFIX) :], re.IGNORECASE), entry))
                 continue
-            word = _single_letter_runs(normalize(entry))[0]  # `s.e.x` is listed as `sex`
+            word = term_key(entry)
             if _CJK.search(word):
                 self._cjk.append((word.replace(" ", ""), entry))
             else:
