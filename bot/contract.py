@@ -50,14 +50,6 @@ class Delivery:
     notes: list[str] = field(default_factory=list)
     spoiler: bool = False
 
-    @property
-    def image_path(self) -> Path:
-        return self.image_paths[0]
-
-    @property
-    def all_buttons(self) -> list[tuple[str, str]]:
-        return [button for row in self.buttons for button in row]
-
 
 class Undeliverable(Exception):
     """The platform will never take this outcome (bot blocked or removed, chat gone, no permission):

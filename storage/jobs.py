@@ -218,12 +218,8 @@ class Jobs:
 
     async def find_by_message(self, platform: str, chat_id: str, message_id: str) -> Job | None:
         """The job a posted message belongs to (see `record_message`)."""
-        row = await self._db.fetch_one(
-            "SELECT jobs.* FROM messages JOIN jobs ON jobs.id = messages.job_id"
-            " WHERE messages.platform = ? AND messages.chat_id = ? AND messages.message_id = ?",
-            (platform, str(chat_id), str(message_id)),
-        )
-        return job_from_row(row) if row else None
+        found = await self.find_picture(platform, chat_id, message_id)
+        return found[0] if found else None
 
     async def find_picture(self, platform: str, chat_id: str, message_id: str) -> tuple[Job, int] | None:
         """The job a posted message belongs to and which of its pictures it shows (0 for the first)."""

@@ -179,7 +179,7 @@ async def test_a_job_runs_on_a_worker_with_the_bots_seed_and_image_to_image_work
     vary = await app.service.press(alice(), button_id(Action.VARY_STRONG, first.job_id), {})
     await adapter.wait_until(lambda: len(adapter.delivered) == 2)
     delivered = adapter.delivered[1]
-    assert delivered.job.id == vary.job_id and delivered.image_path.exists()
+    assert delivered.job.id == vary.job_id and delivered.image_paths[0].exists()
     assert b"source" not in server_fields(redis_server, vary.job_id)  # freed once drawn
     assert (await settled(app, vary.job_id)).status is JobStatus.DONE
 

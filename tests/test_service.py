@@ -83,16 +83,16 @@ async def test_draw_is_stored_before_queued_and_delivered_once(make_app):
     delivery = adapter.delivered[0]
     job = await settled(app, reply.job_id)
     assert job.status is JobStatus.DONE and job.seed == 42
-    assert delivery.image_path.exists()
-    assert [button_id for button_id, _ in delivery.all_buttons] == [
+    assert delivery.image_paths[0].exists()
+    assert [button_id for button_id, _ in [button for row in delivery.buttons for button in row]] == [
         f"easel:{action.value}:{job.id}" for action in Action if action in BUTTON_ROW
     ]
     assert [len(row) for row in delivery.buttons] == [3, 3]
-    assert [label for _, label in delivery.all_buttons][0] == t("button.reroll", "en")
+    assert [label for _, label in [button for row in delivery.buttons for button in row]][0] == t("button.reroll", "en")
     assert "42" in delivery.caption and "320x208" in delivery.caption
     from PIL import Image
 
-    with Image.open(delivery.image_path) as image:
+    with Image.open(delivery.image_paths[0]) as image:
         assert image.size == (320, 208)
         assert "Seed: 42" in image.text["parameters"]
 
@@ -205,7 +205,7 @@ async def test_buttons_record_lineage_and_show_tells_the_story(make_app):
     assert (await app.db.jobs.get(vary.job_id)).kind == "variation"
     from PIL import Image
 
-    with Image.open(by_id[upscale.job_id].image_path) as image:
+    with Image.open(by_id[upscale.job_id].image_paths[0]) as image:
         assert image.size == (512, 512)
     story = await app.service.handle_text(alice(), f"/show {vary.job_id}", {})
     assert f"#{first.job_id}" in story.text and f"#{vary.job_id}" in story.text
@@ -217,7 +217,7 @@ async def test_delete_is_for_the_owner_or_an_admin(make_app):
     app, adapter = await started(make_app)
     job = await app.service.handle_text(alice(), "/draw private", {})
     await adapter.wait_until(lambda: len(adapter.delivered) == 1)
-    path = adapter.delivered[0].image_path
+    path = adapter.delivered[0].image_paths[0]
     refused = await app.service.press(bob(), button_id(Action.DELETE, job.job_id), {})
     assert refused.alert and not refused.delete_message and path.exists()
     deleted = await app.service.press(alice(), button_id(Action.DELETE, job.job_id), {})
