@@ -10,6 +10,9 @@ from bot import commands as c
 from bot.buttons import Action
 from bot.errors import UserError
 from bot.messages import t
+from bot.moderation import scope_for
+from bot.wordlist import REGEX_PREFIX, InvalidTerm, check_term
+from engine.request import seed_for
 from storage.jobs import Job, JobStatus
 from storage.users import User
 
@@ -102,9 +105,6 @@ def styles(service: Service, user: User) -> Reply:
 
 async def word_list(service: Service, caller: Caller, user: User, command: c.WordListCmd) -> Reply:
     """This chat's (or server's) own blocked or sensitive words; every change is audited."""
-    from bot.moderation import scope_for
-    from bot.wordlist import REGEX_PREFIX, InvalidTerm, check_term
-
     lang = service.language(user)
     scope = scope_for(caller)
     name = t(f"list.{command.list_name}", lang)
@@ -137,8 +137,6 @@ async def word_list(service: Service, caller: Caller, user: User, command: c.Wor
 
 
 def params_text(service: Service, job: Job, lang: str) -> str:
-    from engine.request import seed_for
-
     r = job.request
     pictures = len(job.image_paths)
     seed = job.seed if pictures <= 1 or job.seed is None else f"{job.seed}–{seed_for(job.seed, pictures - 1)}"
@@ -295,8 +293,6 @@ async def moderation_stats(service: Service, lang: str) -> str:
 
 def _masked(term: str) -> str:
     """`kraken` -> `k····n`: recognisable to whoever added it, unreadable to the rest of the group."""
-    from bot.wordlist import REGEX_PREFIX
-
     if term.startswith(REGEX_PREFIX):
         return REGEX_PREFIX + "·" * min(8, len(term) - len(REGEX_PREFIX))
     if len(term) <= 2:
