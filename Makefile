@@ -40,9 +40,9 @@ bench: $(STAMP)
 	$(PY) bench/batch.py
 	$(PY) bench/wordlist.py
 
+# The gpu-marked tests, then the matrix; logs and the markdown table land in gpu-out/.
 gpu-bench: $(STAMP)
-	$(PY) -m pytest -m gpu
-	$(PY) bench/gpu_matrix.py
+	OUT=gpu-out PYTHON=$(PY) SESSION_SECONDS=100000 bash bench/gpu_session.sh
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,19 +1,25 @@
 """The small-GPU matrix: the full-size Z-Image-Turbo architecture (random weights, built from its
-config: no download; speed and memory do not depend on the weight values) and a same-size Qwen3-4B
-text encoder, at 512/768/1024/1536 squares, under simulated VRAM budgets, each through the planner.
+config by `engine/full_size.py`: no download; speed and memory do not depend on the weight values)
+at 512/768/1024/1536 squares under simulated VRAM budgets, each through the planner, plus one batch
+of `--batch` pictures at 1024 per budget.
 
-    python bench/gpu_matrix.py [--budgets 6,8,12,16,24,0] [--sizes 512,768,1024,1536] [--steps 8]
+    python bench/gpu_matrix.py [--budgets 0,6,8,12,16,24] [--sizes 512,768,1024,1536] [--steps 8]
+                               [--batch 4] [--markdown FILE] [--deadline SECONDS] [--tiny]
 
-Budget 0 = unlimited.  A budget is enforced with torch.cuda.set_per_process_memory_fraction and
-reported to the planner as the free memory.  Needs a CUDA GPU and ~40 GB of system RAM.
+Budget 0 = unlimited; it always runs first, in this process, as the baseline of every ratio.  A
+budget is enforced with torch.cuda.set_per_process_memory_fraction and reported to the planner as
+the free memory.  Needs a CUDA GPU and ~40 GB of system RAM.  `--deadline` stops starting cells
+after that many seconds (a device call has a hard limit; the rows so far are already written).
+`--tiny` runs the tiny test model instead (on the CPU when there is no GPU, budgets then not
+enforced): a rehearsal of this script, which `tests/test_full_size.py` runs.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import datetime
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -24,114 +30,154 @@ import torch  # noqa: E402
 from engine.device import probe_device  # noqa: E402
 from engine.engine import Engine  # noqa: E402
 from engine.errors import EngineError  # noqa: E402
-from engine.request import Z_IMAGE_TURBO, DrawRequest  # noqa: E402
-from engine.tiny import build_tokenizer  # noqa: E402
+from engine.request import TINY, Z_IMAGE_TURBO, DrawRequest  # noqa: E402
 
-GB = 1024**3
-
-
-def random_(module: torch.nn.Module) -> torch.nn.Module:
-    """Materialise a meta-device module on the CPU in bf16 with small random weights (fast init)."""
-    module = module.to(torch.bfloat16).to_empty(device="cpu")  # bf16 on meta first: no fp32 copy
-    with torch.no_grad():
-        for parameter in module.parameters():
-            parameter.normal_(0.0, 0.02)
-        for buffer in module.buffers():
-            if buffer.is_floating_point():
-                buffer.zero_()
-    return module
+COLUMNS = ["budget", "size", "n", "plan", "est. GB", "peak GB", "reserved GB", "s/img", "x unl.", "ok", "notes"]
 
 
-def full_size_pipeline():
-    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, ZImagePipeline, ZImageTransformer2DModel
-    from transformers import Qwen3Config, Qwen3Model
-
-    with torch.device("meta"):
-        transformer = ZImageTransformer2DModel()  # the defaults are the 6B Turbo configuration
-        text_encoder = Qwen3Model(
-            Qwen3Config(
-                vocab_size=151936,
-                hidden_size=2560,
-                intermediate_size=9728,
-                num_hidden_layers=36,
-                num_attention_heads=32,
-                num_key_value_heads=8,
-                head_dim=128,
-                max_position_embeddings=40960,
-                rope_theta=1000000.0,
-            )
-        )
-    vae = AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        down_block_types=["DownEncoderBlock2D"] * 4,
-        up_block_types=["UpDecoderBlock2D"] * 4,
-        block_out_channels=[128, 256, 512, 512],
-        layers_per_block=2,
-        latent_channels=16,
-        scaling_factor=0.3611,
-        shift_factor=0.1159,
-        use_quant_conv=False,
-        use_post_quant_conv=False,
-    ).to(torch.bfloat16)
-    return ZImagePipeline(
-        scheduler=FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=3.0),
-        vae=vae,
-        text_encoder=random_(text_encoder),
-        tokenizer=build_tokenizer(),
-        transformer=random_(transformer),
-    )
+@dataclasses.dataclass
+class Cell:
+    budget: float
+    side: int
+    count: int
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--budgets", default="0,24,16,12,8,6")
-    parser.add_argument("--sizes", default="512,768,1024,1536")
-    parser.add_argument("--steps", type=int, default=8)
-    args = parser.parse_args()
-    if not torch.cuda.is_available():
-        sys.exit("gpu_matrix needs a CUDA GPU")
-    budgets = [float(b) for b in args.budgets.split(",")]
-    sizes = [int(s) for s in args.sizes.split(",")]
+class Report:
+    """Prints each row as it comes and appends it to the markdown file at once, so a run killed at
+    its time limit still leaves every finished row behind."""
 
-    real = probe_device("cuda")
-    started = time.perf_counter()
-    pipeline = full_size_pipeline()
-    print(f"built the full-size pipeline in {time.perf_counter() - started:.0f}s on {real.name}")
-    budget_holder = {"gb": 0.0}
+    def __init__(self, markdown: str | None, header: str) -> None:
+        self.path = Path(markdown) if markdown else None
+        print(header)
+        print("  ".join(COLUMNS))
+        if self.path:
+            with self.path.open("a") as file:
+                file.write(f"\n{header}\n\n| {' | '.join(COLUMNS)} |\n|{'---|' * len(COLUMNS)}\n")
+
+    def row(self, values: list[str]) -> None:
+        print("  ".join(values), flush=True)
+        if self.path:
+            with self.path.open("a") as file:
+                file.write(f"| {' | '.join(values)} |\n")
+
+
+def budget_label(budget: float) -> str:
+    return f"{budget:g} GB" if budget else "unlimited"
+
+
+def build_engine(tiny: bool, device: str, budget_holder: dict) -> Engine:
+    if tiny:
+        from engine.tiny import build_pipeline
+
+        pipeline, name, profile = build_pipeline(), "tiny-z-image (random weights)", TINY
+    else:
+        from engine.full_size import full_size_pipeline
+
+        pipeline, name, profile = full_size_pipeline(), "Z-Image-Turbo (random weights)", Z_IMAGE_TURBO
 
     def probe(device: str):
         facts = probe_device(device)
-        if budget_holder["gb"]:
+        if budget_holder["gb"] and facts.is_gpu:
             return dataclasses.replace(facts, free_vram_gb=budget_holder["gb"] - 0.3, total_vram_gb=budget_holder["gb"])
         return facts
 
-    with tempfile.TemporaryDirectory():
-        engine = Engine(pipeline, "Z-Image-Turbo (random weights)", Z_IMAGE_TURBO, "cuda", probe=probe)
-        unlimited: dict[int, float] = {}
-        print(f"{'budget':>7}{'size':>6}  {'plan':<44}{'peak GB':>8}{'s/img':>7}{'x unl.':>7}  ok")
-        for budget in budgets:
-            budget_holder["gb"] = budget
-            fraction = min(1.0, budget / real.total_vram_gb) if budget else 1.0
+    return Engine(pipeline, name, profile, device, probe=probe)
+
+
+def cells(budgets: list[float], sizes: list[int], batch: int) -> list[Cell]:
+    """Unlimited first (the baseline), then each budget: every size, then the batch at 1024 (or the
+    largest size below it)."""
+    ordered = [0.0] + [b for b in budgets if b]
+    batch_side = max([s for s in sizes if s <= 1024] or [min(sizes)])
+    out = []
+    for budget in ordered:
+        out += [Cell(budget, side, 1) for side in sizes]
+        if batch > 1:
+            out.append(Cell(budget, batch_side, batch))
+    return out
+
+
+def measure(engine: Engine, cell: Cell, steps: int) -> tuple[object, float | None]:
+    request = DrawRequest(
+        "a lighthouse at dusk", width=cell.side, height=cell.side, steps=steps, seed=1, count=cell.count
+    )
+    engine.generate(dataclasses.replace(request, steps=1))  # warm-up: placement, kernels, allocator
+    on_gpu = engine.device.startswith("cuda")
+    if on_gpu:
+        torch.cuda.reset_peak_memory_stats()
+    result = engine.generate(request)
+    reserved = torch.cuda.max_memory_reserved() / 1024**3 if on_gpu else None
+    return result, reserved
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--budgets", default="0,6,8,12,16,24")
+    parser.add_argument("--sizes", default="512,768,1024,1536")
+    parser.add_argument("--steps", type=int, default=8)
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--markdown", default=None)
+    parser.add_argument("--deadline", type=float, default=0.0)
+    parser.add_argument("--tiny", action="store_true")
+    args = parser.parse_args(argv)
+    started = time.perf_counter()
+    on_gpu = torch.cuda.is_available()
+    if not on_gpu and not args.tiny:
+        sys.exit("gpu_matrix needs a CUDA GPU (--tiny rehearses it on the CPU)")
+    device = "cuda" if on_gpu else "cpu"
+    real = probe_device(device)
+    budget_holder = {"gb": 0.0}
+    engine = build_engine(args.tiny, device, budget_holder)
+    import diffusers
+
+    header = (
+        f"{engine.model} on {real.name}"
+        + (f" ({real.total_vram_gb:.0f} GB)" if on_gpu else "")
+        + f", torch {torch.__version__}, diffusers {diffusers.__version__}, {args.steps} steps, "
+        f"{datetime.date.today().isoformat()}; built in {time.perf_counter() - started:.0f} s"
+    )
+    report = Report(args.markdown, header)
+    unlimited: dict[tuple[int, int], float] = {}
+    for cell in cells([float(b) for b in args.budgets.split(",")], [int(s) for s in args.sizes.split(",")], args.batch):
+        label = budget_label(cell.budget)
+        if args.deadline and time.perf_counter() - started > args.deadline:
+            report.row([label, str(cell.side), str(cell.count), "-", "", "", "", "", "", "skipped", "deadline"])
+            continue
+        budget_holder["gb"] = cell.budget
+        if on_gpu:
+            torch.cuda.empty_cache()
+            fraction = min(1.0, cell.budget / real.total_vram_gb) if cell.budget else 1.0
             torch.cuda.set_per_process_memory_fraction(fraction)
-            for side in sizes:
-                request = DrawRequest("a lighthouse at dusk", width=side, height=side, steps=args.steps, seed=1)
-                try:
-                    engine.generate(dataclasses.replace(request, steps=1))  # warm-up: placement, kernels
-                    result = engine.generate(request)
-                except EngineError as error:
-                    print(f"{budget or 'unl.':>7}{side:>6}  {'-':<44}{'':>8}{'':>7}{'':>7}  {error.key}")
-                    continue
-                seconds = result.timings["total"]
-                if not budget:
-                    unlimited[side] = seconds
-                ratio = seconds / unlimited[side] if side in unlimited else float("nan")
-                # The engine refuses NaN/black output; a picture here is finite unless it said it retried.
-                notes = "; ".join(result.fallbacks + result.retries)
-                print(
-                    f"{budget or 'unl.':>7}{side:>6}  {result.plan.describe():<44}{result.peak_memory_gb:>8.2f}"
-                    f"{seconds:>7.2f}{ratio:>7.2f}  {'retried' if result.retries else 'yes'} {notes}"
-                )
+        try:
+            result, reserved = measure(engine, cell, args.steps)
+        except EngineError as error:
+            report.row([label, str(cell.side), str(cell.count), "-", "", "", "", "", "", "failed", error.key])
+            continue
+        seconds = result.timings["total"] / cell.count
+        key = (cell.side, cell.count)
+        if not cell.budget:
+            unlimited[key] = seconds
+        ratio = f"{seconds / unlimited[key]:.2f}" if key in unlimited else "-"
+        # The engine refuses non-finite or black output (it retries once in a safer precision).
+        notes = list(result.fallbacks + result.retries)
+        if cell.count > 1:
+            notes.append("one call" if result.batched else "one call per picture")
+        report.row(
+            [
+                label,
+                str(cell.side),
+                str(cell.count),
+                result.plan.describe().split(" (~")[0],
+                f"{result.plan.estimated_peak_gb:.1f}",
+                f"{result.peak_memory_gb:.2f}" if result.peak_memory_gb is not None else "-",
+                f"{reserved:.2f}" if reserved is not None else "-",
+                f"{seconds:.2f}",
+                ratio,
+                "retried" if result.retries else "yes",
+                "; ".join(notes),
+            ]
+        )
+    if on_gpu:
         torch.cuda.set_per_process_memory_fraction(1.0)
 
 

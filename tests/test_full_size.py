@@ -1,0 +1,98 @@
+"""The full-size architecture the GPU matrix measures, checked without a GPU: its sizes built on the
+meta device (no memory, no compute), and the matrix script itself rehearsed with the tiny model."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from engine.full_size import full_size_modules, size_gb
+from engine.planner import Z_WEIGHTS_GB
+from engine.request import Z_IMAGE_TURBO
+
+ROOT = Path(__file__).resolve().parents[1]
+CPU_ONLY = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}  # the rehearsal's path, also on a GPU machine
+
+
+@pytest.fixture(scope="module")
+def modules():
+    return full_size_modules("meta")
+
+
+def test_the_full_size_modules_weigh_what_the_planner_assumes(modules):
+    sizes = {name: size_gb(module) for name, module in modules.items()}
+    assert sizes["transformer"] == pytest.approx(Z_IMAGE_TURBO.transformer_gb, rel=0.01)
+    assert sizes["text_encoder"] == pytest.approx(Z_IMAGE_TURBO.text_encoder_gb, rel=0.01)
+    assert sizes["vae"] == pytest.approx(Z_IMAGE_TURBO.vae_gb, rel=0.05)
+    assert sum(sizes.values()) == pytest.approx(Z_WEIGHTS_GB, rel=0.01)
+
+
+def test_the_full_size_transformer_is_the_turbo_configuration(modules):
+    config = modules["transformer"].config
+    assert (config.dim, config.n_layers, config.n_heads, config.cap_feat_dim) == (3840, 30, 30, 2560)
+    # The transformer reads the text encoder's hidden states: the two must agree.
+    assert config.cap_feat_dim == modules["text_encoder"].config.hidden_size
+    assert modules["vae"].config.latent_channels == config.in_channels
+
+
+def run_matrix(*arguments: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "gpu_matrix.py"), "--tiny", *arguments],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=CPU_ONLY,
+    )
+
+
+def table_rows(markdown: Path) -> list[list[str]]:
+    lines = [line for line in markdown.read_text().splitlines() if line.startswith("| ") and "---" not in line]
+    return [[cell.strip() for cell in line.strip("|").split("|")] for line in lines[1:]]
+
+
+def test_the_matrix_rehearses_every_cell_with_the_tiny_model(tmp_path):
+    markdown = tmp_path / "matrix.md"
+    done = run_matrix(
+        "--sizes", "64,128", "--budgets", "6,0", "--steps", "2", "--batch", "3", "--markdown", str(markdown)
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = table_rows(markdown)
+    # Unlimited first (the baseline) whatever the order asked for, then the budget; the batch last in each.
+    assert [(r[0], r[1], r[2]) for r in rows] == [
+        ("unlimited", "64", "1"),
+        ("unlimited", "128", "1"),
+        ("unlimited", "128", "3"),
+        ("6 GB", "64", "1"),
+        ("6 GB", "128", "1"),
+        ("6 GB", "128", "3"),
+    ]
+    assert all(r[9] == "yes" for r in rows)
+    assert all(r[8] == "1.00" for r in rows[:3])  # the baseline against itself
+    assert all(float(r[8]) > 0 for r in rows[3:])
+    assert rows[2][10] == "one call" and rows[5][10] == "one call"
+    assert "tiny-z-image (random weights) on cpu" in markdown.read_text()
+
+
+def test_the_matrix_stops_starting_cells_at_its_deadline(tmp_path):
+    markdown = tmp_path / "matrix.md"
+    done = run_matrix(
+        "--sizes", "64", "--budgets", "0", "--batch", "1", "--deadline", "0.001", "--markdown", str(markdown)
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert [(r[0], r[9], r[10]) for r in table_rows(markdown)] == [("unlimited", "skipped", "deadline")]
+
+
+def test_the_matrix_refuses_to_run_full_size_without_a_gpu():
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "gpu_matrix.py")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=CPU_ONLY,
+    )
+    assert done.returncode == 1
+    assert "needs a CUDA GPU" in done.stderr
