@@ -1,7 +1,8 @@
 """Putting a loaded pipeline where a plan says: dtype, device, offload hooks, VAE tiling.
 
-The offload paths need an accelerator; they are exercised by the `gpu`-marked tests and
-`bench/gpu_matrix.py`.  Plan code never calls the offload helpers on CPU (they raise there).
+The offload paths are meant for an accelerator: the `gpu`-marked tests and `bench/gpu_matrix.py`
+run them there.  The planner never puts them on a CPU ladder, but they also run with the CPU as
+the "accelerator", which `tests/test_placement_cpu.py` uses to rehearse their hooks.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ def _place(pipe, placement: Placement, device: str) -> None:
             onload_device=target,
             offload_device=torch.device("cpu"),
             offload_type="leaf_level",
-            use_stream=True,
+            use_stream=target.type != "cpu",  # prefetch the next layer while this one runs; the CPU has no streams
             exclude_modules=["vae"],
         )
     else:

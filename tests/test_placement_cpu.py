@@ -1,0 +1,150 @@
+"""The offload placements rehearsed on the CPU: diffusers and accelerate accept the CPU as the
+"accelerator" of model, group and sequential offload, so the hooks easel installs, removes and
+switches between run here for real, with the tiny model through the real Engine.
+
+What this cannot show is a tensor left on the wrong device (everything is on the CPU); that, speed
+and memory are for `tests/test_gpu.py` and `bench/gpu_matrix.py` on a GPU.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import engine.engine as engine_module
+from engine.engine import Engine
+from engine.errors import OutOfMemory
+from engine.planner import Placement, Plan
+from engine.request import DrawRequest, Kind
+from tests.test_engine import transformer_fault
+
+OFFLOADS = [Placement.MODEL_OFFLOAD, Placement.GROUP_OFFLOAD, Placement.SEQUENTIAL_OFFLOAD]
+
+
+@pytest.fixture(scope="module")
+def cpu_engine(tiny_model_dir):
+    """An engine of its own: these tests leave hooks on its pipeline between draws."""
+    return Engine.load(tiny_model_dir, device="cpu")
+
+
+@pytest.fixture(autouse=True)
+def cpu_zero_is_cpu(monkeypatch):
+    """diffusers names the offload device `cpu:0`, and accelerate re-wraps each onloaded weight with
+    `Parameter(...).to("cpu:0")`, which on the CPU returns a plain tensor (on `cuda:0` the same call
+    returns the parameter itself).  Only this CPU stand-in needs the name normalised."""
+    import accelerate.hooks
+
+    original = accelerate.hooks.set_module_tensor_to_device
+
+    def normalised(module, name, device, *args, **kwargs):
+        if str(device) == "cpu:0":
+            device = "cpu"
+        return original(module, name, device, *args, **kwargs)
+
+    monkeypatch.setattr(accelerate.hooks, "set_module_tensor_to_device", normalised)
+
+
+def plan(placement: Placement) -> Plan:
+    """No VAE tiling, so that a difference in pixels can only come from the placement."""
+    return Plan("cpu", "float32", placement, False, False, 0.0, True)
+
+
+def force(monkeypatch, *placements: Placement) -> None:
+    """Make the planner's ladder these rungs, fastest first."""
+    rungs = [plan(p) for p in placements]
+    monkeypatch.setattr(engine_module, "ladder", lambda *args, **kwargs: list(rungs))
+
+
+def pixels(image) -> np.ndarray:
+    return np.asarray(image, dtype=np.int16)
+
+
+def hooks_left(engine: Engine) -> list[str]:
+    """Every offload hook still attached anywhere in the pipeline."""
+    from diffusers.hooks import HookRegistry
+
+    found = []
+    for name, component in engine.pipeline.components.items():
+        if not isinstance(component, torch.nn.Module):
+            continue
+        for path, module in component.named_modules():
+            if getattr(module, "_hf_hook", None) is not None:
+                found.append(f"{name}.{path}: accelerate")
+            registry = getattr(module, HookRegistry.__name__.lower(), None) or getattr(module, "_diffusers_hook", None)
+            if registry is not None and registry.hooks:
+                found.append(f"{name}.{path}: {sorted(registry.hooks)}")
+    return found
+
+
+def draw(engine: Engine, **overrides):
+    return engine.generate(DrawRequest("a red fox", width=128, height=128, steps=3, seed=3, **overrides))
+
+
+@pytest.mark.parametrize("placement", OFFLOADS)
+def test_every_offload_draws_the_picture_the_plain_cpu_draws(cpu_engine, monkeypatch, placement):
+    force(monkeypatch, Placement.CPU)
+    reference = draw(cpu_engine)
+    force(monkeypatch, placement)
+    result = draw(cpu_engine)
+    assert result.plan.placement is placement
+    assert np.abs(pixels(result.image) - pixels(reference.image)).max() <= 1
+    assert hooks_left(cpu_engine), "the offload placement installed no hooks"
+    force(monkeypatch, Placement.CPU)
+    assert np.abs(pixels(draw(cpu_engine).image) - pixels(reference.image)).max() <= 1
+    assert hooks_left(cpu_engine) == []
+
+
+def test_switching_between_every_pair_of_placements_leaves_no_stale_hook(cpu_engine, monkeypatch):
+    """Jobs of different sizes get different plans, in any order: each switch must undo the last."""
+    force(monkeypatch, Placement.CPU)
+    reference = pixels(draw(cpu_engine).image)
+    order = [*OFFLOADS, Placement.MODEL_OFFLOAD, Placement.SEQUENTIAL_OFFLOAD, Placement.GROUP_OFFLOAD, *OFFLOADS[::-1]]
+    for placement in order:
+        force(monkeypatch, placement)
+        result = draw(cpu_engine)
+        assert result.plan.placement is placement
+        assert np.abs(pixels(result.image) - reference).max() <= 1, placement
+    force(monkeypatch, Placement.CPU)
+    draw(cpu_engine)
+    assert hooks_left(cpu_engine) == []
+
+
+def test_oom_walks_down_through_real_offload_placements(cpu_engine, monkeypatch):
+    force(monkeypatch, Placement.CPU)
+    reference = pixels(draw(cpu_engine).image)
+    force(monkeypatch, *OFFLOADS)
+    # Two injected OOMs: model offload fails, then group offload; sequential offload draws it.
+    with transformer_fault(cpu_engine, at_call=2, fault="oom", times=2):
+        result = draw(cpu_engine)
+    assert result.plan.placement is Placement.SEQUENTIAL_OFFLOAD
+    assert result.fallbacks == [
+        "out of memory on model_offload: fell back to group_offload",
+        "out of memory on group_offload: fell back to sequential_offload",
+    ]
+    assert np.abs(pixels(result.image) - reference).max() <= 1
+
+
+@pytest.mark.parametrize("placement", OFFLOADS)
+def test_variations_and_batches_run_under_every_offload(cpu_engine, monkeypatch, tmp_path, placement):
+    """The img2img pipeline shares the offloaded modules (from_pipe); a batch is one call."""
+    force(monkeypatch, placement)
+    first = draw(cpu_engine)
+    source = tmp_path / "source.png"
+    first.image.save(source)
+    variation = draw(cpu_engine, kind=Kind.VARIATION, source_image=str(source), strength=0.5)
+    assert variation.image.size == (128, 128)
+    assert np.abs(pixels(variation.image) - pixels(first.image)).mean() > 0
+    batch = draw(cpu_engine, count=2)
+    assert batch.batched and len(batch.images) == 2
+    assert np.abs(pixels(batch.images[0]) - pixels(first.image)).max() <= 1
+
+
+def test_a_run_that_fails_under_model_offload_does_not_break_the_next(cpu_engine, monkeypatch):
+    """A run stopped mid-way never reaches diffusers' own maybe_free_model_hooks(); the engine's
+    clean-up must leave the hooks in a state the next job runs under."""
+    force(monkeypatch, Placement.MODEL_OFFLOAD)
+    reference = pixels(draw(cpu_engine).image)
+    with transformer_fault(cpu_engine, at_call=2, fault="oom", times=100), pytest.raises(OutOfMemory):
+        draw(cpu_engine)
+    assert np.abs(pixels(draw(cpu_engine).image) - reference).max() <= 1
