@@ -267,6 +267,28 @@ def test_telegram_size_rules_are_kept():
     assert file_url_for("http://127.0.0.1:8081/custom") is None
 
 
+def test_shrinking_for_a_photo_meets_every_photo_limit_at_the_largest_size_it_can(monkeypatch):
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from bot.adapters.telegram.fitting import shrink_for_photo
+
+    noise = Image.fromarray(np.random.default_rng(1).integers(0, 256, (200, 400, 3), dtype=np.uint8))
+    png = io.BytesIO()
+    noise.save(png, "PNG")
+    monkeypatch.setattr(fitting, "PHOTO_MAX_SIDES", 300)
+    data, size = shrink_for_photo(png.getvalue())
+    assert size == (198, 99) and fits_as_photo(len(data), *size) and data[:2] == b"\xff\xd8"
+    monkeypatch.setattr(fitting, "PHOTO_MAX_SIDES", 10_000)
+    monkeypatch.setattr(fitting, "PHOTO_MAX_BYTES", 12_000)  # noise hardly compresses: it must shrink
+    data, size = shrink_for_photo(png.getvalue())
+    assert fits_as_photo(len(data), *size) and size[0] < 400 and size[0] / size[1] == pytest.approx(2, abs=0.05)
+    data, size = shrink_for_photo(png.getvalue(), max_side=100)
+    assert max(size) == 100
+
+
 # -- start-up ---------------------------------------------------------------------------------------
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 
+from bot.adapters.telegram import fitting
 from bot.buttons import Action, button_id
 from bot.messages import t
 from tests import test_telegram_adapter as harness
@@ -84,6 +85,41 @@ async def test_a_sensitive_picture_is_sent_with_a_spoiler_and_no_unhidden_png(ea
     mark = said(tg, ALICE, ALICE, "/draw a cat --steps 1")
     plain = await tg.wait_for("sendPhoto", lambda c: c.index >= mark and c.ok, timeout=SLOW)
     assert not tg.message(ALICE, plain.result["message_id"]).has_media_spoiler
+
+
+async def test_a_sensitive_picture_too_big_for_a_photo_goes_as_a_smaller_hidden_photo(easel, tg, monkeypatch):
+    """A document would show it unhidden (Telegram has no spoiler for documents)."""
+    monkeypatch.setattr(fitting, "PHOTO_MAX_BYTES", 20_000)
+    app, _ = await easel.start(EASEL_SENSITIVE_WORDS="swimsuit")
+
+    mark = said(tg, ALICE, ALICE, "/draw a cat in a swimsuit --size 128x128 --steps 1")
+    call = await tg.wait_for("sendPhoto", lambda c: c.index >= mark and c.ok, timeout=SLOW)
+    [job] = await jobs_of(app, ALICE)
+    job = await settled(app, job.id)
+    assert len(app.service.images.resolve(job.image_paths[0]).read_bytes()) > 20_000  # the PNG would not do
+    photo = tg.message(ALICE, call.result["message_id"])
+    assert photo.has_media_spoiler and photo.photo[:2] == b"\xff\xd8" and len(photo.photo) <= 20_000  # a JPEG
+    assert not [c for c in tg.calls_of("sendDocument") if c.index >= mark]
+
+    # The same for a batch: every picture of the album stays a hidden photo.
+    mark = said(tg, ALICE, ALICE, "/draw two cats in swimsuits --size 128x128 --n 2 --steps 1")
+    sent = await album(tg, ALICE, mark)
+    photos = [tg.message(ALICE, m["message_id"]) for m in sent.result]
+    assert all(p.has_media_spoiler and p.photo[:2] == b"\xff\xd8" for p in photos) and len(photos) == 2
+    assert not [c for c in tg.calls_of("sendDocument") if c.index >= mark]
+
+
+async def test_a_hidden_photo_telegram_refuses_goes_again_smaller_and_still_hidden(easel, tg):
+    app, _ = await easel.start(EASEL_SENSITIVE_WORDS="swimsuit")
+    tg.fail_next("sendPhoto", status=400, description="Bad Request: PHOTO_INVALID_DIMENSIONS")
+
+    mark = said(tg, ALICE, ALICE, "/draw a dog in a swimsuit --size 128x128 --steps 1")
+    call = await tg.wait_for("sendPhoto", lambda c: c.index >= mark and c.ok, timeout=SLOW)
+    [job] = await jobs_of(app, ALICE)
+    await settled(app, job.id)
+    assert [c.ok for c in tg.calls_of("sendPhoto") if c.index >= mark] == [False, True]
+    assert tg.message(ALICE, call.result["message_id"]).has_media_spoiler
+    assert not [c for c in tg.calls_of("sendDocument") if c.index >= mark]
 
 
 async def test_a_batch_of_four_is_an_album_with_a_keyboard_that_works_and_costs_four(easel, tg):

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import io
+
+from PIL import Image
+
 MAX_TEXT = 4096
 MAX_CAPTION = 1024
 MAX_ANSWER = 200  # answerCallbackQuery text
@@ -9,6 +13,8 @@ MAX_CALLBACK_DATA_BYTES = 64
 PHOTO_MAX_BYTES = 10 * 1000 * 1000
 PHOTO_MAX_SIDES = 10_000  # width + height
 PHOTO_MAX_RATIO = 20
+# A photo Telegram refused all the same (its dimension rules are not all documented) goes again this small.
+CAUTIOUS_PHOTO_SIDE = 2560
 ELLIPSIS = "…"
 
 
@@ -44,6 +50,25 @@ def fits_as_photo(size_bytes: int, width: int, height: int) -> bool:
     if size_bytes > PHOTO_MAX_BYTES or width <= 0 or height <= 0:
         return False
     return width + height <= PHOTO_MAX_SIDES and max(width, height) / min(width, height) <= PHOTO_MAX_RATIO
+
+
+def shrink_for_photo(data: bytes, max_side: int | None = None) -> tuple[bytes, tuple[int, int]]:
+    """A JPEG of the picture that Telegram takes as a photo, as large as the limits allow: for a
+    picture that must stay behind a spoiler, which a document cannot have.  (Pictures never exceed
+    the ratio limit: no model profile allows a ratio over 4.)"""
+    with Image.open(io.BytesIO(data)) as opened:
+        image = opened.convert("RGB")
+    width, height = image.size
+    scale = min(1.0, (PHOTO_MAX_SIDES - 2) / (width + height), (max_side or width) / max(width, height))
+    while True:
+        size = (max(1, int(width * scale)), max(1, int(height * scale)))
+        resized = image if size == image.size else image.resize(size, Image.Resampling.LANCZOS)
+        for quality in (90, 80, 70):
+            out = io.BytesIO()
+            resized.save(out, "JPEG", quality=quality)
+            if out.tell() <= PHOTO_MAX_BYTES or min(size) <= 64:
+                return out.getvalue(), size
+        scale *= 0.7
 
 
 def file_url_for(api_url: str) -> str | None:

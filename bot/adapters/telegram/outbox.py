@@ -31,7 +31,16 @@ from telegram import (
 )
 from telegram.error import BadRequest, Forbidden, RetryAfter, TelegramError
 
-from bot.adapters.telegram.fitting import MAX_ANSWER, MAX_TEXT, caption_for, fit, fits_as_photo, utf16_length
+from bot.adapters.telegram.fitting import (
+    CAUTIOUS_PHOTO_SIDE,
+    MAX_ANSWER,
+    MAX_TEXT,
+    caption_for,
+    fit,
+    fits_as_photo,
+    shrink_for_photo,
+    utf16_length,
+)
 from bot.messages import t
 from bot.service import Delivery, Reply, Service, Undeliverable
 from storage.jobs import Job, JobStatus
@@ -152,6 +161,9 @@ class Outbox:
         data, (width, height) = pictures[0]
         as_photo = fits_as_photo(len(data), width, height)
         filename = f"easel-{job.id}.png"
+        if delivery.spoiler and not as_photo:  # a document would show it unhidden
+            data, _ = await asyncio.to_thread(shrink_for_photo, data)
+            as_photo, filename = True, f"easel-{job.id}.jpg"
         options = {
             "caption": caption_for(delivery.caption, delivery.notes),
             "reply_markup": _keyboard(delivery.buttons),
@@ -172,6 +184,12 @@ class Outbox:
         job = delivery.job
         where = _where(job)
         as_photos = all(fits_as_photo(len(data), *size) for data, size in pictures)
+        if delivery.spoiler and not as_photos:  # documents would show them unhidden
+            pictures = [
+                (data, size) if fits_as_photo(len(data), *size) else await asyncio.to_thread(shrink_for_photo, data)
+                for data, size in pictures
+            ]
+            as_photos = True
         caption = caption_for(delivery.caption, delivery.notes)
         names = [f"easel-{job.id}-{index + 1}.png" for index in range(len(pictures))]
 
@@ -193,7 +211,12 @@ class Outbox:
                 chat_id, lambda: self.bot.send_media_group(chat_id, media, reply_parameters=replying, **UPLOAD_TIMEOUTS)
             )
 
-        sent = await self._with_fallback(chat_id, as_photos, send)
+        async def smaller_photos() -> tuple[Message, ...]:
+            nonlocal pictures
+            pictures = [await asyncio.to_thread(shrink_for_photo, data, CAUTIOUS_PHOTO_SIDE) for data, _ in pictures]
+            return await send(True)
+
+        sent = await self._with_fallback(chat_id, as_photos, send, smaller_photos if delivery.spoiler else None)
         # The pictures are out: nothing below may raise.
         for index, message in enumerate(sent):
             await self._remember(job.id, chat_id, message.message_id, picture=index)
@@ -233,18 +256,29 @@ class Outbox:
         # Generous timeouts: a TimedOut after Telegram took the upload would make the retry a duplicate.
         options = {**options, **UPLOAD_TIMEOUTS}
 
-        async def send(photo: bool):
+        async def send(photo: bool, payload: bytes = data):
             if photo:
                 return await self._patiently(
-                    chat_id, lambda: self.bot.send_photo(chat_id, data, has_spoiler=spoiler, **options)
+                    chat_id, lambda: self.bot.send_photo(chat_id, payload, has_spoiler=spoiler, **options)
                 )
-            return await self._patiently(chat_id, lambda: self.bot.send_document(chat_id, data, **options))
+            return await self._patiently(chat_id, lambda: self.bot.send_document(chat_id, payload, **options))
 
-        return await self._with_fallback(chat_id, as_photo, send)
+        async def smaller_photo():
+            smaller, _ = await asyncio.to_thread(shrink_for_photo, data, CAUTIOUS_PHOTO_SIDE)
+            return await send(True, smaller)
 
-    async def _with_fallback(self, chat_id: int, as_photo: bool, send: Callable[[bool], Awaitable[T]]) -> T:
-        """Send as photos, or as documents when Telegram refuses the photos; a chat that is gone or
-        has blocked the bot is Undeliverable."""
+        return await self._with_fallback(chat_id, as_photo, send, smaller_photo if spoiler else None)
+
+    async def _with_fallback(
+        self,
+        chat_id: int,
+        as_photo: bool,
+        send: Callable[[bool], Awaitable[T]],
+        hidden_fallback: Callable[[], Awaitable[T]] | None = None,
+    ) -> T:
+        """Send as photos, or as documents when Telegram refuses the photos; pictures behind a
+        spoiler go again as smaller photos instead (`hidden_fallback`), since a document shows its
+        picture unhidden.  A chat that is gone or has blocked the bot is Undeliverable."""
         try:
             return await send(as_photo)
         except Forbidden as error:
@@ -254,6 +288,9 @@ class Outbox:
                 raise Undeliverable(f"telegram chat {chat_id}: {error}") from error
             if not as_photo:
                 raise
+            if hidden_fallback is not None:
+                log.info("telegram: photo refused (%s); sending it smaller, still hidden", error)
+                return await hidden_fallback()
             log.info("telegram: photo refused (%s); sending it as a document", error)
             return await send(False)
 
