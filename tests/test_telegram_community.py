@@ -4,6 +4,7 @@ works, style presets and the cooldown."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 
 from bot.adapters.telegram import fitting
@@ -120,6 +121,28 @@ async def test_a_hidden_photo_telegram_refuses_goes_again_smaller_and_still_hidd
     assert [c.ok for c in tg.calls_of("sendPhoto") if c.index >= mark] == [False, True]
     assert tg.message(ALICE, call.result["message_id"]).has_media_spoiler
     assert not [c for c in tg.calls_of("sendDocument") if c.index >= mark]
+
+
+async def test_in_a_group_only_replies_addressed_to_the_bot_vary_its_picture(easel, tg):
+    app, _ = await easel.start()
+    mark = said(tg, GROUP, ALICE, "/draw a harbour --steps 1")
+    photo = await tg.wait_for("sendPhoto", lambda c: c.index >= mark and c.ok, timeout=SLOW)
+    [job] = await jobs_of(app, ALICE)
+    await settled(app, job.id)
+
+    said(tg, GROUP, BOB, "ha, nice one", reply_to_message_id=photo.result["message_id"])  # to the group
+    said(tg, GROUP, BOB, "@EaselBot now at night", reply_to_message_id=photo.result["message_id"])
+
+    async def varied():
+        return await app.db.jobs.children(job.id)
+
+    await harness.until(varied)
+    [variation] = await app.db.jobs.children(job.id)
+    assert variation.request["prompt"] == "now at night" and variation.kind == "variation"
+    await settled(app, variation.id)
+    await asyncio.sleep(0.3)
+    assert len(await app.db.jobs.children(job.id)) == 1
+    assert await quota_used(app, BOB) == 1 and await quota_used(app, ALICE) == 1
 
 
 async def test_a_batch_of_four_is_an_album_with_a_keyboard_that_works_and_costs_four(easel, tg):

@@ -49,12 +49,16 @@ class Incoming:
         key = f"telegram:{chat.id}:{message.message_id}"
         reply_to = {"chat_id": chat.id, "reply_to_message_id": message.message_id}
         reply = None
-        if _replies_to(message, context.bot.id):
+        private = chat.type == ChatType.PRIVATE
+        # In a group, members answer each other's pictures all the time: only words addressed to
+        # the bot (a mention or a command, as on Discord) draw a variation and spend a picture.
+        if _replies_to(message, context.bot.id) and (private or _addresses(message, context.bot.username)):
             picture = str(message.reply_to_message.message_id)
+            text = _without_mention(message.text, context.bot.username)
             reply = await self.service.vary_from_picture(
-                caller, message.text, str(chat.id), picture, reply_to, key, bot_username=context.bot.username
+                caller, text, str(chat.id), picture, reply_to, key, bot_username=context.bot.username
             )
-        if reply is None and (chat.type == ChatType.PRIVATE or _is_command(message)):
+        if reply is None and (private or _is_command(message)):
             reply = await self.service.handle_text(
                 caller,
                 message.text,
@@ -145,6 +149,20 @@ def caller_for(user: User, chat: Chat | None, chat_admin: bool = False) -> Calle
 def _replies_to(message: Message, bot_id: int) -> bool:
     replied = message.reply_to_message
     return replied is not None and replied.from_user is not None and replied.from_user.id == bot_id
+
+
+def _addresses(message: Message, bot_username: str | None) -> bool:
+    """A command, or a mention of the bot by its @username."""
+    if _is_command(message):
+        return True
+    return bool(bot_username) and f"@{bot_username.lower()}" in message.text.lower()
+
+
+def _without_mention(text: str, bot_username: str | None) -> str:
+    """The words without the bot's @username (which is not part of the prompt)."""
+    if not bot_username:
+        return text
+    return re.sub(rf"@{re.escape(bot_username)}\b", " ", text, flags=re.IGNORECASE).strip()
 
 
 def _is_command(message: Message) -> bool:
