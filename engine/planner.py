@@ -32,8 +32,10 @@ class Placement(StrEnum):
 GPU_LADDER = [Placement.GPU, Placement.MODEL_OFFLOAD, Placement.GROUP_OFFLOAD, Placement.SEQUENTIAL_OFFLOAD]
 CPU_LADDER = [Placement.CPU, Placement.CPU_LOW_MEMORY]
 
-# System RAM each offload needs to hold what is not on the GPU (FACTS.md, peak RAM column), per GB of model.
+# Peak system RAM of each GPU placement (FACTS.md, peak RAM column), per GB of model: loading and
+# what offload keeps off the GPU.
 _RAM_PER_MODEL_GB = {
+    Placement.GPU: 9.8 / 19.2,
     Placement.MODEL_OFFLOAD: 24.4 / 19.2,
     Placement.GROUP_OFFLOAD: 33.2 / 19.2,
     Placement.SEQUENTIAL_OFFLOAD: 21.0 / 19.2,
@@ -169,13 +171,17 @@ def ladder(
         peak = estimate_peak_gb(placement, profile, width, height, cfg, tiling, size, batch)
         fits = not device.is_gpu or peak + HEADROOM_GB <= device.free_vram_gb
         warnings = []
-        ram_factor = _RAM_PER_MODEL_GB.get(placement)
-        if ram_factor and ram_factor * profile.model_gb > device.system_ram_gb:
+        if placement is not Placement.GPU and ram_needed_gb(placement, profile) > device.system_ram_gb:
             warnings.append("warning.low_system_ram")
         if clamp:
             warnings.append("warning.fp16_clamped")
         plans.append(Plan(device.kind, dtype, placement, tiling, clamp, round(peak, 2), fits, tuple(warnings)))
     return plans
+
+
+def ram_needed_gb(placement: Placement, profile: ModelProfile) -> float:
+    """Peak system RAM (GB) a GPU placement needs for this model; 0 where not measured (CPU rungs)."""
+    return round(_RAM_PER_MODEL_GB.get(placement, 0.0) * profile.model_gb, 1)
 
 
 def largest_fitting_square(device: DeviceFacts, profile: ModelProfile, cfg: float = 1.0) -> int | None:

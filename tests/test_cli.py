@@ -120,3 +120,31 @@ def test_settings_read_env_file_and_lists(tmp_path):
     assert settings.admins == ["telegram:1", "discord:2"] and settings.is_admin("discord", "2")
     assert settings.role_quotas == {"vip": 200, "guest": 5}
     assert settings.default_language == "zh" and settings.discord_guild_ids == [10, 20]
+
+
+def test_doctor_warns_when_system_ram_cannot_hold_what_the_plan_offloads(tmp_path, monkeypatch, capsys):
+    """An 8 GB card offloads the weights to RAM: a 16 GB machine without swap would be killed loading."""
+    from types import SimpleNamespace
+
+    import psutil
+
+    import engine.device
+    from engine.planner import DeviceFacts
+
+    def small_machine(ram_gb: float):
+        return lambda requested="auto": DeviceFacts("cuda", "RTX 3070", 8.0, 7.6, (8, 6), True, system_ram_gb=ram_gb)
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("EASEL_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("EASEL_MODEL", "Tongyi-MAI/Z-Image-Turbo")
+    monkeypatch.setattr(psutil, "swap_memory", lambda: SimpleNamespace(total=0))
+    monkeypatch.setattr(engine.device, "probe_device", small_machine(16.0))
+    main(["doctor", "--json"])
+    report = json.loads(capsys.readouterr().out)
+    [problem] = [p for p in report["problems"] if "system RAM" in p]
+    assert "runs as sequential_offload" in problem and "16 GB RAM + 0 GB swap" in problem
+    assert report["plans"]["1024x1024"].startswith("sequential_offload")
+
+    monkeypatch.setattr(engine.device, "probe_device", small_machine(64.0))
+    main(["doctor", "--json"])
+    assert not [p for p in json.loads(capsys.readouterr().out)["problems"] if "system RAM" in p]
