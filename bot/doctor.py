@@ -5,17 +5,15 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import psutil
-
 from bot.settings import Settings
-from engine.planner import DeviceFacts, largest_fitting_square, plan_for, ram_needed_gb
-from engine.request import ModelProfile, profile_for
+from engine.planner import largest_fitting_square, plan_for
+from engine.request import profile_for
 
 SIZES = (512, 768, 1024, 1536)
 
 
 def report(settings: Settings) -> dict:
-    from engine.device import probe_device  # imports torch: only when asked
+    from engine.device import probe_device, ram_shortfall  # imports torch: only when asked
 
     profile = profile_for(settings.model)
     facts = probe_device(settings.device)
@@ -40,8 +38,9 @@ def report(settings: Settings) -> dict:
         plans[f"{side}x{side}"] = plan.describe() + ("" if plan.fits else " - may not fit")
     if facts.is_gpu and largest_fitting_square(facts, profile) is None:
         problems.append("not enough free GPU memory for even the smallest picture")
-    if facts.is_gpu:
-        problems += _memory_problems(facts, profile)
+    shortfall = ram_shortfall(facts, profile)
+    if shortfall:
+        problems.append(shortfall)
     model = _model_status(settings.model)
     if model["status"] == "missing":
         problems.append(model["hint"])
@@ -69,22 +68,6 @@ def report(settings: Settings) -> dict:
         "redis": redis,
         "problems": problems,
     }
-
-
-def _memory_problems(facts: DeviceFacts, profile: ModelProfile) -> list[str]:
-    """System RAM for the default size's plan: offload keeps the weights in RAM, and a machine short
-    of it is killed by the kernel while loading, which no message of ours can explain afterwards."""
-    side = min(profile.default_size)
-    plan = plan_for(facts, profile, side, side)
-    needed = ram_needed_gb(plan.placement, profile)
-    swap_gb = psutil.swap_memory().total / 1024**3
-    if needed <= facts.system_ram_gb + swap_gb:
-        return []
-    return [
-        f"{profile.name} at {side}x{side} runs as {plan.placement.value} here, which needs ~{needed:.0f} GB of "
-        f"system RAM; this machine has {facts.system_ram_gb:.0f} GB RAM + {swap_gb:.0f} GB swap. Add swap "
-        f"(RAM + swap of {needed + 2:.0f} GB or more), or the process may be killed while loading the model."
-    ]
 
 
 def _model_status(model: str) -> dict:

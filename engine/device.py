@@ -11,7 +11,8 @@ os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
 import psutil  # noqa: E402
 import torch  # noqa: E402
 
-from engine.planner import DeviceFacts  # noqa: E402
+from engine.planner import DeviceFacts, plan_for, ram_needed_gb  # noqa: E402
+from engine.request import ModelProfile  # noqa: E402
 
 GB = 1024**3
 
@@ -42,4 +43,23 @@ def probe_device(requested: str = "auto") -> DeviceFacts:
         compute_capability=capability,
         real_bf16=real_bf16,
         system_ram_gb=ram_gb,
+    )
+
+
+def ram_shortfall(facts: DeviceFacts, profile: ModelProfile) -> str | None:
+    """Why RAM + swap cannot hold what the plan for the default size keeps in system RAM (offload
+    keeps the weights there); None when it can.  A machine short of it is killed by the kernel while
+    loading the model, which nothing can explain afterwards: say it before loading."""
+    if not facts.is_gpu:
+        return None
+    side = min(profile.default_size)
+    placement = plan_for(facts, profile, side, side).placement
+    needed = ram_needed_gb(placement, profile)
+    swap_gb = psutil.swap_memory().total / GB
+    if needed <= facts.system_ram_gb + swap_gb:
+        return None
+    return (
+        f"{profile.name} at {side}x{side} runs as {placement.value} here, which needs ~{needed:.0f} GB of "
+        f"system RAM; this machine has {facts.system_ram_gb:.0f} GB RAM + {swap_gb:.0f} GB swap. Add swap "
+        f"(RAM + swap of {needed + 2:.0f} GB or more), or the process may be killed while loading the model."
     )

@@ -20,7 +20,7 @@ from collections.abc import Callable
 import torch
 from PIL import Image
 
-from engine.device import probe_device, resolve_device
+from engine.device import probe_device, ram_shortfall, resolve_device
 from engine.enhance import enhance_prompts, post_process
 from engine.errors import BadOutput, Cancelled, InvalidRequest, ModelNotFound, NeedsGPU, OutOfMemory
 from engine.guards import NonFiniteOutput, Progress, StepWatch, check_decoded, is_out_of_memory
@@ -74,6 +74,9 @@ class Engine:
         facts = probe_device(device)
         if not facts.is_gpu and profile.model_gb > 4 and not allow_cpu:
             raise NeedsGPU(model=model, size_gb=round(profile.model_gb, 1))
+        shortfall = ram_shortfall(facts, profile)
+        if shortfall:
+            log.warning(shortfall)
         dtype, _ = choose_dtype(facts)
         try:
             pipeline = ZImagePipeline.from_pretrained(model, dtype=DTYPES[dtype])
