@@ -1,7 +1,8 @@
 """`Engine`: load Z-Image once, then `generate(request) -> Result`, planned and guarded.
 
 `generate` reads like a diffusers `__call__`: check inputs, plan memory, encode, denoise, decode,
-post-process.  Out-of-memory walks down the plan ladder with the same seed; non-finite or black
+post-process.  Out-of-memory walks down the plan ladder with the same seed (and on a GPU, that size
+starts on the rung that worked for the next half hour: engine/learned.py); non-finite or black
 output is retried once in a safer precision.  A batch (`count` pictures, consecutive seeds) is one
 pipeline call when the plan has room for it, else one call per picture; a batch that runs out of
 memory in one call is first drawn one picture per call on the same rung.  Nothing here knows about
@@ -24,6 +25,7 @@ from engine.device import probe_device, ram_shortfall, resolve_device
 from engine.enhance import enhance_prompts, post_process
 from engine.errors import BadOutput, Cancelled, InvalidRequest, ModelNotFound, NeedsGPU, OutOfMemory
 from engine.guards import NonFiniteOutput, Progress, StepWatch, check_decoded, is_out_of_memory
+from engine.learned import LearnedRungs
 from engine.placement import DTYPES, apply_placement
 from engine.planner import DeviceFacts, Placement, Plan, choose_dtype, ladder, largest_fitting_square, safer_dtype
 from engine.request import MAX_SEED, RANDOM_SEED, DrawRequest, Kind, ModelProfile, profile_for, seed_for, validate
@@ -57,6 +59,7 @@ class Engine:
         self.device = device
         self._probe = probe
         self._applied: Plan | None = None
+        self._learned = LearnedRungs()
         # False draws every batch one picture per call, whatever the plan (bench/batch.py compares).
         self.one_call_batches = True
 
@@ -112,10 +115,16 @@ class Engine:
         #    pipeline call when that rung also has room for it, else one call per picture.  On CPU
         #    the plan always has room (RAM is not planned), and one call is faster there too:
         #    bench/batch.py measured four tiny-model pictures 1.57x faster than one call each.
+        #    A size that ran out of memory here lately starts where it last worked (engine/learned.py);
+        #    only GPU memory is planned, so only a GPU has anything to learn.
         facts = self.device_facts()
         plans, batch_plans = self._ladders(facts, request)
-        rung = next((i for i, p in enumerate(plans) if p.fits), len(plans) - 1)
+        lesson = (request.width, request.height, request.cfg > 1.0, request.count) if facts.is_gpu else None
+        planned = next((i for i, p in enumerate(plans) if p.fits), len(plans) - 1)
+        rung = self._learned.start(lesson, planned) if lesson else planned
         batched = self.one_call_batches and request.count > 1 and batch_plans[rung].fits
+        batched = batched and not (lesson and self._learned.one_call_failed(lesson))
+        first_rung, one_call_failed = rung, False
         batch = _Batch(request, [seed_for(seed, i) for i in range(request.count)], Progress(on_step), should_stop)
         retries: list[str] = []
         fallbacks: list[str] = []
@@ -156,6 +165,7 @@ class Engine:
                 batched = batched and batch_plans[rung].fits
                 continue
             if oom_in_batch:  # the batch's own activations did not fit: same rung, one picture per call
+                one_call_failed = True
                 fallbacks.append(
                     f"out of memory with {len(batch.seeds) - len(batch.images)} pictures in one call on "
                     f"{plan.placement.value}: drew them one at a time"
@@ -173,6 +183,8 @@ class Engine:
             log.warning("falling back to %s", plans[rung + 1].describe())
             rung += 1
 
+        if lesson and (rung > first_rung or one_call_failed) and not retries:
+            self._learned.learn(lesson, rung, one_call_failed)
         batch.timings["total"] = time.perf_counter() - started
         peak = self._read_peak_memory()
         self._release_cached_memory()

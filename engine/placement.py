@@ -71,6 +71,10 @@ def _remove_offload(pipe, previous: Plan | None) -> None:
                 registry.remove_hook(name, recurse=True)
     if previous.placement is not Placement.CPU and previous.placement is not Placement.CPU_LOW_MEMORY:
         pipe.to("cpu")
+        if torch.cuda.is_initialized():
+            # Hand the old placement's blocks back: cached, they would be reused beyond what the
+            # next plan was sized for (a per-process memory cap only applies to new blocks).
+            torch.cuda.empty_cache()
 
 
 def _set_clamp(transformer: torch.nn.Module, enabled: bool) -> None:
