@@ -21,6 +21,7 @@ import dataclasses
 import datetime
 import sys
 import time
+import traceback
 from pathlib import Path
 
 sys.path[0] = str(Path(__file__).resolve().parents[1])
@@ -78,7 +79,10 @@ def build_engine(tiny: bool, device: str, budget_holder: dict) -> Engine:
     def probe(device: str):
         facts = probe_device(device)
         if budget_holder["gb"] and facts.is_gpu:
-            return dataclasses.replace(facts, free_vram_gb=budget_holder["gb"] - 0.3, total_vram_gb=budget_holder["gb"])
+            # Free as the card would report it: the budget less what this process already holds (the
+            # engine adds its own reserved memory back, as it does with a real reading).
+            free = budget_holder["gb"] - 0.3 - torch.cuda.memory_reserved() / 1024**3
+            return dataclasses.replace(facts, free_vram_gb=free, total_vram_gb=budget_holder["gb"])
         return facts
 
     return Engine(pipeline, name, profile, device, probe=probe)
@@ -97,17 +101,21 @@ def cells(budgets: list[float], sizes: list[int], batch: int) -> list[Cell]:
     return out
 
 
-def measure(engine: Engine, cell: Cell, steps: int) -> tuple[object, float | None]:
-    request = DrawRequest(
-        "a lighthouse at dusk", width=cell.side, height=cell.side, steps=steps, seed=1, count=cell.count
-    )
-    engine.generate(dataclasses.replace(request, steps=1))  # warm-up: placement, kernels, allocator
+def measure(engine: Engine, cell: Cell, steps: int) -> tuple[object, float | None, list[str]]:
+    """The measured run after a one-step warm-up (placement, kernels, allocator; an OOM there teaches
+    the engine the rung to start on, as a first job would); its notes say what the warm-up met."""
+    request = DrawRequest("a lighthouse at dusk", width=cell.side, height=cell.side, steps=steps, seed=1)
+    request = dataclasses.replace(request, count=cell.count)
+    warm_up = engine.generate(dataclasses.replace(request, steps=1, count=1))
+    notes = [f"warm-up: {note}" for note in warm_up.fallbacks + warm_up.retries]
     on_gpu = engine.device.startswith("cuda")
     if on_gpu:
         torch.cuda.reset_peak_memory_stats()
     result = engine.generate(request)
     reserved = torch.cuda.max_memory_reserved() / 1024**3 if on_gpu else None
-    return result, reserved
+    if next(engine.pipeline.transformer.parameters()).is_pinned():
+        notes.append("weights pinned")  # left so by group offload: sequential offload then copies faster
+    return result, reserved, notes
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -138,6 +146,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     report = Report(args.markdown, header)
     unlimited: dict[tuple[int, int], float] = {}
+    placements: dict[tuple[float, int], str] = {}  # (budget, side) -> placement of the single picture
     for cell in cells([float(b) for b in args.budgets.split(",")], [int(s) for s in args.sizes.split(",")], args.batch):
         label = budget_label(cell.budget)
         if args.deadline and time.perf_counter() - started > args.deadline:
@@ -148,18 +157,30 @@ def main(argv: list[str] | None = None) -> None:
             torch.cuda.empty_cache()
             fraction = min(1.0, cell.budget / real.total_vram_gb) if cell.budget else 1.0
             torch.cuda.set_per_process_memory_fraction(fraction)
+        if cell.count > 1 and placements.get((cell.budget, cell.side)) == "sequential_offload":
+            # One call per picture there: n times the single row, minutes of a device call's ten.
+            report.row([label, str(cell.side), str(cell.count), "-", "", "", "", "", "", "skipped", "sequential"])
+            continue
         try:
-            result, reserved = measure(engine, cell, args.steps)
+            result, reserved, notes = measure(engine, cell, args.steps)
         except EngineError as error:
             report.row([label, str(cell.side), str(cell.count), "-", "", "", "", "", "", "failed", error.key])
             continue
+        except Exception as error:  # one broken cell must not lose the rest of the matrix
+            traceback.print_exc()
+            report.row(
+                [label, str(cell.side), str(cell.count), "-", "", "", "", "", "", "crashed", type(error).__name__]
+            )
+            continue
+        if cell.count == 1:
+            placements[(cell.budget, cell.side)] = result.plan.placement.value
         seconds = result.timings["total"] / cell.count
         key = (cell.side, cell.count)
         if not cell.budget:
             unlimited[key] = seconds
         ratio = f"{seconds / unlimited[key]:.2f}" if key in unlimited else "-"
         # The engine refuses non-finite or black output (it retries once in a safer precision).
-        notes = list(result.fallbacks + result.retries)
+        notes = [*notes, *result.fallbacks, *result.retries]
         if cell.count > 1:
             notes.append("one call" if result.batched else "one call per picture")
         report.row(

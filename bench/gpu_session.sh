@@ -4,6 +4,7 @@
 #
 #   device run: command "bash bench/gpu_session.sh [gpu_matrix.py options]", carry [".whl"], timeout_s 600
 #
+# SKIP_TESTS=1 leaves the tests out (a second call, for the other half of the matrix).
 # The matrix gets a deadline (SESSION_SECONDS, default 540, minus the time already spent) so the
 # call ends inside the device's 10-minute limit with every finished row written.
 set -uo pipefail
@@ -16,10 +17,18 @@ if ls .whl/*.whl >/dev/null 2>&1; then
     export PYTHONPATH=/tmp/site
 fi
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
-{
-    nvidia-smi || true
-    "$PYTHON" -c "import torch, diffusers, transformers, accelerate; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), 'diffusers', diffusers.__version__, 'transformers', transformers.__version__, 'accelerate', accelerate.__version__)"
-} 2>&1 | tee "$OUT/device.txt"
-timeout 200 "$PYTHON" -m pytest -m gpu tests/test_gpu.py -p no:cacheprovider -q -rs 2>&1 | tee "$OUT/gpu_tests.log"
+export PYTORCH_CUDA_ALLOC_CONF=${PYTORCH_CUDA_ALLOC_CONF:-expandable_segments:True}  # as engine/device.py sets it
+nvidia-smi 2>&1 | tee "$OUT/device.txt"
+# Everything the engine and the tests import, checked once: a missing one ends the call here, cheaply.
+"$PYTHON" -c "
+import accelerate, diffusers, PIL, psutil, pytest, pytest_timeout, requests, torch, transformers
+print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), 'diffusers', diffusers.__version__,
+      'transformers', transformers.__version__, 'accelerate', accelerate.__version__)
+" 2>&1 | tee -a "$OUT/device.txt"
+[ "${PIPESTATUS[0]}" -eq 0 ] || exit 1
+if [ -z "${SKIP_TESTS:-}" ]; then
+    timeout 200 "$PYTHON" -m pytest -m gpu tests/test_gpu.py -p no:cacheprovider -q -rs 2>&1 | tee "$OUT/gpu_tests.log"
+fi
 left=$(( ${SESSION_SECONDS:-540} - SECONDS ))
+[ "$left" -ge 1 ] || left=1
 "$PYTHON" bench/gpu_matrix.py --markdown "$OUT/gpu_matrix.md" --deadline "$left" "$@" 2>&1 | tee "$OUT/gpu_matrix.log"

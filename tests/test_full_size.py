@@ -86,6 +86,17 @@ def test_the_matrix_stops_starting_cells_at_its_deadline(tmp_path):
     assert [(r[0], r[9], r[10]) for r in table_rows(markdown)] == [("unlimited", "skipped", "deadline")]
 
 
+def test_a_cell_the_engine_refuses_is_a_row_and_the_matrix_goes_on(tmp_path):
+    markdown = tmp_path / "matrix.md"
+    done = run_matrix(
+        "--sizes", "1040,64", "--budgets", "0", "--batch", "1", "--steps", "1", "--markdown", str(markdown)
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    [refused, drawn] = table_rows(markdown)
+    assert refused[:3] == ["unlimited", "1040", "1"] and refused[9] == "failed" and refused[10].startswith("error.")
+    assert drawn[:3] == ["unlimited", "64", "1"] and drawn[9] == "yes"
+
+
 def test_the_matrix_refuses_to_run_full_size_without_a_gpu():
     done = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "gpu_matrix.py")],
