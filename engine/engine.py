@@ -121,9 +121,9 @@ class Engine:
         plans, batch_plans = self._ladders(facts, request)
         lesson = (request.width, request.height, request.cfg > 1.0, request.count) if facts.is_gpu else None
         planned = next((i for i, p in enumerate(plans) if p.fits), len(plans) - 1)
-        rung = self._learned.start(lesson, planned) if lesson else planned
+        rung = self._learned.start(lesson, planned, facts.free_vram_gb) if lesson else planned
         batched = self.one_call_batches and request.count > 1 and batch_plans[rung].fits
-        batched = batched and not (lesson and self._learned.one_call_failed(lesson))
+        batched = batched and not (lesson and self._learned.one_call_failed(lesson, facts.free_vram_gb))
         first_rung, one_call_failed = rung, False
         batch = _Batch(request, [seed_for(seed, i) for i in range(request.count)], Progress(on_step), should_stop)
         retries: list[str] = []
@@ -184,7 +184,7 @@ class Engine:
             rung += 1
 
         if lesson and (rung > first_rung or one_call_failed) and not retries:
-            self._learned.learn(lesson, rung, one_call_failed)
+            self._learned.learn(lesson, rung, one_call_failed, facts.free_vram_gb)
         batch.timings["total"] = time.perf_counter() - started
         peak = self._read_peak_memory()
         self._release_cached_memory()

@@ -3,42 +3,52 @@
 The planner's peak estimates are calibrated on someone else's card.  Where they are too low here,
 every job of that size would run out of memory on the same rung and pay for a failed attempt (up to
 a whole denoise, when the OOM comes at decode) before falling back.  After one such fallback, jobs
-of that size start on the rung that worked, for a while: free memory changes (another program
-closes), so the lesson expires.
+of that size start on the rung that worked, for a while, and only while there is not clearly more
+free memory than when it failed (another program closed, a smaller budget lifted).
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 LESSON_S = 30 * 60
+MORE_MEMORY_GB = 0.5  # this much more free memory than at the failure: try the planner's rung again
 
 Key = tuple  # (width, height, guidance on, pictures)
+
+
+@dataclass(frozen=True)
+class _Lesson:
+    rung: int
+    one_call_failed: bool
+    free_gb: float
+    when: float
 
 
 class LearnedRungs:
     def __init__(self, lesson_s: float = LESSON_S, clock: Callable[[], float] = time.monotonic) -> None:
         self._lesson_s = lesson_s
         self._clock = clock
-        self._rungs: dict[Key, tuple[int, bool, float]] = {}  # key -> (rung, one call failed, when)
+        self._lessons: dict[Key, _Lesson] = {}
 
-    def _fresh(self, key: Key) -> tuple[int, bool] | None:
-        lesson = self._rungs.get(key)
-        if lesson is None or self._clock() - lesson[2] > self._lesson_s:
-            self._rungs.pop(key, None)
+    def _holds(self, key: Key, free_gb: float) -> _Lesson | None:
+        lesson = self._lessons.get(key)
+        if lesson is None or self._clock() - lesson.when > self._lesson_s:
+            self._lessons.pop(key, None)
             return None
-        return lesson[0], lesson[1]
+        return lesson if free_gb <= lesson.free_gb + MORE_MEMORY_GB else None
 
-    def start(self, key: Key, planned: int) -> int:
+    def start(self, key: Key, planned: int, free_gb: float) -> int:
         """The rung to start on: the planner's, or the one that last worked after an OOM if lower."""
-        lesson = self._fresh(key)
-        return max(planned, lesson[0]) if lesson else planned
+        lesson = self._holds(key, free_gb)
+        return max(planned, lesson.rung) if lesson else planned
 
-    def one_call_failed(self, key: Key) -> bool:
+    def one_call_failed(self, key: Key, free_gb: float) -> bool:
         """Whether this size's batch last ran out of memory in one call (then: one call per picture)."""
-        lesson = self._fresh(key)
-        return bool(lesson and lesson[1])
+        lesson = self._holds(key, free_gb)
+        return bool(lesson and lesson.one_call_failed)
 
-    def learn(self, key: Key, rung: int, one_call_failed: bool) -> None:
-        self._rungs[key] = (rung, one_call_failed, self._clock())
+    def learn(self, key: Key, rung: int, one_call_failed: bool, free_gb: float) -> None:
+        self._lessons[key] = _Lesson(rung, one_call_failed, free_gb, self._clock())

@@ -19,10 +19,10 @@ SMALL = dict(width=128, height=128, steps=2)
 @pytest.fixture
 def card():
     """A pretend 8 GB card with room for everything, and a clock the test moves."""
-    now = {"t": 1000.0}
+    now = {"t": 1000.0, "free_gb": 7.5}
 
     def probe(device: str) -> DeviceFacts:
-        return DeviceFacts("cuda", "pretend card", 8.0, 7.5, (8, 9), True, 64)
+        return DeviceFacts("cuda", "pretend card", 16.0, now["free_gb"], (8, 9), True, 64)
 
     engine = Engine(build_pipeline(), "tiny", TINY, "cpu", probe=probe)
     engine._learned = LearnedRungs(clock=lambda: now["t"])
@@ -44,6 +44,12 @@ def test_a_size_that_ran_out_of_memory_starts_where_it_last_worked_until_the_les
     other_size = draw(card, width=160)
     assert other_size.plan.placement is Placement.GPU
 
+    card.now["free_gb"] = 7.7  # about as much free memory: the lesson holds
+    assert draw(card).plan.placement is Placement.MODEL_OFFLOAD
+    card.now["free_gb"] = 9.0  # clearly more than when it failed: the planner's rung again
+    assert draw(card).plan.placement is Placement.GPU
+    card.now["free_gb"] = 7.5
+    assert draw(card).plan.placement is Placement.MODEL_OFFLOAD
     card.now["t"] += LESSON_S + 1
     assert draw(card).plan.placement is Placement.GPU
 
