@@ -599,6 +599,8 @@ def _parse_setrole(rest: str, profile: ModelProfile) -> SetRole:
 # Commands that take no arguments ignore any: Telegram appends a deep-link payload to /start.
 _COMMANDS: dict[str, Callable[[str, ModelProfile], Command]] = {
     "draw": _parse_draw,
+    "imagine": _parse_draw,  # what Midjourney's users type by habit
+    "画": _parse_draw,  # 画 = draw; typed, not in the platforms' command menus (Latin names only)
     "cancel": _parse_cancel,
     "history": _parse_history,
     "show": _parse_show,

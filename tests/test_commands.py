@@ -134,7 +134,10 @@ def test_text_without_a_slash_is_a_prompt():
 # Addressing and command names
 
 
-@pytest.mark.parametrize("text", ["/draw@easelbot a fox", "/DRAW@EaselBot a fox", "/Draw a fox", "／draw a fox"])
+@pytest.mark.parametrize(
+    "text",
+    ["/draw@easelbot a fox", "/DRAW@EaselBot a fox", "/Draw a fox", "／draw a fox", "/imagine a fox", "/画 a fox"],
+)
 def test_commands_for_us(text):
     assert draw(text).prompt == "a fox"
 
