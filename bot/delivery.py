@@ -64,6 +64,8 @@ class Deliveries:
             log.warning("job %s: cannot be delivered, giving up: %s", job_id, reason)
             self.metrics.platform_errors.labels(job.platform).inc()
             await self.db.jobs.mark_delivered(job_id)
+            if job.status is JobStatus.DONE:
+                await self._say_undeliverable(adapter, job)
         except Exception:
             log.exception("job %s: delivery failed (attempt %d)", job_id, attempt + 1)
             if job is not None:
@@ -72,6 +74,15 @@ class Deliveries:
                 self._spawn(self._deliver_later(job_id, attempt + 1))
         finally:
             self._delivering.discard(job_id)
+
+    async def _say_undeliverable(self, adapter, job) -> None:
+        """A chat that refuses the picture (but not text) hears why its status went quiet; a chat that
+        is gone refuses this too, which is fine."""
+        try:
+            lang = await self._owner_language(job)
+            await adapter.notify_failure(job, t("error.undeliverable", lang, job_id=job.id))
+        except Exception as error:
+            log.info("job %s: could not say it was undeliverable either: %s", job.id, error)
 
     async def _deliver_later(self, job_id: int, attempt: int) -> None:
         await asyncio.sleep(min(60, 2**attempt))

@@ -235,6 +235,8 @@ class Service(Dispatching, Deliveries):
         try:
             command = parse(text, self.profile, bot_username=bot_username)
         except UserError as error:
+            if caller.public and error.key == "error.unknown_command":
+                return None  # in a group, most likely another bot's command: handle_text decides, quietly
             return await self._parse_error(caller, text, error)
         if not isinstance(command, Draw):
             return None

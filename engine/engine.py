@@ -183,11 +183,13 @@ class Engine:
             log.warning("falling back to %s", plans[rung + 1].describe())
             rung += 1
 
-        if lesson and (rung > first_rung or one_call_failed) and not retries:
-            self._learned.learn(lesson, rung, one_call_failed, facts.free_vram_gb)
         batch.timings["total"] = time.perf_counter() - started
         peak = self._read_peak_memory()
         self._release_cached_memory()
+        if lesson and (rung > first_rung or one_call_failed) and not retries:
+            # Free memory as it is now, not as it was at the start: a program that grabbed memory
+            # mid-job (and caused the OOM) still holds it, and the lesson lapses once it lets go.
+            self._learned.learn(lesson, rung, one_call_failed, self.device_facts().free_vram_gb)
         return Result(
             images=batch.images,
             seed=seed,

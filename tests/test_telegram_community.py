@@ -123,6 +123,23 @@ async def test_a_hidden_photo_telegram_refuses_goes_again_smaller_and_still_hidd
     assert not [c for c in tg.calls_of("sendDocument") if c.index >= mark]
 
 
+async def test_a_hidden_photo_refused_twice_is_never_unhidden_and_the_chat_is_told(easel, tg):
+    app, _ = await easel.start(EASEL_SENSITIVE_WORDS="swimsuit")
+    tg.fail_next("sendPhoto", status=400, description="Bad Request: not enough rights to send photos", count=2)
+
+    mark = said(tg, ALICE, ALICE, "/draw a dog in a swimsuit --size 128x128 --steps 1")
+    await harness.until(lambda: jobs_of(app, ALICE))
+    [job] = await jobs_of(app, ALICE)
+    told = t("error.undeliverable", "en", job_id=job.id)
+    edit = await tg.wait_for("editMessageText", lambda c: c.index >= mark and c.params["text"] == told, timeout=SLOW)
+    assert edit.ok
+    job = await settled(app, job.id)
+    assert job.delivered_at is not None  # given up: no retry will land
+    await asyncio.sleep(0.5)
+    assert [c.ok for c in tg.calls_of("sendPhoto") if c.index >= mark] == [False, False]
+    assert not [c for c in tg.calls_of("sendDocument") if c.index >= mark]
+
+
 async def test_in_a_group_only_replies_addressed_to_the_bot_vary_its_picture(easel, tg):
     app, _ = await easel.start()
     mark = said(tg, GROUP, ALICE, "/draw a harbour --steps 1")
@@ -130,8 +147,10 @@ async def test_in_a_group_only_replies_addressed_to_the_bot_vary_its_picture(eas
     [job] = await jobs_of(app, ALICE)
     await settled(app, job.id)
 
-    said(tg, GROUP, BOB, "ha, nice one", reply_to_message_id=photo.result["message_id"])  # to the group
-    said(tg, GROUP, BOB, "@EaselBot now at night", reply_to_message_id=photo.result["message_id"])
+    asked = said(tg, GROUP, BOB, "ha, nice one", reply_to_message_id=photo.result["message_id"])  # to the group
+    said(tg, GROUP, BOB, "@EaselBotFan look at this", reply_to_message_id=photo.result["message_id"])  # not us
+    said(tg, GROUP, BOB, "/roll 2d6", reply_to_message_id=photo.result["message_id"])  # another bot's command
+    said(tg, GROUP, BOB, "@EaselBot, now at night", reply_to_message_id=photo.result["message_id"])
 
     async def varied():
         return await app.db.jobs.children(job.id)
@@ -143,6 +162,8 @@ async def test_in_a_group_only_replies_addressed_to_the_bot_vary_its_picture(eas
     await asyncio.sleep(0.3)
     assert len(await app.db.jobs.children(job.id)) == 1
     assert await quota_used(app, BOB) == 1 and await quota_used(app, ALICE) == 1
+    answers = [c.params["text"] for c in tg.calls_of("sendMessage") if c.index >= asked]
+    assert len(answers) == 1 and f"#{variation.id}" in answers[0]  # the variation's status, nothing else
 
 
 async def test_a_batch_of_four_is_an_album_with_a_keyboard_that_works_and_costs_four(easel, tg):

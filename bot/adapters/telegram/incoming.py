@@ -151,18 +151,23 @@ def _replies_to(message: Message, bot_id: int) -> bool:
     return replied is not None and replied.from_user is not None and replied.from_user.id == bot_id
 
 
+def _mention(bot_username: str | None) -> re.Pattern | None:
+    """The bot's @username as a whole word (not the start of `@easelbot_fan`), with what follows it."""
+    if not bot_username:
+        return None
+    return re.compile(rf"(?<!\w)@{re.escape(bot_username)}(?!\w)[\s,:;，：]*", re.IGNORECASE)
+
+
 def _addresses(message: Message, bot_username: str | None) -> bool:
     """A command, or a mention of the bot by its @username."""
-    if _is_command(message):
-        return True
-    return bool(bot_username) and f"@{bot_username.lower()}" in message.text.lower()
+    mention = _mention(bot_username)
+    return _is_command(message) or bool(mention and mention.search(message.text))
 
 
 def _without_mention(text: str, bot_username: str | None) -> str:
     """The words without the bot's @username (which is not part of the prompt)."""
-    if not bot_username:
-        return text
-    return re.sub(rf"@{re.escape(bot_username)}\b", " ", text, flags=re.IGNORECASE).strip()
+    mention = _mention(bot_username)
+    return mention.sub(" ", text).strip() if mention else text
 
 
 def _is_command(message: Message) -> bool:

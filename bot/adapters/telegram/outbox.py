@@ -163,7 +163,7 @@ class Outbox:
         filename = f"easel-{job.id}.png"
         if delivery.spoiler and not as_photo:  # a document would show it unhidden
             data, _ = await asyncio.to_thread(shrink_for_photo, data)
-            as_photo, filename = True, f"easel-{job.id}.jpg"
+            as_photo, filename = True, _as_jpeg(filename)
         options = {
             "caption": caption_for(delivery.caption, delivery.notes),
             "reply_markup": _keyboard(delivery.buttons),
@@ -197,6 +197,7 @@ class Outbox:
             media: list[InputMediaPhoto | InputMediaDocument] = []
             for index, ((data, _), name) in enumerate(zip(pictures, names, strict=True)):
                 text = caption if index == 0 else None
+                name = _as_jpeg(name) if data.startswith(JPEG_MAGIC) else name
                 if photos:
                     media.append(InputMediaPhoto(data, caption=text, filename=name, has_spoiler=delivery.spoiler))
                 else:
@@ -265,6 +266,7 @@ class Outbox:
 
         async def smaller_photo():
             smaller, _ = await asyncio.to_thread(shrink_for_photo, data, CAUTIOUS_PHOTO_SIDE)
+            options["filename"] = _as_jpeg(options["filename"])
             return await send(True, smaller)
 
         return await self._with_fallback(chat_id, as_photo, send, smaller_photo if spoiler else None)
@@ -278,21 +280,28 @@ class Outbox:
     ) -> T:
         """Send as photos, or as documents when Telegram refuses the photos; pictures behind a
         spoiler go again as smaller photos instead (`hidden_fallback`), since a document shows its
-        picture unhidden.  A chat that is gone or has blocked the bot is Undeliverable."""
+        picture unhidden, and are Undeliverable when refused again.  A chat that is gone or has
+        blocked the bot is Undeliverable, whichever attempt finds out."""
         try:
             return await send(as_photo)
-        except Forbidden as error:
-            raise Undeliverable(f"telegram chat {chat_id}: {error}") from error
-        except BadRequest as error:
-            if "chat not found" in str(error).lower():
-                raise Undeliverable(f"telegram chat {chat_id}: {error}") from error
+        except (Forbidden, BadRequest) as error:
+            _raise_if_gone(chat_id, error)
             if not as_photo:
                 raise
-            if hidden_fallback is not None:
-                log.info("telegram: photo refused (%s); sending it smaller, still hidden", error)
+            refusal = error
+        if hidden_fallback is not None:
+            log.info("telegram: photo refused (%s); sending it smaller, still hidden", refusal)
+            try:
                 return await hidden_fallback()
-            log.info("telegram: photo refused (%s); sending it as a document", error)
+            except (Forbidden, BadRequest) as error:
+                _raise_if_gone(chat_id, error)
+                raise Undeliverable(f"telegram chat {chat_id}: hidden photo refused twice: {error}") from error
+        log.info("telegram: photo refused (%s); sending it as a document", refusal)
+        try:
             return await send(False)
+        except (Forbidden, BadRequest) as error:
+            _raise_if_gone(chat_id, error)
+            raise
 
     async def notify_failure(self, job: Job, text: str) -> None:
         """Turn the status message into the failure, or reply with it when there is none."""
@@ -391,6 +400,20 @@ def _read_picture(path: Path) -> tuple[bytes, tuple[int, int]]:
     data = path.read_bytes()
     with Image.open(io.BytesIO(data)) as image:
         return data, image.size
+
+
+JPEG_MAGIC = b"\xff\xd8"
+
+
+def _as_jpeg(filename: str) -> str:
+    """The name for a picture re-encoded as JPEG to pass as a photo."""
+    return filename.removesuffix(".png") + ".jpg"
+
+
+def _raise_if_gone(chat_id: int, error: TelegramError) -> None:
+    """Forbidden (blocked, removed) or a chat that no longer exists: no retry will ever land."""
+    if isinstance(error, Forbidden) or "chat not found" in str(error).lower():
+        raise Undeliverable(f"telegram chat {chat_id}: {error}") from error
 
 
 def _not_modified(error: TelegramError) -> bool:
