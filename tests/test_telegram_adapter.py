@@ -577,6 +577,7 @@ async def test_a_blocked_bot_stops_retrying_instead_of_trying_forever(easel, tg)
 
 async def test_a_photo_telegram_refuses_goes_out_as_a_document(easel, tg):
     app, _ = await easel.start()
+    await say(tg, ALICE, ALICE, "/settings png on")
     tg.fail_next("sendPhoto", status=400, description="Bad Request: PHOTO_INVALID_DIMENSIONS")
 
     await say(tg, ALICE, ALICE, "/draw a calm sea --size 64x64 --steps 1")
@@ -585,6 +586,7 @@ async def test_a_photo_telegram_refuses_goes_out_as_a_document(easel, tg):
     await settled(app, job.id)
     assert document.params["reply_markup"]["inline_keyboard"]  # still with its buttons
     assert len(tg.calls_of("sendPhoto")) == 1
+    assert len(tg.calls_of("sendDocument")) == 1  # the document is the PNG: not sent twice
 
 
 # -- files -------------------------------------------------------------------------------------------

@@ -174,7 +174,7 @@ class Outbox:
         # The picture is out.  From here on nothing may raise: a raise means "send it again".
         await self._remember(job.id, where.chat_id, sent.message_id)
         # A document shows its picture unhidden: no lossless copy of a sensitive picture.
-        if delivery.send_png and as_photo and not delivery.spoiler:
+        if delivery.send_png and sent.photo and not delivery.spoiler:  # (not when it went as a document)
             await self._send_png(job.id, where.chat_id, data, filename, sent.message_id)
         await self._clear_status(job.id)
 
@@ -235,7 +235,7 @@ class Outbox:
             await self._remember(job.id, chat_id, keyboard.message_id)
         except TelegramError as error:
             log.warning("telegram: buttons of job %s not sent: %s", job.id, error)
-        if delivery.send_png and as_photos and not delivery.spoiler:
+        if delivery.send_png and sent[0].photo and not delivery.spoiler:
             try:
                 files = [
                     InputMediaDocument(data, filename=name) for (data, _), name in zip(pictures, names, strict=True)
