@@ -18,12 +18,13 @@ _CLAMP_HANDLES = "_easel_fp16_clamp"
 
 def apply_placement(pipe, plan: Plan, device: str, previous: Plan | None) -> None:
     """Move `pipe` to `plan`, undoing whatever `previous` installed."""
-    moved = previous is None or (previous.placement, previous.dtype) != (plan.placement, plan.dtype)
+    where = (plan.placement, plan.dtype, plan.low_cpu_memory)
+    moved = previous is None or (previous.placement, previous.dtype, previous.low_cpu_memory) != where
     if moved:
         _remove_offload(pipe, previous)
         if pipe.transformer.dtype != DTYPES[plan.dtype]:
             pipe.to(dtype=DTYPES[plan.dtype])
-        _place(pipe, plan.placement, device)
+        _place(pipe, plan, device)
         _set_clamp(pipe.transformer, plan.clamp_fp16)
     if plan.vae_tiling:
         pipe.vae.enable_tiling()
@@ -33,8 +34,8 @@ def apply_placement(pipe, plan: Plan, device: str, previous: Plan | None) -> Non
         pipe.vae.enable_slicing()
 
 
-def _place(pipe, placement: Placement, device: str) -> None:
-    target = torch.device(device)
+def _place(pipe, plan: Plan, device: str) -> None:
+    target, placement = torch.device(device), plan.placement
     if placement in (Placement.CPU, Placement.CPU_LOW_MEMORY):
         if pipe.device.type != "cpu":
             pipe.to("cpu")
@@ -51,6 +52,7 @@ def _place(pipe, placement: Placement, device: str) -> None:
             offload_type="leaf_level",
             use_stream=target.type != "cpu",  # prefetch the next layer while this one runs; the CPU has no streams
             exclude_modules=["vae"],
+            low_cpu_mem_usage=plan.low_cpu_memory,  # the planner's call, from RAM + swap
         )
     else:
         pipe.enable_sequential_cpu_offload(device=target)

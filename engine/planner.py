@@ -33,13 +33,15 @@ GPU_LADDER = [Placement.GPU, Placement.MODEL_OFFLOAD, Placement.GROUP_OFFLOAD, P
 CPU_LADDER = [Placement.CPU, Placement.CPU_LOW_MEMORY]
 
 # Peak system RAM of each GPU placement (FACTS.md, peak RAM column), per GB of model: loading and
-# what offload keeps off the GPU.
+# what offload keeps off the GPU.  Group offload pins a copy of every weight up front; with
+# low_cpu_mem_usage it pins each layer as it streams instead (less RAM, speed not yet measured).
 _RAM_PER_MODEL_GB = {
     Placement.GPU: 9.8 / 19.2,
     Placement.MODEL_OFFLOAD: 24.4 / 19.2,
     Placement.GROUP_OFFLOAD: 33.2 / 19.2,
     Placement.SEQUENTIAL_OFFLOAD: 21.0 / 19.2,
 }
+_GROUP_OFFLOAD_LOW_RAM_PER_MODEL_GB = 22.3 / 19.2
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,12 @@ class DeviceFacts:
     compute_capability: tuple[int, int] | None = None
     real_bf16: bool = False
     system_ram_gb: float = 16.0
+    swap_gb: float = 0.0
+
+    @property
+    def memory_gb(self) -> float:
+        """RAM and swap: what the kernel can give the process before it kills it."""
+        return self.system_ram_gb + self.swap_gb
 
     @property
     def is_gpu(self) -> bool:
@@ -71,6 +79,7 @@ class Plan:
     estimated_peak_gb: float
     fits: bool
     warnings: tuple[str, ...] = field(default_factory=tuple)
+    low_cpu_memory: bool = False  # group offload pins each layer as it goes, not all weights up front
 
     def to_dict(self) -> dict:
         data = asdict(self)
@@ -80,7 +89,8 @@ class Plan:
 
     def describe(self) -> str:
         tiling = ", VAE tiling" if self.vae_tiling else ""
-        return f"{self.placement.value} {self.dtype}{tiling} (~{self.estimated_peak_gb:.1f} GB)"
+        low_ram = ", low RAM" if self.low_cpu_memory else ""
+        return f"{self.placement.value} {self.dtype}{tiling}{low_ram} (~{self.estimated_peak_gb:.1f} GB)"
 
 
 def choose_dtype(device: DeviceFacts) -> tuple[str, bool]:
@@ -171,17 +181,21 @@ def ladder(
         peak = estimate_peak_gb(placement, profile, width, height, cfg, tiling, size, batch)
         fits = not device.is_gpu or peak + HEADROOM_GB <= device.free_vram_gb
         warnings = []
-        if placement is not Placement.GPU and ram_needed_gb(placement, profile) > device.system_ram_gb:
+        low_ram = placement is Placement.GROUP_OFFLOAD and ram_needed_gb(placement, profile) > device.memory_gb
+        if placement is not Placement.GPU and ram_needed_gb(placement, profile, low_ram) > device.memory_gb:
             warnings.append("warning.low_system_ram")
         if clamp:
             warnings.append("warning.fp16_clamped")
-        plans.append(Plan(device.kind, dtype, placement, tiling, clamp, round(peak, 2), fits, tuple(warnings)))
+        plans.append(Plan(device.kind, dtype, placement, tiling, clamp, round(peak, 2), fits, tuple(warnings), low_ram))
     return plans
 
 
-def ram_needed_gb(placement: Placement, profile: ModelProfile) -> float:
+def ram_needed_gb(placement: Placement, profile: ModelProfile, low_cpu_memory: bool = False) -> float:
     """Peak system RAM (GB) a GPU placement needs for this model; 0 where not measured (CPU rungs)."""
-    return round(_RAM_PER_MODEL_GB.get(placement, 0.0) * profile.model_gb, 1)
+    per_gb = _RAM_PER_MODEL_GB.get(placement, 0.0)
+    if low_cpu_memory and placement is Placement.GROUP_OFFLOAD:
+        per_gb = _GROUP_OFFLOAD_LOW_RAM_PER_MODEL_GB
+    return round(per_gb * profile.model_gb, 1)
 
 
 def largest_fitting_square(device: DeviceFacts, profile: ModelProfile, cfg: float = 1.0) -> int | None:

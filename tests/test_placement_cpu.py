@@ -8,6 +8,8 @@ and memory are for `tests/test_gpu.py` and `bench/gpu_matrix.py` on a GPU.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -93,6 +95,21 @@ def test_every_offload_draws_the_picture_the_plain_cpu_draws(cpu_engine, monkeyp
     force(monkeypatch, Placement.CPU)
     assert np.abs(pixels(draw(cpu_engine).image) - pixels(reference.image)).max() <= 1
     assert hooks_left(cpu_engine) == []
+
+
+def test_group_offload_for_little_ram_draws_the_same_picture(cpu_engine, monkeypatch):
+    """The low_cpu_mem_usage variant the planner picks when RAM + swap are short; switching to it
+    from the usual group offload re-places the pipeline."""
+    force(monkeypatch, Placement.CPU)
+    reference = pixels(draw(cpu_engine).image)
+    force(monkeypatch, Placement.GROUP_OFFLOAD)
+    draw(cpu_engine)
+    low_ram = dataclasses.replace(plan(Placement.GROUP_OFFLOAD), low_cpu_memory=True)
+    monkeypatch.setattr(engine_module, "ladder", lambda *args, **kwargs: [low_ram])
+    result = draw(cpu_engine)
+    assert result.plan.low_cpu_memory and np.abs(pixels(result.image) - reference).max() <= 1
+    registry = cpu_engine.pipeline.text_encoder.embed_tokens._diffusers_hook
+    assert registry.get_hook("group_offloading").group.low_cpu_mem_usage
 
 
 def test_switching_between_every_pair_of_placements_leaves_no_stale_hook(cpu_engine, monkeypatch):

@@ -1,6 +1,17 @@
+import dataclasses
+
 import pytest
 
-from engine.planner import DeviceFacts, Placement, choose_dtype, ladder, largest_fitting_square, plan_for, safer_dtype
+from engine.planner import (
+    DeviceFacts,
+    Placement,
+    choose_dtype,
+    ladder,
+    largest_fitting_square,
+    plan_for,
+    ram_needed_gb,
+    safer_dtype,
+)
 from engine.request import Z_IMAGE_TURBO
 
 DEVICES = {
@@ -100,3 +111,29 @@ def test_plan_is_plain_data():
     data = plan_for(DEVICES["12GB Ampere"], Z_IMAGE_TURBO, 1024, 1024).to_dict()
     assert data["placement"] == "group_offload" and data["dtype"] == "bfloat16"
     assert isinstance(data["warnings"], list)
+
+
+@pytest.mark.parametrize(
+    ("ram_gb", "swap_gb", "low_cpu_memory", "warned"),
+    [(64, 0, False, False), (24, 0, True, False), (16, 16, True, False), (16, 0, True, True)],
+)
+def test_group_offload_pins_layer_by_layer_when_ram_and_swap_cannot_hold_every_weight_pinned(
+    ram_gb, swap_gb, low_cpu_memory, warned
+):
+    card = dataclasses.replace(DEVICES["12GB Ampere"], system_ram_gb=ram_gb, swap_gb=swap_gb)
+    plan = plan_for(card, Z_IMAGE_TURBO, 1024, 1024)
+    assert plan.placement is Placement.GROUP_OFFLOAD
+    assert plan.low_cpu_memory is low_cpu_memory
+    assert ("warning.low_system_ram" in plan.warnings) is warned
+    assert ram_needed_gb(Placement.GROUP_OFFLOAD, Z_IMAGE_TURBO, low_cpu_memory) == (22.3 if low_cpu_memory else 33.1)
+    assert ("low RAM" in plan.describe()) is low_cpu_memory
+
+
+def test_the_ram_check_names_a_fallback_rung_that_needs_more_than_the_plan():
+    from engine.device import ram_shortfall
+
+    big_card_small_ram = DeviceFacts("cuda", "RTX 6000", 48.0, 47.0, (8, 9), True, 16)
+    said = ram_shortfall(big_card_small_ram, Z_IMAGE_TURBO)
+    assert said is not None and "runs as gpu and may fall back to model_offload" in said
+    assert ram_shortfall(dataclasses.replace(big_card_small_ram, swap_gb=16), Z_IMAGE_TURBO) is None
+    assert ram_shortfall(DEVICES["CPU"], Z_IMAGE_TURBO) is None
