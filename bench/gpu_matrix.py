@@ -4,12 +4,14 @@ at 512/768/1024/1536 squares under simulated VRAM budgets, each through the plan
 of `--batch` pictures at 1024 per budget.
 
     python bench/gpu_matrix.py [--budgets 0,6,8,12,16,24] [--sizes 512,768,1024,1536] [--steps 8]
-                               [--batch 4] [--markdown FILE] [--deadline SECONDS] [--tiny]
+                               [--batch 4] [--markdown FILE] [--deadline SECONDS] [--ram GB] [--tiny]
 
 Budget 0 = unlimited; it always runs first, in this process, as the baseline of every ratio.  A
 budget is enforced with torch.cuda.set_per_process_memory_fraction and reported to the planner as
 the free memory.  Needs a CUDA GPU and ~40 GB of system RAM.  `--deadline` stops starting cells
 after that many seconds (a device call has a hard limit; the rows so far are already written).
+`--ram 24` has the planner believe the machine has 24 GB of RAM and no swap, so that it picks group
+offload's low-RAM variant (pinning layer by layer), whose speed is otherwise unmeasured.
 `--tiny` runs the tiny test model instead (on the CPU when there is no GPU, budgets then not
 enforced): a rehearsal of this script, which `tests/test_full_size.py` runs.
 """
@@ -78,6 +80,8 @@ def build_engine(tiny: bool, device: str, budget_holder: dict) -> Engine:
 
     def probe(device: str):
         facts = probe_device(device)
+        if budget_holder.get("ram_gb"):  # a smaller machine's RAM: the planner's low-RAM choices
+            facts = dataclasses.replace(facts, system_ram_gb=budget_holder["ram_gb"], swap_gb=0.0)
         if budget_holder["gb"] and facts.is_gpu:
             # Free as the card would report it: the budget less what this process already holds (the
             # engine adds its own reserved memory back, as it does with a real reading).
@@ -127,6 +131,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--markdown", default=None)
     parser.add_argument("--deadline", type=float, default=0.0)
     parser.add_argument("--tiny", action="store_true")
+    parser.add_argument("--ram", type=float, default=0.0, help="pretend this much system RAM (GB), no swap")
     args = parser.parse_args(argv)
     started = time.perf_counter()
     on_gpu = torch.cuda.is_available()
@@ -134,7 +139,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit("gpu_matrix needs a CUDA GPU (--tiny rehearses it on the CPU)")
     device = "cuda" if on_gpu else "cpu"
     real = probe_device(device)
-    budget_holder = {"gb": 0.0}
+    budget_holder = {"gb": 0.0, "ram_gb": args.ram}
     engine = build_engine(args.tiny, device, budget_holder)
     import diffusers
 
@@ -143,6 +148,7 @@ def main(argv: list[str] | None = None) -> None:
         + (f" ({real.total_vram_gb:.0f} GB)" if on_gpu else "")
         + f", torch {torch.__version__}, diffusers {diffusers.__version__}, {args.steps} steps, "
         f"{datetime.date.today().isoformat()}; built in {time.perf_counter() - started:.0f} s"
+        + (f"; the planner told of {args.ram:g} GB RAM, no swap" if args.ram else "")
     )
     report = Report(args.markdown, header)
     unlimited: dict[tuple[int, int], float] = {}
