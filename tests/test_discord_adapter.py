@@ -428,7 +428,9 @@ async def test_a_channel_the_bot_may_not_post_in_ends_the_retries(start_bot, fak
     job = await delivered(bot.app, 1)  # given up on, not retried for ever
     await asyncio.sleep(0.3)
     posts = [r for r in fake.requests if r.method == "POST" and r.path == f"/channels/{CHANNEL_ID}/messages"]
-    assert [r.status for r in posts] == [403] and job.status.value == "done"
+    # The picture, refused; then one try at saying so (refused too: the bot may not post here at all).
+    assert [r.status for r in posts] == [403, 403] and job.status.value == "done"
+    assert posts[0].files and posts[1].json["content"].endswith(t("error.undeliverable", "en", job_id=job.id))
     assert bot.app.service.metrics.value("easel_platform_errors_total", platform="discord") == 1
 
 
