@@ -24,6 +24,8 @@ nvidia-smi 2>&1 | tee "$OUT/device.txt"
 import accelerate, diffusers, PIL, psutil, pytest, pytest_timeout, requests, torch, transformers
 print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), 'diffusers', diffusers.__version__,
       'transformers', transformers.__version__, 'accelerate', accelerate.__version__)
+from engine.device import probe_device
+print(probe_device())  # what the planner will be told, read as in production
 " 2>&1 | tee -a "$OUT/device.txt"
 [ "${PIPESTATUS[0]}" -eq 0 ] || exit 1
 if [ -z "${SKIP_TESTS:-}" ]; then
