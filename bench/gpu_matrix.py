@@ -35,7 +35,20 @@ from engine.engine import Engine  # noqa: E402
 from engine.errors import EngineError  # noqa: E402
 from engine.request import TINY, Z_IMAGE_TURBO, DrawRequest  # noqa: E402
 
-COLUMNS = ["budget", "size", "n", "plan", "est. GB", "peak GB", "reserved GB", "s/img", "x unl.", "ok", "notes"]
+COLUMNS = [
+    "budget",
+    "size",
+    "n",
+    "plan",
+    "est. GB",
+    "peak GB",
+    "reserved GB",
+    "s/img",
+    "x unl.",
+    "encode s",
+    "ok",
+    "notes",
+]
 
 
 @dataclasses.dataclass
@@ -108,9 +121,11 @@ def cells(budgets: list[float], sizes: list[int], batch: int) -> list[Cell]:
 def measure(engine: Engine, cell: Cell, steps: int) -> tuple[object, float | None, list[str]]:
     """The measured run after a one-step warm-up (placement, kernels, allocator; an OOM there teaches
     the engine the rung to start on, as a first job would); its notes say what the warm-up met."""
-    request = DrawRequest("a lighthouse at dusk", width=cell.side, height=cell.side, steps=steps, seed=1)
-    request = dataclasses.replace(request, count=cell.count)
-    warm_up = engine.generate(dataclasses.replace(request, steps=1, count=1))
+    # Words of its own per cell and per run: every measured job encodes its prompt afresh, as a new
+    # /draw does (a reroll reuses the embeddings and saves the "encode s" column).
+    words = f"a lighthouse at dusk, {cell.budget:g} {cell.side} {cell.count}"
+    request = DrawRequest(words, width=cell.side, height=cell.side, steps=steps, seed=1, count=cell.count)
+    warm_up = engine.generate(dataclasses.replace(request, prompt=f"{words}, warm-up", steps=1, count=1))
     notes = [f"warm-up: {note}" for note in warm_up.fallbacks + warm_up.retries]
     on_gpu = engine.device.startswith("cuda")
     if on_gpu:
@@ -156,7 +171,7 @@ def main(argv: list[str] | None = None) -> None:
     for cell in cells([float(b) for b in args.budgets.split(",")], [int(s) for s in args.sizes.split(",")], args.batch):
         label = budget_label(cell.budget)
         if args.deadline and time.perf_counter() - started > args.deadline:
-            report.row([label, str(cell.side), str(cell.count), "-", "", "", "", "", "", "skipped", "deadline"])
+            report.row([label, str(cell.side), str(cell.count), "-", "", "", "", "", "", "", "skipped", "deadline"])
             continue
         budget_holder["gb"] = cell.budget
         if on_gpu:
@@ -165,17 +180,17 @@ def main(argv: list[str] | None = None) -> None:
             torch.cuda.set_per_process_memory_fraction(fraction)
         if cell.count > 1 and placements.get((cell.budget, cell.side)) == "sequential_offload":
             # One call per picture there: n times the single row, minutes of a device call's ten.
-            report.row([label, str(cell.side), str(cell.count), "-", "", "", "", "", "", "skipped", "sequential"])
+            report.row([label, str(cell.side), str(cell.count), "-", "", "", "", "", "", "", "skipped", "sequential"])
             continue
         try:
             result, reserved, notes = measure(engine, cell, args.steps)
         except EngineError as error:
-            report.row([label, str(cell.side), str(cell.count), "-", "", "", "", "", "", "failed", error.key])
+            report.row([label, str(cell.side), str(cell.count), "-", "", "", "", "", "", "", "failed", error.key])
             continue
         except Exception as error:  # one broken cell must not lose the rest of the matrix
             traceback.print_exc()
             report.row(
-                [label, str(cell.side), str(cell.count), "-", "", "", "", "", "", "crashed", type(error).__name__]
+                [label, str(cell.side), str(cell.count), "-", "", "", "", "", "", "", "crashed", type(error).__name__]
             )
             continue
         if cell.count == 1:
@@ -200,6 +215,7 @@ def main(argv: list[str] | None = None) -> None:
                 f"{reserved:.2f}" if reserved is not None else "-",
                 f"{seconds:.2f}",
                 ratio,
+                f"{result.timings.get('encode', 0.0):.3f}",
                 "retried" if result.retries else "yes",
                 "; ".join(notes),
             ]

@@ -22,6 +22,7 @@ import torch
 from PIL import Image
 
 from engine.device import probe_device, ram_shortfall, resolve_device
+from engine.embeddings import EmbeddingCache
 from engine.enhance import enhance_prompts, post_process
 from engine.errors import BadOutput, Cancelled, InvalidRequest, ModelNotFound, NeedsGPU, OutOfMemory
 from engine.guards import NonFiniteOutput, Progress, StepWatch, check_decoded, is_out_of_memory
@@ -60,6 +61,7 @@ class Engine:
         self._probe = probe
         self._applied: Plan | None = None
         self._learned = LearnedRungs()
+        self._embeddings = EmbeddingCache()
         # False draws every batch one picture per call, whatever the plan (bench/batch.py compares).
         self.one_call_batches = True
 
@@ -219,15 +221,21 @@ class Engine:
         source = self._source_image(request) if request.kind is not Kind.TXT2IMG else None
         _add(timings, "plan", mark)
 
-        # 4. Encode the prompt(s), once for every picture
+        # 4. Encode the prompt(s), once for every picture, and not again for the same words soon
+        #    after (reroll, upscale): engine/embeddings.py
         mark = time.perf_counter()
-        with torch.no_grad():
-            prompt_embeds, negative_embeds = pipe.encode_prompt(
-                prompt=prompt,
-                negative_prompt=negative or None,
-                do_classifier_free_guidance=request.cfg > 1.0,
-                device=pipe._execution_device,
-            )
+        key = (prompt, negative, request.cfg > 1.0, plan.dtype)
+        embeds = self._embeddings.get(key, pipe._execution_device)
+        if embeds is None:
+            with torch.no_grad():
+                embeds = pipe.encode_prompt(
+                    prompt=prompt,
+                    negative_prompt=negative or None,
+                    do_classifier_free_guidance=request.cfg > 1.0,
+                    device=pipe._execution_device,
+                )
+            self._embeddings.put(key, embeds)
+        prompt_embeds, negative_embeds = embeds
         _add(timings, "encode", mark)
 
         todo = list(range(len(batch.images), len(batch.seeds)))

@@ -49,9 +49,11 @@ def run_matrix(*arguments: str) -> subprocess.CompletedProcess:
     )
 
 
-def table_rows(markdown: Path) -> list[list[str]]:
+def table_rows(markdown: Path) -> list[dict[str, str]]:
+    """The markdown table's rows, each by column name."""
     lines = [line for line in markdown.read_text().splitlines() if line.startswith("| ") and "---" not in line]
-    return [[cell.strip() for cell in line.strip("|").split("|")] for line in lines[1:]]
+    header, *rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in lines]
+    return [dict(zip(header, row, strict=True)) for row in rows]
 
 
 def test_the_matrix_rehearses_every_cell_with_the_tiny_model(tmp_path):
@@ -62,7 +64,7 @@ def test_the_matrix_rehearses_every_cell_with_the_tiny_model(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     rows = table_rows(markdown)
     # Unlimited first (the baseline) whatever the order asked for, then the budget; the batch last in each.
-    assert [(r[0], r[1], r[2]) for r in rows] == [
+    assert [(r["budget"], r["size"], r["n"]) for r in rows] == [
         ("unlimited", "64", "1"),
         ("unlimited", "128", "1"),
         ("unlimited", "128", "3"),
@@ -70,10 +72,10 @@ def test_the_matrix_rehearses_every_cell_with_the_tiny_model(tmp_path):
         ("6 GB", "128", "1"),
         ("6 GB", "128", "3"),
     ]
-    assert all(r[9] == "yes" for r in rows)
-    assert all(r[8] == "1.00" for r in rows[:3])  # the baseline against itself
-    assert all(float(r[8]) > 0 for r in rows[3:])
-    assert rows[2][10] == "one call" and rows[5][10] == "one call"
+    assert all(r["ok"] == "yes" for r in rows)
+    assert all(r["x unl."] == "1.00" for r in rows[:3])  # the baseline against itself
+    assert all(float(r["x unl."]) > 0 and float(r["encode s"]) > 0 for r in rows[3:])  # every run encodes anew
+    assert rows[2]["notes"] == "one call" and rows[5]["notes"] == "one call"
     assert "tiny-z-image (random weights) on cpu" in markdown.read_text()
 
 
@@ -83,7 +85,7 @@ def test_the_matrix_stops_starting_cells_at_its_deadline(tmp_path):
         "--sizes", "64", "--budgets", "0", "--batch", "1", "--deadline", "0.001", "--markdown", str(markdown)
     )
     assert done.returncode == 0, done.stderr[-2000:]
-    assert [(r[0], r[9], r[10]) for r in table_rows(markdown)] == [("unlimited", "skipped", "deadline")]
+    assert [(r["budget"], r["ok"], r["notes"]) for r in table_rows(markdown)] == [("unlimited", "skipped", "deadline")]
 
 
 def test_a_cell_the_engine_refuses_is_a_row_and_the_matrix_goes_on(tmp_path):
@@ -93,8 +95,8 @@ def test_a_cell_the_engine_refuses_is_a_row_and_the_matrix_goes_on(tmp_path):
     )
     assert done.returncode == 0, done.stderr[-2000:]
     [refused, drawn] = table_rows(markdown)
-    assert refused[:3] == ["unlimited", "1040", "1"] and refused[9] == "failed" and refused[10].startswith("error.")
-    assert drawn[:3] == ["unlimited", "64", "1"] and drawn[9] == "yes"
+    assert (refused["size"], refused["ok"]) == ("1040", "failed") and refused["notes"].startswith("error.")
+    assert (drawn["size"], drawn["ok"]) == ("64", "yes")
 
 
 def test_the_matrix_refuses_to_run_full_size_without_a_gpu():
