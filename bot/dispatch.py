@@ -101,6 +101,7 @@ class Dispatching:
             "fallbacks": result.fallbacks,
             "retries": result.retries,
             "peak_memory_gb": result.peak_memory_gb,
+            "learned_start": result.learned_start,
         }
         # A worker of an older version may draw one picture of a batch: charge only what came back.
         missing = max(0, job.count - len(paths))
@@ -124,6 +125,8 @@ class Dispatching:
             len(result.fallbacks),
             len(result.retries),
             result.peak_memory_gb,
+            learned_start=result.learned_start,
+            prompt_cached=result.prompt_cached,
         )
         await self._deliver(job.id)
 

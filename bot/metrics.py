@@ -38,6 +38,14 @@ class Metrics:
         self.platform_errors = Counter(
             "easel_platform_errors", "Failed sends to a chat platform", ["platform"], registry=r
         )
+        self.learned_starts = Counter(
+            "easel_learned_starts",
+            "Jobs started below the planner's choice because that size ran out of memory lately",
+            registry=r,
+        )
+        self.prompt_cache = Counter(
+            "easel_prompt_cache", "Prompt encodings served from the embedding cache or not", ["result"], registry=r
+        )
         self.refusals = Counter(
             "easel_refusals", "Drawings refused by moderation (blocked, sensitive, cooldown)", ["reason"], registry=r
         )
@@ -45,8 +53,21 @@ class Metrics:
     def serve(self, port: int) -> None:
         start_http_server(port, addr="0.0.0.0", registry=self.registry)
 
-    def job_done(self, width: int, height: int, seconds: float, fallbacks: int, retries: int, peak_gb) -> None:
+    def job_done(
+        self,
+        width: int,
+        height: int,
+        seconds: float,
+        fallbacks: int,
+        retries: int,
+        peak_gb,
+        learned_start: bool = False,
+        prompt_cached: bool = False,
+    ) -> None:
         self.jobs.labels("done").inc()
+        if learned_start:
+            self.learned_starts.inc()
+        self.prompt_cache.labels("hit" if prompt_cached else "miss").inc()
         self.run_seconds.labels(size_label(width, height)).observe(seconds)
         if fallbacks:
             self.fallbacks.labels("oom").inc(fallbacks)

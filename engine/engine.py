@@ -125,7 +125,9 @@ class Engine:
         planned = next((i for i, p in enumerate(plans) if p.fits), len(plans) - 1)
         rung = self._learned.start(lesson, planned, facts.free_vram_gb) if lesson else planned
         batched = self.one_call_batches and request.count > 1 and batch_plans[rung].fits
-        batched = batched and not (lesson and self._learned.one_call_failed(lesson, facts.free_vram_gb))
+        batch_lesson = lesson is not None and self._learned.one_call_failed(lesson, facts.free_vram_gb)
+        learned_start = rung > planned or (batched and batch_lesson)
+        batched = batched and not batch_lesson
         first_rung, one_call_failed = rung, False
         batch = _Batch(request, [seed_for(seed, i) for i in range(request.count)], Progress(on_step), should_stop)
         retries: list[str] = []
@@ -203,6 +205,8 @@ class Engine:
             fallbacks=fallbacks,
             warnings=[*plan.warnings, *warnings],
             batched=batched,
+            learned_start=learned_start,
+            prompt_cached=batch.prompt_cached,
         )
 
     def _ladders(self, facts: DeviceFacts, request: DrawRequest, dtype: str | None = None) -> tuple[list, list]:
@@ -226,6 +230,7 @@ class Engine:
         mark = time.perf_counter()
         key = (prompt, negative, request.cfg > 1.0, plan.dtype)
         embeds = self._embeddings.get(key, pipe._execution_device)
+        batch.prompt_cached = embeds is not None
         if embeds is None:
             with torch.no_grad():
                 embeds = pipe.encode_prompt(
@@ -350,6 +355,7 @@ class _Batch:
     images: list[Image.Image] = dataclasses.field(default_factory=list)
     timings: dict[str, float] = dataclasses.field(default_factory=dict)
     batched_call: bool = False  # inside a pipeline call for several pictures (an OOM there is the batch's)
+    prompt_cached: bool = False  # the last encode came from the embedding cache
 
 
 def _add(timings: dict[str, float], phase: str, mark: float) -> None:

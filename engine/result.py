@@ -23,6 +23,8 @@ class Result:
     fallbacks: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     batched: bool = False  # True when the pictures were denoised together in one pipeline call
+    learned_start: bool = False  # started below the planner's rung: this size ran out of memory lately
+    prompt_cached: bool = False  # the prompt's embeddings came from the cache: no text encoder run
 
     @property
     def image(self) -> Image.Image:

@@ -28,6 +28,7 @@ def test_the_same_words_are_encoded_once_and_draw_the_same_picture(engine, tiny_
     reroll = engine.generate(DrawRequest("a quiet harbour, cached", seed=4, **SMALL))
     again = engine.generate(DrawRequest("a quiet harbour, cached", seed=3, **SMALL))
     assert len(encoder_calls) == 1
+    assert (first.prompt_cached, reroll.prompt_cached, again.prompt_cached) == (False, True, True)
     assert np.array_equal(pixels(again.image), pixels(first.image))
     assert not np.array_equal(pixels(reroll.image), pixels(first.image))
     fresh = Engine.load(tiny_model_dir, device="cpu")  # nothing cached: the encoder runs

@@ -40,7 +40,8 @@ def test_a_size_that_ran_out_of_memory_starts_where_it_last_worked_until_the_les
     assert first.fallbacks == ["out of memory on gpu: fell back to model_offload"]
 
     again = draw(card)
-    assert again.plan.placement is Placement.MODEL_OFFLOAD and again.fallbacks == []
+    assert again.plan.placement is Placement.MODEL_OFFLOAD and again.fallbacks == [] and again.learned_start
+    assert not first.learned_start
     other_size = draw(card, width=160)
     assert other_size.plan.placement is Placement.GPU
 
@@ -63,6 +64,7 @@ def test_a_batch_that_ran_out_of_memory_in_one_call_is_drawn_one_per_call_next_t
     with transformer_fault(card, at_call=10**9, fault="none") as calls:
         again = draw(card, count=3)
     assert not again.batched and again.fallbacks == [] and again.plan.placement is Placement.GPU
+    assert again.learned_start and not first.learned_start
     assert calls["n"] == 3 * SMALL["steps"]  # one call per picture from the start: no failed batched call
     assert draw(card, count=2).batched  # another count is another lesson
 

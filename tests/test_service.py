@@ -315,6 +315,12 @@ async def test_metrics_count_what_happened(make_app, engine):
     assert metrics.value("easel_job_wait_seconds_count") == 1
     assert metrics.value("easel_live_workers") == 1
     assert metrics.value("easel_queue_depth") == 0
+    # The same words again (a reroll would be the same): no text encoder run, counted as a cache hit.
+    again = await app.service.handle_text(alice(), "/draw counted --steps 2", {})
+    await settled(app, again.job_id)
+    assert metrics.value("easel_prompt_cache_total", result="miss") == 1
+    assert metrics.value("easel_prompt_cache_total", result="hit") == 1
+    assert metrics.value("easel_learned_starts_total") == 0  # a CPU learns nothing
     from prometheus_client import generate_latest
 
     assert b"easel_job_run_seconds_bucket" in generate_latest(metrics.registry)

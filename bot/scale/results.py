@@ -63,6 +63,8 @@ def result_from(fields: dict[bytes, bytes], images: list[Image.Image], source_im
         fallbacks=list(meta.get("fallbacks") or []),
         warnings=list(meta.get("warnings") or []),
         batched=bool(meta.get("batched", False)),
+        learned_start=bool(meta.get("learned_start", False)),
+        prompt_cached=bool(meta.get("prompt_cached", False)),
     )
 
 
@@ -78,5 +80,7 @@ def done_meta(result: Any, worker_id: str) -> dict[str, Any]:
         "warnings": list(result.warnings),
         "peak_memory_gb": result.peak_memory_gb,
         "batched": getattr(result, "batched", False),
+        "learned_start": getattr(result, "learned_start", False),
+        "prompt_cached": getattr(result, "prompt_cached", False),
         "worker": worker_id,
     }
