@@ -255,6 +255,10 @@ async def admin(service: Service, caller: Caller, actor: User, command) -> Reply
                     errors=int(errors),
                 )
             )
+            cached = int(metrics.value("easel_prompt_cache_total", result="hit"))
+            encoded = cached + int(metrics.value("easel_prompt_cache_total", result="miss"))
+            learned = int(metrics.value("easel_learned_starts_total"))
+            lines.append(t("stats_learned", lang, learned=learned, cached=cached, encoded=encoded))
             lines.append(await moderation_stats(service, lang))
             if getattr(service.worker, "redis_ok", True) is False:
                 lines.append(t("stats_redis_down", lang))

@@ -143,6 +143,8 @@ _EN = {
         "Users: {users} · GPU workers: {workers}"
     ),
     "stats_health": "Since start: {oom} out-of-memory fallbacks, {nan} safer-precision retries, {errors} failed sends.",
+    "stats_learned": "{learned} jobs started on a lower-memory plan because their size ran out of memory lately; "
+    "{cached} of {encoded} prompts reused their encoding.",
     "stats_redis_down": "Redis is unreachable: jobs are kept here and go out when it is back.",
     "already_have": "I already have that request: #{job_id} ({status}).",
     "console_no_gpu_hint": "No NVIDIA GPU here, and the full model needs one. To try the bot anyway: "
@@ -375,6 +377,8 @@ _ZH = {
         "用户：{users} · GPU 工作进程：{workers}"
     ),
     "stats_health": "自启动以来：显存不足降级 {oom} 次，换更安全精度重试 {nan} 次，发送失败 {errors} 次。",
+    "stats_learned": "{learned} 个任务因为同尺寸最近显存不足而直接用了省显存方案；"
+    "{encoded} 条描述中有 {cached} 条复用了编码。",
     "stats_redis_down": "连不上 Redis：任务先留在这里，恢复后再发出。",
     "already_have": "这条请求已经收到过了：#{job_id}（{status}）。",
     "console_no_gpu_hint": "这台机器没有 NVIDIA 显卡，完整模型需要显卡。想先试试机器人：运行 `make tiny-model`，"

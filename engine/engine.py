@@ -206,7 +206,7 @@ class Engine:
             warnings=[*plan.warnings, *warnings],
             batched=batched,
             learned_start=learned_start,
-            prompt_cached=batch.prompt_cached,
+            prompt_cached=not batch.encoder_ran,
         )
 
     def _ladders(self, facts: DeviceFacts, request: DrawRequest, dtype: str | None = None) -> tuple[list, list]:
@@ -230,8 +230,8 @@ class Engine:
         mark = time.perf_counter()
         key = (prompt, negative, request.cfg > 1.0, plan.dtype)
         embeds = self._embeddings.get(key, pipe._execution_device)
-        batch.prompt_cached = embeds is not None
         if embeds is None:
+            batch.encoder_ran = True
             with torch.no_grad():
                 embeds = pipe.encode_prompt(
                     prompt=prompt,
@@ -355,7 +355,7 @@ class _Batch:
     images: list[Image.Image] = dataclasses.field(default_factory=list)
     timings: dict[str, float] = dataclasses.field(default_factory=dict)
     batched_call: bool = False  # inside a pipeline call for several pictures (an OOM there is the batch's)
-    prompt_cached: bool = False  # the last encode came from the embedding cache
+    encoder_ran: bool = False  # the text encoder ran for this job (else every encode was a cache hit)
 
 
 def _add(timings: dict[str, float], phase: str, mark: float) -> None:

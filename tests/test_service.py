@@ -344,6 +344,7 @@ async def test_stats_shows_health_numbers_to_admins(make_app, engine):
     await settled(app, reply.job_id)
     stats = await app.service.handle_text(admin, "/stats", {})
     assert "1 done" in stats.text and "1 out-of-memory fallbacks" in stats.text
+    assert t("stats_learned", "en", learned=0, cached=0, encoded=1) in stats.text
 
 
 async def test_a_resent_request_is_one_job_and_says_so(make_app):
