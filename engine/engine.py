@@ -314,7 +314,13 @@ class Engine:
 
     def _apply(self, plan: Plan) -> None:
         if self._applied != plan:
-            apply_placement(self._pipeline, plan, self.device, previous=self._applied)
+            try:
+                apply_placement(self._pipeline, plan, self.device, previous=self._applied)
+            except BaseException:
+                # Half-placed (out of memory while moving weights, say): the next placement must
+                # first take off every hook and bring every weight back, whatever was there before.
+                self._applied = HALF_PLACED
+                raise
             self._applied = plan
 
     def _free_memory(self) -> None:
@@ -341,6 +347,10 @@ class Engine:
         if self.device.startswith("cuda"):
             return round(torch.cuda.max_memory_allocated(self.device) / 1024**3, 3)
         return None
+
+
+# Matches no real plan, and names a GPU placement so that undoing it brings everything back to the CPU.
+HALF_PLACED = Plan("unknown", "unknown", Placement.GPU, False, False, 0.0, False)
 
 
 @dataclasses.dataclass

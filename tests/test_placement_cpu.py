@@ -165,3 +165,26 @@ def test_a_run_that_fails_under_model_offload_does_not_break_the_next(cpu_engine
     with transformer_fault(cpu_engine, at_call=2, fault="oom", times=100), pytest.raises(OutOfMemory):
         draw(cpu_engine)
     assert np.abs(pixels(draw(cpu_engine).image) - reference).max() <= 1
+
+
+def test_a_placement_that_fails_half_way_is_undone_before_the_next_rung(tiny_model_dir, monkeypatch):
+    """The likeliest real failure: moving the weights runs out of memory part-way (the planner thought
+    they fit).  The next rung must start from a clean pipeline, not from the half-placed one."""
+    fresh = Engine.load(tiny_model_dir, device="cpu")  # nothing placed yet: the first job of a bot
+    force(monkeypatch, Placement.CPU)
+    reference = pixels(draw(fresh).image)
+    fresh._applied = None  # as if that job had not run: the next apply starts from a fresh load
+    real_apply = engine_module.apply_placement
+    failed = []
+
+    def out_of_memory_half_way(pipe, plan, device, previous):
+        real_apply(pipe, plan, device, previous)  # the hooks are in...
+        if not failed:
+            failed.append(plan.placement)
+            raise torch.OutOfMemoryError("CUDA out of memory (injected while placing)")  # ...then it fails
+
+    monkeypatch.setattr(engine_module, "apply_placement", out_of_memory_half_way)
+    force(monkeypatch, Placement.MODEL_OFFLOAD, Placement.GROUP_OFFLOAD)
+    result = draw(fresh)
+    assert failed == [Placement.MODEL_OFFLOAD] and result.plan.placement is Placement.GROUP_OFFLOAD
+    assert np.abs(pixels(result.image) - reference).max() <= 1
