@@ -37,6 +37,8 @@ _EN = {
     # Failures while drawing (engine/errors.py)
     "error.oom": "The GPU ran out of memory for this picture. Try a smaller size.",
     "error.bad_output": "The picture came out blank even after a safer retry. Please try another seed or prompt.",
+    "error.bad_output_low_ram": "The picture came out blank, and this machine has too little memory to retry it "
+    "in a safer precision. Please try another seed or prompt.",
     "error.cancelled": "The drawing was cancelled.",
     "error.undeliverable": "Picture #{job_id} was drawn, but this chat would not take it, so it is not posted here.",
     "error.model_not_found": "The drawing model couldn't be loaded. Please tell an admin.",
@@ -274,6 +276,7 @@ _ZH = {
     "error.invalid": "这个请求没法照原样画。",
     "error.oom": "画这张图时显卡内存不够了，试试小一点的尺寸。",
     "error.bad_output": "换用更稳妥的精度重试后，图片仍然是空白的。请换个种子或描述再试。",
+    "error.bad_output_low_ram": "图片是空白的，而这台机器内存不够，无法换更稳妥的精度重试。请换个种子或描述再试。",
     "error.cancelled": "绘制已取消。",
     "error.undeliverable": "第 #{job_id} 张图已经画好，但这个聊天不接收它，所以没能发出来。",
     "error.model_not_found": "绘图模型加载失败，请联系管理员。",

@@ -28,7 +28,16 @@ from engine.errors import BadOutput, Cancelled, InvalidRequest, ModelNotFound, N
 from engine.guards import NonFiniteOutput, Progress, StepWatch, check_decoded, is_out_of_memory
 from engine.learned import LearnedRungs
 from engine.placement import DTYPES, apply_placement
-from engine.planner import DeviceFacts, Placement, Plan, choose_dtype, ladder, largest_fitting_square, safer_dtype
+from engine.planner import (
+    DeviceFacts,
+    Placement,
+    Plan,
+    choose_dtype,
+    ladder,
+    largest_fitting_square,
+    safer_dtype,
+    weights_fit_in_ram,
+)
 from engine.request import MAX_SEED, RANDOM_SEED, DrawRequest, Kind, ModelProfile, profile_for, seed_for, validate
 from engine.result import Result
 
@@ -161,6 +170,11 @@ class Engine:
                     warnings.append(f"non-finite {bad_stage} again: {len(batch.images)} of {request.count} drawn")
                     break
                 dtype = safer_dtype(plan.dtype, facts.real_bf16 or not facts.is_gpu)
+                if dtype != plan.dtype and not weights_fit_in_ram(facts, self.profile, dtype):
+                    if not batch.images:
+                        raise BadOutput("error.bad_output_low_ram", stage=bad_stage)
+                    warnings.append(f"non-finite {bad_stage}: {len(batch.images)} of {request.count} drawn")
+                    break
                 retries.append(f"non-finite {bad_stage} in {plan.dtype}: retried in {dtype}")
                 plans, batch_plans = self._ladders(facts, request, dtype)
                 # Never back up the ladder: a rung that ran out of memory would again.

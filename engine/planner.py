@@ -198,6 +198,14 @@ def ram_needed_gb(placement: Placement, profile: ModelProfile, low_cpu_memory: b
     return round(per_gb * profile.model_gb, 1)
 
 
+def weights_fit_in_ram(device: DeviceFacts, profile: ModelProfile, dtype: str) -> bool:
+    """Whether RAM + swap hold every weight in `dtype`: a change of precision casts the whole
+    pipeline on the CPU (fp32 is 38 GB for Z-Image-Turbo), where running short gets the process
+    killed rather than an error anyone can answer."""
+    size = 4 if dtype == "float32" else 2
+    return profile.model_gb * size / 2 * 1.1 <= device.memory_gb
+
+
 def largest_fitting_square(device: DeviceFacts, profile: ModelProfile, cfg: float = 1.0) -> int | None:
     """The largest square side (multiple of 64, within the profile) the safest rung could still hold."""
     if not device.is_gpu:
