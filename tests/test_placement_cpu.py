@@ -80,7 +80,7 @@ def hooks_left(engine: Engine) -> list[str]:
 
 
 def draw(engine: Engine, **overrides):
-    return engine.generate(DrawRequest("a red fox", width=128, height=128, steps=3, seed=3, **overrides))
+    return engine.generate(DrawRequest("a red fox", **{**dict(width=128, height=128, steps=3, seed=3), **overrides}))
 
 
 @pytest.mark.parametrize("placement", OFFLOADS)
@@ -188,3 +188,32 @@ def test_a_placement_that_fails_half_way_is_undone_before_the_next_rung(tiny_mod
     result = draw(fresh)
     assert failed == [Placement.MODEL_OFFLOAD] and result.plan.placement is Placement.GROUP_OFFLOAD
     assert np.abs(pixels(result.image) - reference).max() <= 1
+
+
+@pytest.mark.parametrize("placement", OFFLOADS)
+def test_an_oom_inside_a_layer_leaves_the_offload_hooks_able_to_go_on(cpu_engine, monkeypatch, placement):
+    """Out of memory in the middle of the transformer (a layer onloaded, its hooks half-way): the
+    batch is drawn again one picture per call on the same placement, and every picture is right."""
+    force(monkeypatch, Placement.CPU)
+    alone = [pixels(draw(cpu_engine, seed=seed).image) for seed in (3, 4)]
+    force(monkeypatch, placement)
+    layer = cpu_engine.pipeline.transformer.layers[0]
+    fired = []
+
+    def out_of_memory(module, args):
+        if not fired and len(args[0]) > 1:  # only inside the call that carries both pictures
+            fired.append(True)
+            raise torch.OutOfMemoryError("CUDA out of memory (injected inside a layer)")
+
+    handle = layer.register_forward_pre_hook(out_of_memory)
+    try:
+        result = draw(cpu_engine, count=2)
+    finally:
+        handle.remove()
+    assert fired and not result.batched and result.plan.placement is placement
+    assert result.fallbacks == [
+        f"out of memory with 2 pictures in one call on {placement.value}: drew them one at a time"
+    ]
+    for image, expected in zip(result.images, alone, strict=True):
+        assert np.abs(pixels(image) - expected).max() <= 1
+    assert np.abs(pixels(draw(cpu_engine, seed=3).image) - alone[0]).max() <= 1  # and the next job too
