@@ -145,8 +145,8 @@ _EN = {
         "Users: {users} · GPU workers: {workers}"
     ),
     "stats_health": "Since start: {oom} out-of-memory fallbacks, {nan} safer-precision retries, {errors} failed sends.",
-    "stats_learned": "{learned} jobs started on a lower-memory plan because their size ran out of memory lately; "
-    "{cached} of {encoded} prompts reused their encoding.",
+    "stats_learned": "Jobs started on a lower-memory plan because their size ran out of memory lately: {learned}. "
+    "Prompts that reused their encoding: {cached} of {encoded}.",
     "stats_redis_down": "Redis is unreachable: jobs are kept here and go out when it is back.",
     "already_have": "I already have that request: #{job_id} ({status}).",
     "console_no_gpu_hint": "No NVIDIA GPU here, and the full model needs one. To try the bot anyway: "
@@ -507,6 +507,9 @@ def t(key: str, lang: str, /, **params: object) -> str:
     template = table.get(key) or CATALOGUE[DEFAULT_LANGUAGE].get(key)
     if template is None:
         logger.warning("message key %r is missing from the catalogue", key)
+        if key.startswith("error.") and key != "error.engine":
+            # A failure named by a newer remote worker: a plain sentence rather than the bare key.
+            return t("error.engine", lang)
         return key
     shown = _KeepMissing({name: _display(value) for name, value in params.items()})
     try:

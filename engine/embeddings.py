@@ -16,12 +16,21 @@ Embeds = tuple[list[torch.Tensor], list[torch.Tensor]]  # (prompt, negative) as 
 Key = tuple  # (prompt, negative prompt, guidance on, dtype)
 
 
+MAX_BYTES = 64 * 1024**2
+
+
 class EmbeddingCache:
-    def __init__(self, size: int = 64) -> None:
+    def __init__(self, size: int = 64, max_bytes: int = MAX_BYTES) -> None:
         self._size = size
+        self._max_bytes = max_bytes
         self._entries: OrderedDict[Key, Embeds] = OrderedDict()
+        self._bytes: dict[Key, int] = {}
         self.hits = 0
         self.misses = 0
+
+    @property
+    def nbytes(self) -> int:
+        return sum(self._bytes.values())
 
     def get(self, key: Key, device: torch.device) -> Embeds | None:
         """Copies on `device` (the pipeline may not keep its inputs untouched), or None."""
@@ -34,7 +43,13 @@ class EmbeddingCache:
         return tuple([t.to(device, copy=True) for t in tensors] for tensors in entry)
 
     def put(self, key: Key, embeds: Embeds) -> None:
-        self._entries[key] = tuple([t.detach().to("cpu", copy=True) for t in tensors] for tensors in embeds)
+        """Keep a copy on the CPU, unless it holds NaN or inf (never hand out a bad encoding twice)."""
+        tensors = [t for part in embeds for t in part]
+        if not all(torch.isfinite(t).all() for t in tensors):
+            return
+        self._entries[key] = tuple([t.detach().to("cpu", copy=True) for t in part] for part in embeds)
+        self._bytes[key] = sum(t.numel() * t.element_size() for t in tensors)
         self._entries.move_to_end(key)
-        while len(self._entries) > self._size:
-            self._entries.popitem(last=False)
+        while len(self._entries) > self._size or (len(self._entries) > 1 and self.nbytes > self._max_bytes):
+            oldest, _ = self._entries.popitem(last=False)
+            del self._bytes[oldest]

@@ -33,10 +33,10 @@ from engine.planner import (
     Placement,
     Plan,
     choose_dtype,
+    fits_in_ram,
     ladder,
     largest_fitting_square,
     safer_dtype,
-    weights_fit_in_ram,
 )
 from engine.request import MAX_SEED, RANDOM_SEED, DrawRequest, Kind, ModelProfile, profile_for, seed_for, validate
 from engine.result import Result
@@ -170,16 +170,21 @@ class Engine:
                     warnings.append(f"non-finite {bad_stage} again: {len(batch.images)} of {request.count} drawn")
                     break
                 dtype = safer_dtype(plan.dtype, facts.real_bf16 or not facts.is_gpu)
-                if dtype != plan.dtype and not weights_fit_in_ram(facts, self.profile, dtype):
+                safer, safer_batch = self._ladders(facts, request, dtype)
+                # Never back up the ladder: a rung that ran out of memory would again.
+                safer_rung = max(rung, next((i for i, p in enumerate(safer) if p.fits), len(safer) - 1))
+                safer_rung = min(safer_rung, len(safer) - 1)
+                if facts.is_gpu and dtype != plan.dtype and not fits_in_ram(facts, self.profile, safer[safer_rung]):
+                    if batched:  # keep the good pictures: draw them one per call, in this precision
+                        retries.append(f"non-finite {bad_stage} in {plan.dtype}, no RAM for {dtype}: one at a time")
+                        batched = False
+                        continue
                     if not batch.images:
                         raise BadOutput("error.bad_output_low_ram", stage=bad_stage)
                     warnings.append(f"non-finite {bad_stage}: {len(batch.images)} of {request.count} drawn")
                     break
                 retries.append(f"non-finite {bad_stage} in {plan.dtype}: retried in {dtype}")
-                plans, batch_plans = self._ladders(facts, request, dtype)
-                # Never back up the ladder: a rung that ran out of memory would again.
-                rung = max(rung, next((i for i, p in enumerate(plans) if p.fits), len(plans) - 1))
-                rung = min(rung, len(plans) - 1)
+                plans, batch_plans, rung = safer, safer_batch, safer_rung
                 batched = batched and batch_plans[rung].fits
                 continue
             if oom_in_batch:  # the batch's own activations did not fit: same rung, one picture per call
@@ -242,7 +247,8 @@ class Engine:
         # 4. Encode the prompt(s), once for every picture, and not again for the same words soon
         #    after (reroll, upscale): engine/embeddings.py
         mark = time.perf_counter()
-        key = (prompt, negative, request.cfg > 1.0, plan.dtype)
+        guided = request.cfg > 1.0
+        key = (prompt, negative if guided else "", guided, plan.dtype)  # no guidance: the negative is unused
         embeds = self._embeddings.get(key, pipe._execution_device)
         if embeds is None:
             batch.encoder_ran = True

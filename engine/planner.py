@@ -181,8 +181,9 @@ def ladder(
         peak = estimate_peak_gb(placement, profile, width, height, cfg, tiling, size, batch)
         fits = not device.is_gpu or peak + HEADROOM_GB <= device.free_vram_gb
         warnings = []
-        low_ram = placement is Placement.GROUP_OFFLOAD and ram_needed_gb(placement, profile) > device.memory_gb
-        if placement is not Placement.GPU and ram_needed_gb(placement, profile, low_ram) > device.memory_gb:
+        pinned = ram_needed_gb(placement, profile, False, size)
+        low_ram = placement is Placement.GROUP_OFFLOAD and pinned > device.memory_gb
+        if placement is not Placement.GPU and ram_needed_gb(placement, profile, low_ram, size) > device.memory_gb:
             warnings.append("warning.low_system_ram")
         if clamp:
             warnings.append("warning.fp16_clamped")
@@ -190,20 +191,24 @@ def ladder(
     return plans
 
 
-def ram_needed_gb(placement: Placement, profile: ModelProfile, low_cpu_memory: bool = False) -> float:
-    """Peak system RAM (GB) a GPU placement needs for this model; 0 where not measured (CPU rungs)."""
+def ram_needed_gb(
+    placement: Placement, profile: ModelProfile, low_cpu_memory: bool = False, bytes_per_param: int = 2
+) -> float:
+    """Peak system RAM (GB) a GPU placement needs for this model in this precision (FACTS's figures
+    are bf16; fp32 doubles them); 0 where not measured (CPU rungs)."""
     per_gb = _RAM_PER_MODEL_GB.get(placement, 0.0)
     if low_cpu_memory and placement is Placement.GROUP_OFFLOAD:
         per_gb = _GROUP_OFFLOAD_LOW_RAM_PER_MODEL_GB
-    return round(per_gb * profile.model_gb, 1)
+    return round(per_gb * profile.model_gb * bytes_per_param / 2, 1)
 
 
-def weights_fit_in_ram(device: DeviceFacts, profile: ModelProfile, dtype: str) -> bool:
-    """Whether RAM + swap hold every weight in `dtype`: a change of precision casts the whole
-    pipeline on the CPU (fp32 is 38 GB for Z-Image-Turbo), where running short gets the process
-    killed rather than an error anyone can answer."""
-    size = 4 if dtype == "float32" else 2
-    return profile.model_gb * size / 2 * 1.1 <= device.memory_gb
+def fits_in_ram(device: DeviceFacts, profile: ModelProfile, plan: Plan) -> bool:
+    """Whether RAM + swap hold a change to `plan`: the whole pipeline is cast on the CPU (fp32 is
+    38 GB for Z-Image-Turbo), then the placement keeps what it offloads there.  Running short gets
+    the process killed rather than an error anyone can answer."""
+    size = 4 if plan.dtype == "float32" else 2
+    weights = profile.model_gb * size / 2 * 1.1
+    return max(weights, ram_needed_gb(plan.placement, profile, plan.low_cpu_memory, size)) <= device.memory_gb
 
 
 def largest_fitting_square(device: DeviceFacts, profile: ModelProfile, cfg: float = 1.0) -> int | None:

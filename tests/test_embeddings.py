@@ -62,3 +62,18 @@ def test_the_cache_keeps_the_most_recent_and_hands_out_copies():
     copy[0][0].zero_()  # whatever the pipeline does to its inputs
     assert cache.get(("c",), torch.device("cpu"))[0][0].sum() == 12
     assert (cache.hits, cache.misses) == (2, 1)
+
+
+def test_the_cache_stays_within_its_bytes_and_never_keeps_a_bad_encoding():
+    cache = EmbeddingCache(size=64, max_bytes=3 * 1000 * 4)
+    for name in "abcd":
+        cache.put((name,), ([torch.ones(10, 100)], []))  # 4,000 bytes each
+    assert cache.nbytes == 12_000 and cache.get(("a",), torch.device("cpu")) is None
+    cache.put(("nan",), ([torch.full((2, 3), float("nan"))], []))
+    assert cache.get(("nan",), torch.device("cpu")) is None
+
+
+def test_without_guidance_a_different_negative_prompt_is_the_same_encoding(engine, encoder_calls):
+    engine.generate(DrawRequest("a grey heron, cached", seed=1, **SMALL))
+    engine.generate(DrawRequest("a grey heron, cached", seed=1, negative_prompt="fog", **SMALL))
+    assert len(encoder_calls) == 1  # cfg 1: the negative prompt is never encoded

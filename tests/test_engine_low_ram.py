@@ -11,7 +11,7 @@ import pytest
 
 from engine.engine import Engine
 from engine.errors import BadOutput
-from engine.planner import DeviceFacts, weights_fit_in_ram
+from engine.planner import DeviceFacts, Placement, fits_in_ram, plan_for, ram_needed_gb
 from engine.request import TINY, Z_IMAGE_TURBO, DrawRequest
 from engine.tiny import build_pipeline
 from tests.test_engine import transformer_fault
@@ -25,11 +25,22 @@ def turing_card(ram_gb: float) -> Engine:
     return Engine(build_pipeline(), "tiny", FULL_SIZED, "cpu", probe=lambda device: facts)
 
 
-def test_weights_fit_in_ram_counts_twice_the_bytes_for_fp32():
-    roomy, short = DeviceFacts("cuda", system_ram_gb=64), DeviceFacts("cuda", system_ram_gb=32)
-    assert weights_fit_in_ram(roomy, Z_IMAGE_TURBO, "float32") and weights_fit_in_ram(short, Z_IMAGE_TURBO, "float16")
-    assert not weights_fit_in_ram(short, Z_IMAGE_TURBO, "float32")
-    assert weights_fit_in_ram(dataclasses.replace(short, swap_gb=16), Z_IMAGE_TURBO, "float32")
+def test_fits_in_ram_counts_the_cast_and_what_the_fp32_placement_keeps_in_ram():
+    def retry_plan(ram_gb: float, swap_gb: float = 0.0):
+        card = DeviceFacts("cuda", "Turing 24 GB", 24.0, 23.0, (7, 5), False, ram_gb, swap_gb)
+        return card, plan_for(card, Z_IMAGE_TURBO, 1024, 1024, dtype="float32")
+
+    roomy, plan = retry_plan(128)
+    assert fits_in_ram(roomy, Z_IMAGE_TURBO, plan) and not plan.low_cpu_memory
+    # 32 GB RAM + 16 swap: fp32 weights (42 GB) fit; group offload pinning all of them (66 GB) would
+    # not, so the fp32 plan pins layer by layer (45 GB), and the retry may go ahead.
+    with_swap, plan = retry_plan(32, 16)
+    assert plan.placement is Placement.GROUP_OFFLOAD and plan.low_cpu_memory
+    assert ram_needed_gb(Placement.GROUP_OFFLOAD, Z_IMAGE_TURBO, False, 4) == 66.3
+    assert fits_in_ram(with_swap, Z_IMAGE_TURBO, plan)
+    short, plan = retry_plan(32)
+    assert not fits_in_ram(short, Z_IMAGE_TURBO, plan)
+    assert fits_in_ram(short, Z_IMAGE_TURBO, plan_for(short, Z_IMAGE_TURBO, 1024, 1024))  # fp16 is fine
 
 
 def test_no_fp32_retry_where_ram_cannot_hold_it_only_a_clear_error():
@@ -48,3 +59,11 @@ def test_with_room_for_fp32_the_nan_is_retried_in_fp32():
     with transformer_fault(engine, at_call=1, fault="nan"):
         result = engine.generate(DrawRequest("a meadow", seed=4, width=128, height=128, steps=2))
     assert result.retries == ["non-finite latents in float16: retried in float32"]
+
+
+def test_a_batch_with_one_bad_picture_keeps_the_good_ones_where_ram_allows_no_fp32_retry():
+    engine = turing_card(ram_gb=32)
+    with transformer_fault(engine, at_call=1, fault="nan", min_batch=2, picture=1):
+        result = engine.generate(DrawRequest("two meadows", seed=4, width=128, height=128, steps=2, count=2))
+    assert len(result.images) == 2 and not result.batched
+    assert result.retries == ["non-finite latents in float16, no RAM for float32: one at a time"]

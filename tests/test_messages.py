@@ -156,3 +156,9 @@ def test_user_error_subclasses_with_a_fixed_key_are_one_line():
 )
 def test_language_for(code, lang):
     assert language_for(code) == lang
+
+
+def test_an_error_key_this_version_does_not_know_reads_as_the_generic_failure():
+    """A newer remote worker may name a failure this bot's catalogue lacks."""
+    for lang in ("en", "zh"):
+        assert t("error.from_a_newer_worker", lang, stage="latents") == t("error.engine", lang)
