@@ -27,7 +27,7 @@ from engine.enhance import enhance_prompts, post_process
 from engine.errors import BadOutput, Cancelled, InvalidRequest, ModelNotFound, NeedsGPU, OutOfMemory
 from engine.guards import NonFiniteOutput, Progress, StepWatch, check_decoded, is_out_of_memory
 from engine.learned import LearnedRungs
-from engine.placement import DTYPES, apply_placement
+from engine.placement import DTYPES, HALF_PLACED, apply_placement
 from engine.planner import (
     DeviceFacts,
     Placement,
@@ -367,10 +367,6 @@ class Engine:
         if self.device.startswith("cuda"):
             return round(torch.cuda.max_memory_allocated(self.device) / 1024**3, 3)
         return None
-
-
-# Matches no real plan, and names a GPU placement so that undoing it brings everything back to the CPU.
-HALF_PLACED = Plan("unknown", "unknown", Placement.GPU, False, False, 0.0, False)
 
 
 @dataclasses.dataclass

@@ -14,6 +14,9 @@ from engine.planner import Placement, Plan
 
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 _CLAMP_HANDLES = "_easel_fp16_clamp"
+# What a placement that failed half-way left: matches no real plan, and names a GPU placement, so
+# that undoing it takes off every hook, brings every weight to the CPU and casts every one again.
+HALF_PLACED = Plan("unknown", "unknown", Placement.GPU, False, False, 0.0, False)
 
 
 def apply_placement(pipe, plan: Plan, device: str, previous: Plan | None) -> None:
@@ -22,7 +25,7 @@ def apply_placement(pipe, plan: Plan, device: str, previous: Plan | None) -> Non
     moved = previous is None or (previous.placement, previous.dtype, previous.low_cpu_memory) != where
     if moved:
         _remove_offload(pipe, previous)
-        if pipe.transformer.dtype != DTYPES[plan.dtype]:
+        if previous is HALF_PLACED or pipe.transformer.dtype != DTYPES[plan.dtype]:
             pipe.to(dtype=DTYPES[plan.dtype])
         _place(pipe, plan, device)
         _set_clamp(pipe.transformer, plan.clamp_fp16)
