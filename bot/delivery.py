@@ -65,6 +65,8 @@ class Deliveries:
             self.metrics.platform_errors.labels(job.platform).inc()
             await self.db.jobs.mark_delivered(job_id)
             if job.status is JobStatus.DONE:
+                # Nobody saw the picture: it is not charged (unless part of it was refunded already).
+                await self.db.quota.refund(job.id, "picture could not be delivered")
                 await self._say_undeliverable(adapter, job)
         except Exception:
             log.exception("job %s: delivery failed (attempt %d)", job_id, attempt + 1)

@@ -40,7 +40,8 @@ _EN = {
     "error.bad_output_low_ram": "The picture came out blank, and this machine has too little memory to retry it "
     "in a safer precision. Please try another seed or prompt.",
     "error.cancelled": "The drawing was cancelled.",
-    "error.undeliverable": "Picture #{job_id} was drawn, but this chat would not take it, so it is not posted here.",
+    "error.undeliverable": "Picture #{job_id} was drawn, but this chat would not take it, so it is not posted "
+    "here. It does not count against your quota.",
     "error.model_not_found": "The drawing model couldn't be loaded. Please tell an admin.",
     "error.needs_gpu": "This model needs a GPU and none is available. Please tell an admin.",
     "error.engine": "Something went wrong while drawing. Please try again.",
@@ -278,7 +279,7 @@ _ZH = {
     "error.bad_output": "换用更稳妥的精度重试后，图片仍然是空白的。请换个种子或描述再试。",
     "error.bad_output_low_ram": "图片是空白的，而这台机器内存不够，无法换更稳妥的精度重试。请换个种子或描述再试。",
     "error.cancelled": "绘制已取消。",
-    "error.undeliverable": "第 #{job_id} 张图已经画好，但这个聊天不接收它，所以没能发出来。",
+    "error.undeliverable": "第 #{job_id} 张图已经画好，但这个聊天不接收它，所以没能发出来。这张不计入你的额度。",
     "error.model_not_found": "绘图模型加载失败，请联系管理员。",
     "error.needs_gpu": "这个模型需要显卡，但现在没有可用的显卡，请联系管理员。",
     "error.engine": "绘制时出了点问题，请再试一次。",
