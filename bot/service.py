@@ -9,6 +9,7 @@ import contextlib
 import datetime as dt
 import logging
 import math
+import re
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -36,6 +37,7 @@ from storage.users import User
 log = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 3  # starts of one job across crashes before it is failed instead of run again
+PICK = re.compile(r"#([1-9])(?:\s+|$)")  # "#3 at night" in reply to a batch: its third picture
 
 
 class Service(Dispatching, Deliveries):
@@ -232,6 +234,11 @@ class Service(Dispatching, Deliveries):
         parent, picture = found
         if parent.status is not JobStatus.DONE or parent.deleted or picture >= len(parent.image_paths):
             return None
+        # A batch shown as one message (Discord's gallery, Telegram's button message): "#3 words"
+        # names its picture.
+        pick = PICK.match(text)
+        if pick and len(parent.image_paths) > 1 and 1 <= int(pick[1]) <= len(parent.image_paths):
+            picture, text = int(pick[1]) - 1, text[pick.end() :]
         try:
             command = parse(text, self.profile, bot_username=bot_username)
         except UserError as error:

@@ -94,7 +94,7 @@ async def test_sensitive_pictures_are_spoilers_and_only_drawn_in_nsfw_channels(s
 
 
 async def test_a_batch_of_four_arrives_in_one_message_with_working_per_picture_buttons(start_bot, fake):
-    bot = await start_bot(EASEL_DAILY_QUOTA="10")
+    bot = await start_bot(EASEL_DAILY_QUOTA="10", EASEL_DISCORD_MESSAGE_CONTENT="true")
     app = bot.app
 
     await draw(fake, prompt="a lighthouse", count=4, seed=50, steps=1)
@@ -125,6 +125,20 @@ async def test_a_batch_of_four_arrives_in_one_message_with_working_per_picture_b
     variation = await delivered(app, 3)
     assert variation.request["source_image"] == str(app.service.images.resolve(job.image_paths[3]))
     assert await app.db.quota.used(user.id, app.service.today()) == 6
+
+    # A reply to the gallery names its picture with "#k"; without it, the first.
+    await fake.send_message(
+        CHANNEL_ID, USER_ID, "#3 at night", guild_id=GUILD_ID, reference_message_id=picture.id, mentions_bot=True
+    )
+    third = await delivered(app, 4)
+    assert third.request["source_image"] == str(app.service.images.resolve(job.image_paths[2]))
+    assert third.request["prompt"] == "at night" and third.parent_id == 1
+    await fake.send_message(
+        CHANNEL_ID, USER_ID, "#9 lives", guild_id=GUILD_ID, reference_message_id=picture.id, mentions_bot=True
+    )
+    first = await delivered(app, 5)  # no ninth picture: words like any other
+    assert first.request["source_image"] == str(app.service.images.resolve(job.image_paths[0]))
+    assert first.request["prompt"] == "#9 lives"
 
     press = await fake.press_button(button_id(Action.DELETE, 1), picture.id, user_id=USER_ID)
     assert await answer(fake, press) == t("deleted", "en")

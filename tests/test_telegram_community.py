@@ -213,6 +213,18 @@ async def test_a_batch_of_four_is_an_album_with_a_keyboard_that_works_and_costs_
     await settled(app, variation.id)
     assert await quota_used(app, ALICE) == 6
 
+    # Words in reply to the button message name their picture with "#k".
+    said(tg, ALICE, ALICE, "#2 at dawn", reply_to_message_id=keyboard.message_id)
+
+    async def varied_again():
+        return len(await app.db.jobs.children(job.id)) == 3
+
+    await harness.until(varied_again)
+    dawn = (await app.db.jobs.children(job.id))[2]
+    assert dawn.request["source_image"] == str(app.service.images.resolve(job.image_paths[1]))
+    assert dawn.request["prompt"] == "at dawn"
+    await settled(app, dawn.id)
+
     query = await press(tg, ALICE, ALICE, keyboard.message_id, button_id(Action.DELETE, job.id))
     assert query.params.get("text") == t("deleted", "en")
 
