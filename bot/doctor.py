@@ -6,14 +6,14 @@ import os
 from pathlib import Path
 
 from bot.settings import Settings
-from engine.planner import largest_fitting_square, plan_for
+from engine.planner import largest_fitting_square, plan_for, ram_shortfall
 from engine.request import profile_for
 
 SIZES = (512, 768, 1024, 1536)
 
 
 def report(settings: Settings) -> dict:
-    from engine.device import probe_device, ram_shortfall  # imports torch: only when asked
+    from engine.device import probe_device  # imports torch: only when asked
 
     profile = profile_for(settings.model)
     facts = probe_device(settings.device)

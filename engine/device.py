@@ -11,8 +11,7 @@ os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
 import psutil  # noqa: E402
 import torch  # noqa: E402
 
-from engine.planner import DeviceFacts, ladder, ram_needed_gb  # noqa: E402
-from engine.request import ModelProfile  # noqa: E402
+from engine.planner import DeviceFacts  # noqa: E402
 
 GB = 1024**3
 
@@ -45,26 +44,4 @@ def probe_device(requested: str = "auto") -> DeviceFacts:
         real_bf16=real_bf16,
         system_ram_gb=ram_gb,
         swap_gb=swap_gb,
-    )
-
-
-def ram_shortfall(facts: DeviceFacts, profile: ModelProfile) -> str | None:
-    """Why RAM + swap cannot hold what the plan for the default size, or a rung it may fall back to,
-    keeps in system RAM (offload keeps the weights there); None when it can.  A machine short of it
-    is killed by the kernel, while loading or mid-job, which nothing can explain afterwards: say it
-    before loading."""
-    if not facts.is_gpu:
-        return None
-    side = min(profile.default_size)
-    plans = ladder(facts, profile, side, side)
-    planned = next((i for i, p in enumerate(plans) if p.fits), len(plans) - 1)
-    worst = max(plans[planned:], key=lambda p: ram_needed_gb(p.placement, profile, p.low_cpu_memory))
-    needed = ram_needed_gb(worst.placement, profile, worst.low_cpu_memory)
-    if needed <= facts.memory_gb:
-        return None
-    how = "runs as" if worst is plans[planned] else f"runs as {plans[planned].placement.value} and may fall back to"
-    return (
-        f"{profile.name} at {side}x{side} {how} {worst.placement.value} here, which needs ~{needed:.0f} GB "
-        f"of system RAM; this machine has {facts.system_ram_gb:.0f} GB RAM + {facts.swap_gb:.0f} GB swap. "
-        f"Add swap (RAM + swap of {needed + 2:.0f} GB or more), or the process may be killed."
     )

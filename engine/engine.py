@@ -21,7 +21,7 @@ from collections.abc import Callable
 import torch
 from PIL import Image
 
-from engine.device import probe_device, ram_shortfall, resolve_device
+from engine.device import probe_device, resolve_device
 from engine.embeddings import EmbeddingCache
 from engine.enhance import enhance_prompts, post_process
 from engine.errors import BadOutput, Cancelled, InvalidRequest, ModelNotFound, NeedsGPU, OutOfMemory
@@ -33,9 +33,11 @@ from engine.planner import (
     Placement,
     Plan,
     choose_dtype,
+    first_fitting,
     fits_in_ram,
     ladder,
     largest_fitting_square,
+    ram_shortfall,
     safer_dtype,
 )
 from engine.request import MAX_SEED, RANDOM_SEED, DrawRequest, Kind, ModelProfile, profile_for, seed_for, validate
@@ -131,10 +133,11 @@ class Engine:
         facts = self.device_facts()
         plans, batch_plans = self._ladders(facts, request)
         lesson = (request.width, request.height, request.cfg > 1.0, request.count) if facts.is_gpu else None
-        planned = next((i for i, p in enumerate(plans) if p.fits), len(plans) - 1)
-        rung = self._learned.start(lesson, planned, facts.free_vram_gb) if lesson else planned
+        planned = first_fitting(plans)
+        held = self._learned.holding(lesson, facts.free_vram_gb) if lesson else None
+        rung = max(planned, held.rung) if held else planned
         batched = self.one_call_batches and request.count > 1 and batch_plans[rung].fits
-        batch_lesson = lesson is not None and self._learned.one_call_failed(lesson, facts.free_vram_gb)
+        batch_lesson = bool(held and held.one_call_failed)
         learned_start = rung > planned or (batched and batch_lesson)
         batched = batched and not batch_lesson
         first_rung, one_call_failed = rung, False
@@ -172,8 +175,7 @@ class Engine:
                 dtype = safer_dtype(plan.dtype, facts.real_bf16 or not facts.is_gpu)
                 safer, safer_batch = self._ladders(facts, request, dtype)
                 # Never back up the ladder: a rung that ran out of memory would again.
-                safer_rung = max(rung, next((i for i, p in enumerate(safer) if p.fits), len(safer) - 1))
-                safer_rung = min(safer_rung, len(safer) - 1)
+                safer_rung = max(rung, first_fitting(safer))
                 if facts.is_gpu and dtype != plan.dtype and not fits_in_ram(facts, self.profile, safer[safer_rung]):
                     if batched:  # keep the good pictures: draw them one per call, in this precision
                         retries.append(f"non-finite {bad_stage} in {plan.dtype}, no RAM for {dtype}: one at a time")
@@ -256,7 +258,7 @@ class Engine:
                 embeds = pipe.encode_prompt(
                     prompt=prompt,
                     negative_prompt=negative or None,
-                    do_classifier_free_guidance=request.cfg > 1.0,
+                    do_classifier_free_guidance=guided,
                     device=pipe._execution_device,
                 )
             self._embeddings.put(key, embeds)

@@ -20,7 +20,7 @@ Key = tuple  # (width, height, guidance on, pictures)
 
 
 @dataclass(frozen=True)
-class _Lesson:
+class Lesson:
     rung: int
     one_call_failed: bool
     free_gb: float
@@ -31,24 +31,16 @@ class LearnedRungs:
     def __init__(self, lesson_s: float = LESSON_S, clock: Callable[[], float] = time.monotonic) -> None:
         self._lesson_s = lesson_s
         self._clock = clock
-        self._lessons: dict[Key, _Lesson] = {}
+        self._lessons: dict[Key, Lesson] = {}
 
-    def _holds(self, key: Key, free_gb: float) -> _Lesson | None:
+    def holding(self, key: Key, free_gb: float) -> Lesson | None:
+        """The lesson for this size that still holds: the rung that last worked after an OOM, and
+        whether the batch ran out of memory in one call (then: one call per picture)."""
         lesson = self._lessons.get(key)
         if lesson is None or self._clock() - lesson.when > self._lesson_s:
             self._lessons.pop(key, None)
             return None
         return lesson if free_gb <= lesson.free_gb + MORE_MEMORY_GB else None
 
-    def start(self, key: Key, planned: int, free_gb: float) -> int:
-        """The rung to start on: the planner's, or the one that last worked after an OOM if lower."""
-        lesson = self._holds(key, free_gb)
-        return max(planned, lesson.rung) if lesson else planned
-
-    def one_call_failed(self, key: Key, free_gb: float) -> bool:
-        """Whether this size's batch last ran out of memory in one call (then: one call per picture)."""
-        lesson = self._holds(key, free_gb)
-        return bool(lesson and lesson.one_call_failed)
-
     def learn(self, key: Key, rung: int, one_call_failed: bool, free_gb: float) -> None:
-        self._lessons[key] = _Lesson(rung, one_call_failed, free_gb, self._clock())
+        self._lessons[key] = Lesson(rung, one_call_failed, free_gb, self._clock())

@@ -156,7 +156,12 @@ def plan_for(
 ) -> Plan:
     """The fastest plan that leaves at least HEADROOM_GB free; the safest one when none does."""
     plans = ladder(device, profile, width, height, cfg, dtype, batch)
-    return next((p for p in plans if p.fits), plans[-1])
+    return plans[first_fitting(plans)]
+
+
+def first_fitting(plans: list[Plan]) -> int:
+    """The index of the fastest plan that fits; the safest one's when none does."""
+    return next((index for index, plan in enumerate(plans) if plan.fits), len(plans) - 1)
 
 
 def ladder(
@@ -173,7 +178,7 @@ def ladder(
     default_dtype, _ = choose_dtype(device)
     dtype = dtype or default_dtype
     clamp = dtype == "float16"
-    size = 4 if dtype == "float32" else 2
+    size = bytes_per_param(dtype)
     rungs = GPU_LADDER if device.is_gpu else CPU_LADDER
     plans = []
     for placement in rungs:
@@ -191,6 +196,10 @@ def ladder(
     return plans
 
 
+def bytes_per_param(dtype: str) -> int:
+    return 4 if dtype == "float32" else 2
+
+
 def ram_needed_gb(
     placement: Placement, profile: ModelProfile, low_cpu_memory: bool = False, bytes_per_param: int = 2
 ) -> float:
@@ -206,9 +215,35 @@ def fits_in_ram(device: DeviceFacts, profile: ModelProfile, plan: Plan) -> bool:
     """Whether RAM + swap hold a change to `plan`: the whole pipeline is cast on the CPU (fp32 is
     38 GB for Z-Image-Turbo), then the placement keeps what it offloads there.  Running short gets
     the process killed rather than an error anyone can answer."""
-    size = 4 if plan.dtype == "float32" else 2
-    weights = profile.model_gb * size / 2 * 1.1
-    return max(weights, ram_needed_gb(plan.placement, profile, plan.low_cpu_memory, size)) <= device.memory_gb
+    weights = profile.model_gb * bytes_per_param(plan.dtype) / 2 * 1.1
+    return max(weights, plan_ram_gb(plan, profile)) <= device.memory_gb
+
+
+def plan_ram_gb(plan: Plan, profile: ModelProfile) -> float:
+    """Peak system RAM (GB) this plan's placement needs, in its precision and RAM mode."""
+    return ram_needed_gb(plan.placement, profile, plan.low_cpu_memory, bytes_per_param(plan.dtype))
+
+
+def ram_shortfall(facts: DeviceFacts, profile: ModelProfile) -> str | None:
+    """Why RAM + swap cannot hold what the plan for the default size, or a rung it may fall back to,
+    keeps in system RAM (offload keeps the weights there); None when it can.  A machine short of it
+    is killed by the kernel, while loading or mid-job, which nothing can explain afterwards: say it
+    before loading."""
+    if not facts.is_gpu:
+        return None
+    side = min(profile.default_size)
+    plans = ladder(facts, profile, side, side)
+    planned = first_fitting(plans)
+    worst = max(plans[planned:], key=lambda plan: plan_ram_gb(plan, profile))
+    needed = plan_ram_gb(worst, profile)
+    if needed <= facts.memory_gb:
+        return None
+    how = "runs as" if worst is plans[planned] else f"runs as {plans[planned].placement.value} and may fall back to"
+    return (
+        f"{profile.name} at {side}x{side} {how} {worst.placement.value} here, which needs ~{needed:.0f} GB "
+        f"of system RAM; this machine has {facts.system_ram_gb:.0f} GB RAM + {facts.swap_gb:.0f} GB swap. "
+        f"Add swap (RAM + swap of {needed + 2:.0f} GB or more), or the process may be killed."
+    )
 
 
 def largest_fitting_square(device: DeviceFacts, profile: ModelProfile, cfg: float = 1.0) -> int | None:

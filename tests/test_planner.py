@@ -10,6 +10,7 @@ from engine.planner import (
     largest_fitting_square,
     plan_for,
     ram_needed_gb,
+    ram_shortfall,
     safer_dtype,
 )
 from engine.request import Z_IMAGE_TURBO
@@ -130,8 +131,6 @@ def test_group_offload_pins_layer_by_layer_when_ram_and_swap_cannot_hold_every_w
 
 
 def test_the_ram_check_names_a_fallback_rung_that_needs_more_than_the_plan():
-    from engine.device import ram_shortfall
-
     big_card_small_ram = DeviceFacts("cuda", "RTX 6000", 48.0, 47.0, (8, 9), True, 16)
     said = ram_shortfall(big_card_small_ram, Z_IMAGE_TURBO)
     assert said is not None and "runs as gpu and may fall back to model_offload" in said
