@@ -8,6 +8,7 @@ idempotency key (`telegram:<chat>:<message>`, `telegram:cb:<query>`) so it never
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 
@@ -151,6 +152,7 @@ def _replies_to(message: Message, bot_id: int) -> bool:
     return replied is not None and replied.from_user is not None and replied.from_user.id == bot_id
 
 
+@functools.cache  # one bot, one username: compiled once, not twice per message
 def _mention(bot_username: str | None) -> re.Pattern | None:
     """The bot's @username as a whole word (not the start of `@easelbot_fan`), with what follows it."""
     if not bot_username:

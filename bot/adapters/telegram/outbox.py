@@ -153,6 +153,11 @@ class Outbox:
         """Send the picture (or a batch as an album) with its buttons as a reply to the request, then
         clear the status message."""
         pictures = [await asyncio.to_thread(_read_picture, path) for path in delivery.image_paths]
+        if delivery.spoiler:  # a document would show it unhidden: every picture goes as a photo
+            pictures = [
+                (data, size) if fits_as_photo(len(data), *size) else await asyncio.to_thread(shrink_for_photo, data)
+                for data, size in pictures
+            ]
         if len(pictures) > 1:
             await self._deliver_album(delivery, pictures)
             return
@@ -160,10 +165,7 @@ class Outbox:
         where = _where(job)
         data, (width, height) = pictures[0]
         as_photo = fits_as_photo(len(data), width, height)
-        filename = f"easel-{job.id}.png"
-        if delivery.spoiler and not as_photo:  # a document would show it unhidden
-            data, _ = await asyncio.to_thread(shrink_for_photo, data)
-            as_photo, filename = True, _as_jpeg(filename)
+        filename = _named(data, f"easel-{job.id}.png")
         options = {
             "caption": caption_for(delivery.caption, delivery.notes),
             "reply_markup": _keyboard(delivery.buttons),
@@ -184,12 +186,6 @@ class Outbox:
         job = delivery.job
         where = _where(job)
         as_photos = all(fits_as_photo(len(data), *size) for data, size in pictures)
-        if delivery.spoiler and not as_photos:  # documents would show them unhidden
-            pictures = [
-                (data, size) if fits_as_photo(len(data), *size) else await asyncio.to_thread(shrink_for_photo, data)
-                for data, size in pictures
-            ]
-            as_photos = True
         caption = caption_for(delivery.caption, delivery.notes)
         names = [f"easel-{job.id}-{index + 1}.png" for index in range(len(pictures))]
 
@@ -197,7 +193,7 @@ class Outbox:
             media: list[InputMediaPhoto | InputMediaDocument] = []
             for index, ((data, _), name) in enumerate(zip(pictures, names, strict=True)):
                 text = caption if index == 0 else None
-                name = _as_jpeg(name) if data.startswith(JPEG_MAGIC) else name
+                name = _named(data, name)
                 if photos:
                     media.append(InputMediaPhoto(data, caption=text, filename=name, has_spoiler=delivery.spoiler))
                 else:
@@ -266,7 +262,7 @@ class Outbox:
 
         async def smaller_photo():
             smaller, _ = await asyncio.to_thread(shrink_for_photo, data, CAUTIOUS_PHOTO_SIDE)
-            options["filename"] = _as_jpeg(options["filename"])
+            options["filename"] = _named(smaller, options["filename"])
             return await send(True, smaller)
 
         return await self._with_fallback(chat_id, as_photo, send, smaller_photo if spoiler else None)
@@ -283,25 +279,19 @@ class Outbox:
         picture unhidden, and are Undeliverable when refused again.  A chat that is gone or has
         blocked the bot is Undeliverable, whichever attempt finds out."""
         try:
-            return await send(as_photo)
-        except (Forbidden, BadRequest) as error:
-            _raise_if_gone(chat_id, error)
+            return await _unless_gone(chat_id, send(as_photo))
+        except BadRequest as error:
             if not as_photo:
                 raise
             refusal = error
         if hidden_fallback is not None:
             log.info("telegram: photo refused (%s); sending it smaller, still hidden", refusal)
             try:
-                return await hidden_fallback()
-            except (Forbidden, BadRequest) as error:
-                _raise_if_gone(chat_id, error)
+                return await _unless_gone(chat_id, hidden_fallback())
+            except BadRequest as error:
                 raise Undeliverable(f"telegram chat {chat_id}: hidden photo refused twice: {error}") from error
         log.info("telegram: photo refused (%s); sending it as a document", refusal)
-        try:
-            return await send(False)
-        except (Forbidden, BadRequest) as error:
-            _raise_if_gone(chat_id, error)
-            raise
+        return await _unless_gone(chat_id, send(False))
 
     async def notify_failure(self, job: Job, text: str) -> None:
         """Turn the status message into the failure, or reply with it when there is none."""
@@ -402,18 +392,20 @@ def _read_picture(path: Path) -> tuple[bytes, tuple[int, int]]:
         return data, image.size
 
 
-JPEG_MAGIC = b"\xff\xd8"
+def _named(data: bytes, filename: str) -> str:
+    """`filename`, with .jpg for a picture re-encoded as JPEG to pass as a photo."""
+    return filename.removesuffix(".png") + ".jpg" if data.startswith(b"\xff\xd8") else filename
 
 
-def _as_jpeg(filename: str) -> str:
-    """The name for a picture re-encoded as JPEG to pass as a photo."""
-    return filename.removesuffix(".png") + ".jpg"
-
-
-def _raise_if_gone(chat_id: int, error: TelegramError) -> None:
-    """Forbidden (blocked, removed) or a chat that no longer exists: no retry will ever land."""
-    if isinstance(error, Forbidden) or "chat not found" in str(error).lower():
-        raise Undeliverable(f"telegram chat {chat_id}: {error}") from error
+async def _unless_gone(chat_id: int, attempt: Awaitable[T]) -> T:
+    """The attempt's result; Forbidden (blocked, removed) or a chat that no longer exists becomes
+    Undeliverable, since no retry will ever land."""
+    try:
+        return await attempt
+    except (Forbidden, BadRequest) as error:
+        if isinstance(error, Forbidden) or "chat not found" in str(error).lower():
+            raise Undeliverable(f"telegram chat {chat_id}: {error}") from error
+        raise
 
 
 def _not_modified(error: TelegramError) -> bool:
