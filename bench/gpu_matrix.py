@@ -70,6 +70,10 @@ class Report:
             with self.path.open("a") as file:
                 file.write(f"\n{header}\n\n| {' | '.join(COLUMNS)} |\n|{'---|' * len(COLUMNS)}\n")
 
+    def unmeasured(self, cell: Cell, ok: str, note: str) -> None:
+        """A cell that has no figures: skipped, failed or crashed, and why."""
+        self.row([budget_label(cell.budget), str(cell.side), str(cell.count), "-", *[""] * 6, ok, note])
+
     def row(self, values: list[str]) -> None:
         print("  ".join(values), flush=True)
         if self.path:
@@ -171,7 +175,7 @@ def main(argv: list[str] | None = None) -> None:
     for cell in cells([float(b) for b in args.budgets.split(",")], [int(s) for s in args.sizes.split(",")], args.batch):
         label = budget_label(cell.budget)
         if args.deadline and time.perf_counter() - started > args.deadline:
-            report.row([label, str(cell.side), str(cell.count), "-", "", "", "", "", "", "", "skipped", "deadline"])
+            report.unmeasured(cell, "skipped", "deadline")
             continue
         budget_holder["gb"] = cell.budget
         if on_gpu:
@@ -180,18 +184,16 @@ def main(argv: list[str] | None = None) -> None:
             torch.cuda.set_per_process_memory_fraction(fraction)
         if cell.count > 1 and placements.get((cell.budget, cell.side)) == "sequential_offload":
             # One call per picture there: n times the single row, minutes of a device call's ten.
-            report.row([label, str(cell.side), str(cell.count), "-", "", "", "", "", "", "", "skipped", "sequential"])
+            report.unmeasured(cell, "skipped", "sequential")
             continue
         try:
             result, reserved, notes = measure(engine, cell, args.steps)
         except EngineError as error:
-            report.row([label, str(cell.side), str(cell.count), "-", "", "", "", "", "", "", "failed", error.key])
+            report.unmeasured(cell, "failed", error.key)
             continue
         except Exception as error:  # one broken cell must not lose the rest of the matrix
             traceback.print_exc()
-            report.row(
-                [label, str(cell.side), str(cell.count), "-", "", "", "", "", "", "", "crashed", type(error).__name__]
-            )
+            report.unmeasured(cell, "crashed", type(error).__name__)
             continue
         if cell.count == 1:
             placements[(cell.budget, cell.side)] = result.plan.placement.value
