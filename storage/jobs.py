@@ -59,6 +59,8 @@ class Job:
     attempts: int
     deleted: bool
     sensitive: bool = False
+    delivery_failures: int = 0  # failed delivery sweeps so far
+    delivery_error: str | None = None  # why delivery was given up (permanent refusal, too many failures)
 
     @property
     def count(self) -> int:
@@ -101,6 +103,8 @@ def job_from_row(row: sqlite3.Row) -> Job:
         attempts=row["attempts"],
         deleted=bool(row["deleted"]),
         sensitive=bool(row["sensitive"]),
+        delivery_failures=row["delivery_failures"],
+        delivery_error=row["delivery_error"],
     )
 
 

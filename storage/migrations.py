@@ -132,7 +132,22 @@ CREATE INDEX strikes_by_time ON strikes (at);
 """
 )
 
-MIGRATIONS: tuple[str, ...] = (_V1_CORE, _V2_AUDIT_AND_INDEXES, _V3_COMMUNITY)
+_V4_HARDENING = """
+-- A message whose buttons act on every picture of a batch (Discord's gallery, Telegram's buttons
+-- message), as opposed to one picture's own message: a press is honoured only where it was shown.
+ALTER TABLE messages ADD COLUMN whole_batch INTEGER NOT NULL DEFAULT 0 CHECK (whole_batch IN (0, 1));
+-- Before this column a batch's shared message was recorded as picture 0 like the batch's first
+-- picture; treating those as whole-batch only lets the same job's buttons act in the same chat.
+UPDATE messages SET whole_batch = 1 WHERE picture = 0 AND job_id IN
+    (SELECT id FROM jobs WHERE COALESCE(json_extract(request, '$.count'), 1) > 1);
+
+-- Delivery that keeps failing is counted, and ends: `delivery_error` says why it was given up
+-- (a permanent platform refusal, or too many failed sweeps); such a job is never swept again.
+ALTER TABLE jobs ADD COLUMN delivery_failures INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE jobs ADD COLUMN delivery_error TEXT;
+"""
+
+MIGRATIONS: tuple[str, ...] = (_V1_CORE, _V2_AUDIT_AND_INDEXES, _V3_COMMUNITY, _V4_HARDENING)
 
 
 class SchemaTooNew(RuntimeError):
