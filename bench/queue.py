@@ -1,7 +1,9 @@
 """FairQueue under a crowd: 1,000 users each submit 10 jobs at once, in random user order.
 
 Prints the cost of dispatch and of position look-ups, and how long each user's first job waits
-compared with a plain FIFO. Run: `python bench/queue.py` (a few seconds).
+compared with a plain FIFO; then the same crowd with mixed job costs (work units, bot/cost.py):
+the same timings, and how evenly GPU time is shared while everyone still has work queued.
+Run: `python bench/queue.py` (a few seconds).
 """
 
 from __future__ import annotations
@@ -44,6 +46,13 @@ def first_job_waits(order: list[tuple[int, str]], arrival_rank: dict[str, int]) 
     return worst, worst_excess
 
 
+def mixed_costs(jobs: list[tuple[int, str]], rng: random.Random) -> dict[int, int]:
+    """Each user sticks to one kind of job: most default pictures (1 unit), some batches and big ones."""
+    kinds = [1] * 6 + [2, 4, 9, 16]
+    per_user = {user: rng.choice(kinds) for _, user in jobs}
+    return {job_id: per_user[user] for job_id, user in jobs}
+
+
 def main() -> None:
     rng = random.Random(SEED)
     jobs = submissions(rng)
@@ -51,10 +60,20 @@ def main() -> None:
     for _, user in jobs:
         arrival_rank.setdefault(user, len(arrival_rank))
 
+    rows = run(jobs, {job_id: 1 for job_id, _ in jobs}, arrival_rank, rng, "1 unit each")
+    rows += run(jobs, mixed_costs(jobs, rng), arrival_rank, rng, "mixed costs")
+    width = max(len(label) for label, _ in rows)
+    for label, value in rows:
+        print(f"{label:<{width}}  {value}")
+
+
+def run(
+    jobs: list[tuple[int, str]], costs: dict[int, int], arrival_rank: dict[str, int], rng: random.Random, name: str
+) -> list[tuple[str, str]]:
     queue = FairQueue()
     start = time.perf_counter()
     for job_id, user in jobs:
-        queue.push(job_id, user)
+        queue.push(job_id, user, cost=costs[job_id])
     push_s = time.perf_counter() - start
 
     start = time.perf_counter()
@@ -80,8 +99,10 @@ def main() -> None:
 
     rr_worst, rr_excess = first_job_waits(order, arrival_rank)
     fifo_worst, fifo_excess = first_job_waits(fifo_order, arrival_rank)
+    gap, largest = unit_share(order, costs)
 
     rows = [
+        (f"-- {name}", f"{sum(costs.values()):,} units"),
         ("jobs", f"{len(jobs):,}"),
         ("users", f"{USERS:,}"),
         ("push, total", f"{push_s * 1e3:.2f} ms"),
@@ -92,11 +113,29 @@ def main() -> None:
         ("position() max", f"{max(position_costs) * 1e6:.1f} µs"),
         ("worst first-job wait, round-robin", f"{rr_worst:,} jobs (minus arrival rank: {rr_excess:,})"),
         ("worst first-job wait, plain FIFO", f"{fifo_worst:,} jobs (minus arrival rank: {fifo_excess:,})"),
+        ("round-robin/FIFO worst first-job wait", f"{rr_worst / fifo_worst:.3f}"),
+        ("worst unit gap between backlogged users", f"{gap:,} (largest job: {largest:,} units)"),
     ]
-    width = max(len(label) for label, _ in rows)
-    for label, value in rows:
-        print(f"{label:<{width}}  {value}")
-    print(f"round-robin/FIFO worst first-job wait: {rr_worst / fifo_worst:.3f}")
+    return rows
+
+
+def unit_share(order: list[tuple[int, str]], costs: dict[int, int], every: int = 100) -> tuple[int, int]:
+    """The worst gap, in units dispatched so far, between two users who both still have work queued
+    (checked every `every` dispatches), and the largest job cost: deficit round-robin keeps the gap
+    within about one job's cost, whatever each user's job size."""
+    remaining: dict[str, int] = {}
+    for _, user in order:
+        remaining[user] = remaining.get(user, 0) + 1
+    spent = dict.fromkeys(remaining, 0)
+    worst = 0
+    for index, (job_id, user) in enumerate(order):
+        spent[user] += costs[job_id]
+        remaining[user] -= 1
+        if index % every == 0:
+            backlogged = [spent[u] for u, left in remaining.items() if left]
+            if len(backlogged) > 1:
+                worst = max(worst, max(backlogged) - min(backlogged))
+    return worst, max(costs.values())
 
 
 if __name__ == "__main__":

@@ -1,30 +1,95 @@
-"""The fair scheduler: one FIFO per user, round-robin between users.
+"""The fair scheduler: one FIFO per user, deficit round-robin by cost between users.
 
-Dispatch goes in rounds: the user at the front of the rotation gives up their oldest job and moves
-to the back; a user whose FIFO empties leaves the rotation and, on their next push, joins at the
-back. So a user with twenty queued jobs delays a newcomer by at most one job.
+Users share GPU time, not turns.  Every job carries its cost in work units (bot/cost.py).  Dispatch
+goes in rounds: each visit to the user at the front of the rotation adds one unit (the quantum) to
+their deficit; they give up their oldest jobs while the oldest costs no more than the deficit,
+paying for each, then move to the back.  So a 36-unit job waits about as long as 36 one-unit jobs
+would, and with every job at one unit this is plain round-robin.  A user whose FIFO empties leaves
+the rotation, loses what deficit they had left, and on their next push joins at the back.
 
-Because the order is a pure function of the rotation and the FIFOs, a job's position is computed
-arithmetically (see `position`) instead of by simulating the queue.
+Because the order is a pure function of the rotation, the deficits and the FIFOs, a job's position
+is computed arithmetically (see `position`) instead of by simulating the queue: with a deficit d
+before its next visit, a user's job whose FIFO prefix (costs up to and including it) sums to S
+leaves on visit max(1, S - d), and visit v of every user happens in round v, in rotation order.
 
-Restart: pushing `snapshot()` into a fresh queue reproduces it exactly (round 0 lists every user
-once, in rotation order). Pushing in submission order instead gives a fair order too, but the
-rotation starts afresh, so it can differ from the order before the restart.
+Restart: deficits live only here, so pushing `snapshot()` (or the jobs in submission order) into a
+fresh queue gives a fair order that can differ from the one before the restart.  With every job
+at one unit, pushing `snapshot()` reproduces the order exactly.
 """
 
 from __future__ import annotations
 
 import asyncio
+from bisect import bisect_right
 from collections import OrderedDict, deque
 from collections.abc import Iterator
+from dataclasses import dataclass, field
+from itertools import accumulate
+
+QUANTUM = 1  # units a user's deficit grows by per visit
+
+
+@dataclass
+class _Lane:
+    """One user's FIFO of (job id, cost) and what they may still spend."""
+
+    jobs: deque[tuple[int, int]] = field(default_factory=deque)
+    deficit: int = 0
+    visiting: bool = False  # only the front user: this visit's quantum is already in `deficit`
+    total: int = 0  # sum of the costs in `jobs`
+    _prefixes: list[int] | None = None
+
+    def budget(self, visits: int) -> int:
+        """Units this user may have spent in all after `visits` more visits (the current one counts)."""
+        return self.deficit + (visits - 1 if self.visiting else visits) * QUANTUM
+
+    def visit_of(self, prefix: int) -> int:
+        """The visit (1 = the next one) on which a job whose FIFO prefix costs `prefix` leaves."""
+        base = self.budget(0)
+        return max(1, -(-(prefix - base) // QUANTUM))
+
+    def leaving_by(self, visits: int) -> int:
+        """How many of this user's jobs leave within `visits` visits."""
+        if visits <= 0:
+            return 0
+        budget = self.budget(visits)
+        if budget >= self.total:
+            return len(self.jobs)
+        return bisect_right(self.prefixes(), budget)
+
+    def prefixes(self) -> list[int]:
+        """Running sums of the FIFO's costs, cached until the FIFO changes other than by a push."""
+        if self._prefixes is None:
+            self._prefixes = list(accumulate(cost for _, cost in self.jobs))
+        return self._prefixes
+
+    def append(self, job_id: int, cost: int) -> None:
+        self.jobs.append((job_id, cost))
+        self.total += cost
+        if self._prefixes is not None:
+            self._prefixes.append(self.total)
+
+    def popleft(self) -> tuple[int, int]:
+        job_id, cost = self.jobs.popleft()
+        self.total -= cost
+        self._prefixes = None
+        return job_id, cost
+
+    def drop(self, job_id: int) -> None:
+        for index, (queued, cost) in enumerate(self.jobs):
+            if queued == job_id:
+                del self.jobs[index]
+                self.total -= cost
+                self._prefixes = None
+                return
 
 
 class FairQueue:
-    """Per-user FIFOs served round-robin. Not thread-safe: use it from the event loop thread only."""
+    """Per-user FIFOs served by deficit round-robin. Not thread-safe: use it from the event loop thread only."""
 
     def __init__(self) -> None:
         # OrderedDict, not dict: popping the front of a plain dict degrades as deleted slots pile up.
-        self._rotation: OrderedDict[str, deque[int]] = OrderedDict()
+        self._rotation: OrderedDict[str, _Lane] = OrderedDict()
         self._owner: dict[int, str] = {}
         self._not_empty = asyncio.Event()
 
@@ -34,28 +99,49 @@ class FairQueue:
     def __contains__(self, job_id: object) -> bool:
         return job_id in self._owner
 
-    def push(self, job_id: int, user: str) -> None:
-        """Queue `job_id` behind the user's other jobs; a user not in the rotation joins at the back."""
+    def push(self, job_id: int, user: str, cost: int = 1) -> None:
+        """Queue `job_id` (costing `cost` work units) behind the user's other jobs; a user not in the
+        rotation joins at the back."""
         if job_id in self._owner:
             raise ValueError(f"job {job_id} is already queued")
+        if not isinstance(cost, int) or cost < 1:
+            raise ValueError(f"a job costs at least one unit (got {cost!r})")
         self._owner[job_id] = user
-        fifo = self._rotation.get(user)
-        if fifo is None:
-            self._rotation[user] = fifo = deque()
-        fifo.append(job_id)
+        lane = self._rotation.get(user)
+        if lane is None:
+            self._rotation[user] = lane = _Lane()
+        lane.append(job_id, cost)
         self._not_empty.set()
 
     def pop_nowait(self) -> tuple[int, str] | None:
         """Take the next job as `(job_id, user)`, or None when the queue is empty."""
         if not self._rotation:
             return None
-        user, fifo = next(iter(self._rotation.items()))
-        job_id = fifo.popleft()
-        del self._owner[job_id]
-        if fifo:
+        # Users who cannot afford their oldest job yet take their quantum and go to the back; once a
+        # whole round passes like that, the idle rounds after it are skipped at once.
+        passed = 0
+        while True:
+            if passed == len(self._rotation):
+                self._skip_idle_rounds()
+                passed = 0
+            user, lane = next(iter(self._rotation.items()))
+            if not lane.visiting:
+                lane.deficit += QUANTUM
+                lane.visiting = True
+            job_id, cost = lane.jobs[0]
+            if cost <= lane.deficit:
+                break
+            lane.visiting = False
             self._rotation.move_to_end(user)
-        else:
+            passed += 1
+        lane.popleft()
+        lane.deficit -= cost
+        del self._owner[job_id]
+        if not lane.jobs:
             del self._rotation[user]
+        elif lane.jobs[0][1] > lane.deficit:  # visit over: to the back
+            lane.visiting = False
+            self._rotation.move_to_end(user)
         return job_id, user
 
     async def get(self) -> tuple[int, str]:
@@ -75,52 +161,81 @@ class FairQueue:
         user = self._owner.pop(job_id, None)
         if user is None:
             return False
-        fifo = self._rotation[user]
-        fifo.remove(job_id)
-        if not fifo:
+        lane = self._rotation[user]
+        lane.drop(job_id)
+        if not lane.jobs:
             del self._rotation[user]
         return True
 
     def position(self, job_id: int) -> int | None:
         """How many jobs will be dispatched before this one (0 = next), or None if it is not queued.
 
-        A job at index k of its user's FIFO leaves in round k. Before it go k jobs of its own user,
-        min(len, k + 1) jobs of every user ahead in the rotation and min(len, k) of every user behind.
-        Costs O(users + this user's jobs).
+        The job leaves on its user's visit V (see the module docstring).  Before it go its user's
+        earlier jobs, every job of a user ahead in the rotation that leaves within V visits, and every
+        job of a user behind that leaves within V - 1 (a binary search in their running costs).
+        Costs O(this user's jobs + users x log(jobs per user)).
         """
         owner = self._owner.get(job_id)
         if owner is None:
             return None
-        k = self._rotation[owner].index(job_id)
-        ahead = 0
-        cap = k + 1  # users ahead of the owner still get their round-k turn first
-        for user, fifo in self._rotation.items():
+        lane = self._rotation[owner]
+        prefix = ahead = 0
+        for queued, cost in lane.jobs:
+            prefix += cost
+            if queued == job_id:
+                break
+            ahead += 1
+        visits = lane.visit_of(prefix)  # users ahead of the owner get their visit-V turn first
+        for user, other in self._rotation.items():
             if user == owner:
-                ahead += k
-                cap = k
+                visits -= 1
+                if visits == 0:
+                    break
                 continue
-            length = len(fifo)
-            ahead += length if length < cap else cap
+            # other.leaving_by(visits), inlined: this loop is the whole cost of a position.
+            budget = other.deficit + (visits - other.visiting) * QUANTUM
+            if budget >= other.total:
+                ahead += len(other.jobs)
+            else:
+                ahead += bisect_right(other._prefixes or other.prefixes(), budget)
         return ahead
 
     def positions(self) -> dict[int, int]:
-        """Every queued job's position, in one O(n) pass (for pushing position updates to users)."""
+        """Every queued job's position, in one O(n log n) pass (for pushing position updates to users)."""
         return {job_id: index for index, (job_id, _) in enumerate(self._dispatch_order())}
 
     def jobs_of(self, user: str) -> list[int]:
         """The user's queued jobs, oldest first."""
-        return list(self._rotation.get(user, ()))
+        lane = self._rotation.get(user)
+        return [job_id for job_id, _ in lane.jobs] if lane else []
+
+    def cost_of(self, job_id: int) -> int | None:
+        """The cost a queued job was pushed with, or None if it is not queued."""
+        owner = self._owner.get(job_id)
+        if owner is None:
+            return None
+        return next(cost for queued, cost in self._rotation[owner].jobs if queued == job_id)
 
     def snapshot(self) -> list[tuple[int, str]]:
         """All queued jobs as `(job_id, user)` in the order they will be dispatched."""
         return list(self._dispatch_order())
 
     def _dispatch_order(self) -> Iterator[tuple[int, str]]:
-        # Round by round; users drop out as their FIFO runs dry, so the walk is O(n + users).
-        active = [(user, list(fifo)) for user, fifo in self._rotation.items()]
-        round_index = 0
-        while active:
-            for user, jobs in active:
-                yield jobs[round_index], user
-            round_index += 1
-            active = [(user, jobs) for user, jobs in active if len(jobs) > round_index]
+        # Sort by (visit, place in the rotation, place in the user's FIFO): that is the round order.
+        keyed = []
+        for place, (user, lane) in enumerate(self._rotation.items()):
+            prefix = 0
+            for index, (job_id, cost) in enumerate(lane.jobs):
+                prefix += cost
+                keyed.append((lane.visit_of(prefix), place, index, job_id, user))
+        keyed.sort()
+        for *_, job_id, user in keyed:
+            yield job_id, user
+
+    def _skip_idle_rounds(self) -> None:
+        """Grant every user the quanta of the coming rounds in which nobody could dispatch, at once,
+        so a queue of big jobs costs O(users) per pop rather than O(users x cost)."""
+        idle = min(lane.visit_of(lane.jobs[0][1]) for lane in self._rotation.values()) - 1
+        if idle > 0:
+            for lane in self._rotation.values():
+                lane.deficit += idle * QUANTUM

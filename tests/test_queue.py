@@ -2,6 +2,8 @@ import asyncio
 import random
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bot.queue import FairQueue
 
@@ -87,7 +89,7 @@ def test_pushing_a_queued_job_again_is_refused():
     assert queue.snapshot() == [(1, "a")]
 
 
-def test_pushing_the_snapshot_into_a_fresh_queue_reproduces_it():
+def test_pushing_the_snapshot_into_a_fresh_queue_reproduces_it_when_every_job_costs_one_unit():
     rng = random.Random(7)
     queue = FairQueue()
     for job_id in range(60):
@@ -111,7 +113,7 @@ def test_position_matches_snapshot_and_dispatch_in_random_scenarios(seed):
     for _ in range(300):
         roll = rng.random()
         if roll < 0.55:
-            queue.push(next_job, rng.choice(users))
+            queue.push(next_job, rng.choice(users), cost=rng.choice([1, 1, 1, 2, 4, 9, 16]))
             next_job += 1
         elif roll < 0.8:
             expected_next = queue.snapshot()[0] if queue else None
@@ -128,6 +130,106 @@ def test_position_matches_snapshot_and_dispatch_in_random_scenarios(seed):
             assert queue.position(job_id) == index
             assert job_id in queue.jobs_of(user)
 
+    assert drain(queue) == snapshot
+
+
+def test_one_big_job_waits_its_turn_like_as_many_small_ones():
+    queue = FairQueue()
+    queue.push(1, "big", cost=36)
+    for job_id in range(100, 136):
+        queue.push(job_id, "small", cost=1)
+
+    order = [job_id for job_id, _ in drain(queue)]
+    # "big" earns one unit per round, so its job leaves after "small" has had about as much GPU time.
+    assert order.index(1) == 35
+    assert order[:35] == list(range(100, 135))
+
+
+def test_a_big_job_does_not_hold_up_a_newcomer_with_a_small_one():
+    queue = FairQueue()
+    queue.push(1, "big", cost=16)
+    queue.push(2, "big", cost=16)
+    queue.push(3, "newcomer", cost=1)
+
+    assert queue.snapshot() == [(3, "newcomer"), (1, "big"), (2, "big")]
+    assert queue.position(3) == 0 and queue.position(1) == 1
+    assert drain(queue) == [(3, "newcomer"), (1, "big"), (2, "big")]
+
+
+def test_users_share_units_not_turns():
+    queue = FairQueue()
+    job_id = 0
+    for _ in range(40):
+        queue.push(job_id := job_id + 1, "heavy", cost=4)
+        queue.push(job_id := job_id + 1, "light", cost=1)
+    costs = {}
+    spent = {"heavy": 0, "light": 0}
+    for user in ("heavy", "light"):
+        for queued in queue.jobs_of(user):
+            costs[queued] = queue.cost_of(queued)
+
+    for queued, user in drain(queue)[:40]:
+        spent[user] += costs[queued]
+
+    # While both have work queued, each gets about half of the units dispatched.
+    assert abs(spent["heavy"] - spent["light"]) <= 4
+
+
+def test_a_cost_below_one_unit_is_refused():
+    queue = FairQueue()
+    with pytest.raises(ValueError, match="at least one unit"):
+        queue.push(1, "a", cost=0)
+    assert len(queue) == 0
+
+
+def test_recovery_in_submission_order_dispatches_every_job_once():
+    rng = random.Random(3)
+    queue = FairQueue()
+    jobs = [(job_id, f"user{rng.randrange(4)}", rng.choice([1, 1, 2, 9, 16])) for job_id in range(40)]
+    for job_id, user, cost in jobs:
+        queue.push(job_id, user, cost=cost)
+    for _ in range(7):
+        queue.pop_nowait()
+
+    restarted = FairQueue()
+    for job_id, user, cost in jobs:
+        if job_id in queue:
+            restarted.push(job_id, user, cost=cost)
+
+    assert sorted(drain(restarted)) == sorted(drain(queue))
+
+
+_operations = st.lists(
+    st.one_of(
+        st.tuples(st.just("push"), st.integers(0, 5), st.sampled_from([1, 1, 1, 2, 3, 8, 16, 36])),
+        st.tuples(st.just("pop")),
+        st.tuples(st.just("remove"), st.integers(0, 200)),
+    ),
+    max_size=120,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_operations)
+def test_positions_and_snapshot_agree_with_the_actual_dispatch_order(operations):
+    queue = FairQueue()
+    next_job = 0
+    for operation in operations:
+        if operation[0] == "push":
+            queue.push(next_job, f"user{operation[1]}", cost=operation[2])
+            next_job += 1
+        elif operation[0] == "pop":
+            expected_next = queue.snapshot()[0] if queue else None
+            assert queue.pop_nowait() == expected_next
+        elif queue:
+            victim = queue.snapshot()[operation[1] % len(queue)][0]
+            assert queue.remove(victim) is True
+        assert queue.positions() == {job_id: index for index, (job_id, _) in enumerate(queue.snapshot())}
+
+    snapshot = queue.snapshot()
+    positions = queue.positions()
+    assert positions == {job_id: index for index, (job_id, _) in enumerate(snapshot)}
+    assert all(queue.position(job_id) == index for job_id, index in positions.items())
     assert drain(queue) == snapshot
 
 

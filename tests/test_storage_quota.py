@@ -137,3 +137,31 @@ async def test_a_batch_reserves_its_count_and_is_refunded_whole_or_for_missing_p
                 "INSERT INTO quota_ledger (user_id, job_id, day, delta, reason) VALUES (?, ?, ?, -1, 'x')",
                 (user.id, three.id, DAY),
             )
+
+
+async def test_missing_pictures_give_back_their_share_of_the_jobs_units(db):
+    user = await db.users.get_or_create("discord", "7")
+
+    async def done(count, cost, missing):
+        job = (
+            await db.jobs.accept(
+                user_id=user.id,
+                platform="discord",
+                reply_to={},
+                request={"prompt": "x", "count": count},
+                kind="txt2img",
+                day=DAY,
+                daily_limit=None,
+                max_pending=100,
+                cost=cost,
+            )
+        ).job
+        await db.jobs.mark_running(job.id)
+        assert await db.jobs.mark_done(job.id, seed=1, image_paths=[], plan={}, timings={}, missing=missing)
+        assert not await db.quota.refund(job.id, "and again")  # still refunded at most once
+        return [delta for _, delta, _ in await ledger_rows(db, job.id)]
+
+    assert await done(count=4, cost=36, missing=1) == [36, -9]  # a quarter of the units
+    assert await done(count=3, cost=8, missing=2) == [8, -5]  # 16/3 rounded down: the drawn one pays 3
+    assert await done(count=2, cost=9, missing=2) == [9, -9]  # nothing came back: all of it
+    assert await db.quota.used(user.id, DAY) == 27 + 3

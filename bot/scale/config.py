@@ -12,6 +12,9 @@ from pydantic import Field, model_validator
 
 from bot.settings import Settings
 
+# However big a job, a worker gives it up after this long (unless one unit's timeout is longer).
+MAX_JOB_TIMEOUT_S = 6 * 3600.0
+
 
 class ScaleSettings(Settings):
     worker_id: str = Field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}", alias="EASEL_WORKER_ID")
@@ -42,6 +45,13 @@ class ScaleSettings(Settings):
             return settings
         values = settings.model_dump(by_alias=True, exclude_unset=True)
         return cls(**values)
+
+    def job_timeout_for(self, cost: int) -> float:
+        """How long a job of `cost` work units (bot/cost.py) may run on a worker before the worker
+        gives it up: EASEL_JOB_TIMEOUT_S per unit, so a big job that is merely slow is not taken for
+        a hung GPU (and dead-lettered as a system failure); never less than one unit's, never more
+        than MAX_JOB_TIMEOUT_S."""
+        return max(self.job_timeout_s, min(self.job_timeout_s * max(1, cost), MAX_JOB_TIMEOUT_S))
 
     @property
     def worker_ttl_s(self) -> float:
