@@ -1,10 +1,21 @@
-"""Sending outcomes: a finished job's picture (or its failure) goes to its platform once, retried
-with backoff, swept again every minute and after a restart.  Mixed into `Service`."""
+"""Sending outcomes: a finished job's picture (or its failure) goes to its platform once.
+
+The rules (docs/OPERATIONS.md, "Delivery"):
+- A round is one attempt now and DELIVERY_RETRIES - 1 more in the background, `delivery_retry_s`
+  apart and doubling.  A round that fails throughout is counted in `jobs.delivery_failures`.
+- A sweep (every `delivery_sweep_s`, and at start) gives a counted job another round, but only
+  once its gap has passed: the sweep interval, doubled after each failed round, at most an hour.
+- After `max_delivery_sweeps` failed rounds the delivery is dead: `jobs.delivery_error` says why,
+  nothing sends it again, and admins see it in /queue and /stats.
+- An adapter that knows the platform will never take it raises Undeliverable: given up at once,
+  the chat told where it can be.  The picture was drawn, so it is not refunded; it stays in /history.
+Mixed into `Service`."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 from bot.buttons import BATCH_PER_PICTURE, BATCH_ROW, BUTTON_ROW, button_id
 from bot.contract import Delivery, Undeliverable
@@ -15,16 +26,21 @@ from storage.jobs import Job, JobStatus
 
 log = logging.getLogger(__name__)
 
-DELIVERY_RETRIES = 5
-REDELIVERY_SWEEP_S = 60.0
+DELIVERY_RETRIES = 5  # attempts in one round
+MAX_RETRY_GAP_S = 60.0
+MAX_SWEEP_GAP_S = 3600.0
+
+
+class PictureMissing(Exception):
+    """A finished job's image file is gone from disk: no platform and no retry can send it."""
 
 
 class Deliveries:
-    """Needs from its host: db, adapters, images, metrics, _delivering, _spawn,
-    _owner_language (all on `Service`)."""
+    """Needs from its host: db, adapters, images, metrics, settings, _delivering, _sweep_after,
+    _spawn, _owner_language (all on `Service`)."""
 
     async def _redeliver_every(self, seconds: float) -> None:
-        """A platform outage longer than the retry backoff must not strand pictures until a restart."""
+        """A platform outage longer than one round must not strand pictures until a restart."""
         while True:
             await asyncio.sleep(seconds)
             try:
@@ -33,62 +49,111 @@ class Deliveries:
                 log.exception("redelivery sweep failed; trying again in %ss", seconds)
 
     async def redeliver_pending(self) -> None:
-        """Deliver what finished while an adapter was away (call after registering one)."""
+        """Deliver what finished while an adapter was away (call after registering one); a job whose
+        last round failed waits out its gap first."""
+        now = time.monotonic()
         for job in await self.db.jobs.undelivered():
-            self._spawn(self._deliver(job.id))
+            if job.id not in self._delivering and self._sweep_after.get(job.id, 0.0) <= now:
+                self._spawn(self._deliver(job.id))
 
-    async def _deliver(self, job_id: int, attempt: int = 0) -> None:
-        """Send a finished job's outcome once; retried with backoff, and again after a restart."""
+    async def _deliver(self, job_id: int) -> None:
+        """Start a round: one attempt now; if it fails, the rest of the round in the background."""
         current_job.set(job_id)
         if job_id in self._delivering:
             return
         self._delivering.add(job_id)
-        job = None
+        failure = None
+        try:
+            failure = await self._attempt(job_id, 0)
+        finally:
+            if failure is None:
+                self._delivering.discard(job_id)
+        if failure is not None:
+            self._spawn(self._finish_round(job_id, failure))
+
+    async def _finish_round(self, job_id: int, failure: str) -> None:
+        """The round's other attempts, backing off; if they all fail, the round is counted.  The job
+        stays in `_delivering` (handed over by `_deliver`) until the round ends, so no sweep doubles it."""
+        current_job.set(job_id)
+        try:
+            for attempt in range(1, DELIVERY_RETRIES):
+                await asyncio.sleep(min(MAX_RETRY_GAP_S, self.settings.delivery_retry_s * 2 ** (attempt - 1)))
+                failure = await self._attempt(job_id, attempt)
+                if failure is None:
+                    return
+            await self._round_failed(job_id, failure)
+        finally:
+            self._delivering.discard(job_id)
+
+    async def _attempt(self, job_id: int, attempt: int) -> str | None:
+        """Send the outcome once; None when that settled it (sent, given up, or nothing to send),
+        else why it failed (worth another try)."""
+        job = adapter = None
         try:
             job = await self.db.jobs.get(job_id)
             adapter = self.adapters.get(job.platform) if job else None
-            if job is None or job.delivered_at or job.deleted or adapter is None:
-                return
+            if job is None or job.delivered_at or job.delivery_error or job.deleted or adapter is None:
+                return None
             lang = await self._owner_language(job)
             if job.status is JobStatus.DONE:
                 await adapter.deliver(await self.delivery_for(job, lang))
             elif job.status is JobStatus.FAILED:
                 await adapter.notify_failure(job, t(job.error_key or "error.internal", lang, **job.error_params))
             else:
-                return
+                return None
             await self.db.jobs.mark_delivered(job_id)
+            self._sweep_after.pop(job_id, None)
             log.info("delivered to %s", job.platform)
+            return None
         except asyncio.CancelledError:
             raise
         except Undeliverable as reason:
             log.warning("job %s: cannot be delivered, giving up: %s", job_id, reason)
             self.metrics.platform_errors.labels(job.platform).inc()
-            await self.db.jobs.mark_delivered(job_id)
-            if job.status is JobStatus.DONE:
-                # Nobody saw the picture: it is not charged (unless part of it was refunded already).
-                await self.db.quota.refund(job.id, "picture could not be delivered")
-                await self._say_undeliverable(adapter, job)
-        except Exception:
-            log.exception("job %s: delivery failed (attempt %d)", job_id, attempt + 1)
+            # Drawn, so not refunded: the GPU work was spent, and the picture stays in /history.
+            if await self._give_up(job_id, f"refused: {reason}") and job.status is JobStatus.DONE:
+                await self._tell(adapter, job, "error.undeliverable")
+            return None
+        except PictureMissing as missing:
+            log.error("job %s: %s; giving up its delivery", job_id, missing)
+            if await self._give_up(job_id, str(missing)):
+                await self.db.quota.refund(job_id, "picture file missing")  # our loss, not the user's
+                await self._tell(adapter, job, "error.picture_missing")
+            return None
+        except Exception as error:
+            log.exception("job %s: delivery failed (attempt %d of %d)", job_id, attempt + 1, DELIVERY_RETRIES)
             if job is not None:
                 self.metrics.platform_errors.labels(job.platform).inc()
-            if attempt + 1 < DELIVERY_RETRIES:
-                self._spawn(self._deliver_later(job_id, attempt + 1))
-        finally:
-            self._delivering.discard(job_id)
+            return f"{type(error).__name__}: {error}"[:300]
 
-    async def _say_undeliverable(self, adapter, job) -> None:
+    async def _round_failed(self, job_id: int, failure: str) -> None:
+        """Count the failed round (persisted); past the limit the delivery is dead, else the next
+        sweep waits a gap that doubles with every failed round."""
+        failures = await self.db.jobs.record_delivery_failure(job_id)
+        if failures == 0:  # delivered or given up meanwhile
+            return
+        limit = self.settings.max_delivery_sweeps
+        if failures >= limit:
+            log.error("job %s: delivery failed %d rounds; given up (see /queue): %s", job_id, failures, failure)
+            await self._give_up(job_id, f"failed {failures} delivery rounds; last: {failure}")
+            return
+        gap = min(MAX_SWEEP_GAP_S, self.settings.delivery_sweep_s * 2 ** (failures - 1))
+        self._sweep_after[job_id] = time.monotonic() + gap
+        log.warning("job %s: delivery round %d of %d failed; next try in %.0fs or later", job_id, failures, limit, gap)
+
+    async def _give_up(self, job_id: int, reason: str) -> bool:
+        """True for the one caller that gave this delivery up."""
+        self._sweep_after.pop(job_id, None)
+        return await self.db.jobs.give_up_delivery(job_id, reason[:500])
+
+    async def _tell(self, adapter, job: Job, key: str) -> None:
         """A chat that refuses the picture (but not text) hears why its status went quiet; a chat that
         is gone refuses this too, which is fine."""
         try:
             lang = await self._owner_language(job)
-            await adapter.notify_failure(job, t("error.undeliverable", lang, job_id=job.id))
+            await adapter.notify_failure(job, t(key, lang, job_id=job.id))
         except Exception as error:
             log.info("job %s: could not say it was undeliverable either: %s", job.id, error)
-
-    async def _deliver_later(self, job_id: int, attempt: int) -> None:
-        await asyncio.sleep(min(60, 2**attempt))
-        await self._deliver(job_id, attempt)
 
     async def delivery_for(self, job: Job, lang: str) -> Delivery:
         request = job.request
@@ -114,9 +179,12 @@ class Deliveries:
         if job.count > pictures:
             notes.append(t("missing_note", lang, drawn=pictures, count=job.count))
         owner = await self.db.users.get(job.user_id)
+        paths = [self.images.resolve(path) for path in job.image_paths]
+        if not paths or not all(path.is_file() for path in paths):
+            raise PictureMissing(f"picture file missing: {', '.join(job.image_paths) or 'none recorded'}")
         return Delivery(
             job=job,
-            image_paths=[self.images.resolve(path) for path in job.image_paths],
+            image_paths=paths,
             caption=caption,
             buttons=button_rows(job.id, pictures, lang),
             language=lang,
