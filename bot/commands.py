@@ -504,6 +504,18 @@ def parse(text: str, profile: ModelProfile, bot_username: str | None = None) -> 
     return _COMMANDS[name](rest, profile)
 
 
+def is_ours(text: str, bot_username: str | None = None) -> bool:
+    """Whether a line is one of our commands (not another bot's), judged by its first word alone:
+    for those we may not answer at length, e.g. a banned user in a group."""
+    words = clean_text(text).split(maxsplit=1)
+    if not words or not words[0].startswith(("/", "\uff0f")):
+        return False
+    name, _, addressee = words[0][1:].partition("@")
+    if addressee and bot_username and addressee.lower() != bot_username.lstrip("@").lower():
+        return False
+    return name.lower() in _COMMANDS
+
+
 def _usage(command: str) -> ParseError:
     return ParseError("error.usage", command="/" + command, example=_USAGE[command])
 
@@ -563,37 +575,50 @@ def _parse_settings(rest: str, profile: ModelProfile) -> SettingsCmd:
     return SettingsCmd(key.lower() or None, value or None)
 
 
+# Whom admin commands name: `telegram:123`, a bare id, or a Discord mention `<@123>` / `<@!123>`.
+TARGET = re.compile(r"(?:([a-z]+):)?([0-9]{1,30})|<@!?([0-9]{1,30})>", re.IGNORECASE)
+
+
+def is_target(token: str) -> bool:
+    """Whether a word names a user the only way admin commands accept: by id, never by name."""
+    return TARGET.fullmatch(token.strip()) is not None
+
+
 def _parse_ban(rest: str, profile: ModelProfile) -> Ban:
-    target, _, reason = rest.partition(" ")
-    if not target:
-        raise _usage("ban")
-    return Ban(target, reason)
+    # No target: the person whose message this replies to (the service knows; Telegram).
+    target, _, reason = rest.strip().partition(" ")
+    return Ban(target, reason.strip())
 
 
 def _parse_unban(rest: str, profile: ModelProfile) -> Unban:
     args = rest.split()
-    if len(args) != 1:
+    if len(args) > 1:
         raise _usage("unban")
-    return Unban(args[0])
+    return Unban(args[0] if args else "")
 
 
 def _parse_setquota(rest: str, profile: ModelProfile) -> SetQuota:
     args = rest.split()
-    if len(args) != 2:
+    if len(args) not in (1, 2):
         raise _usage("setquota")
-    target, word = args[0], args[1].lower()
-    if word in _QUOTA_WORDS:
-        return SetQuota(target, _QUOTA_WORDS[word])
+    if len(args) == 1 and (":" in args[0] or args[0].startswith("<@")):
+        raise _usage("setquota")  # a user but no limit
+    target, word = ("", args[0]) if len(args) == 1 else (args[0], args[1])
+    if word.lower() in _QUOTA_WORDS:
+        return SetQuota(target, _QUOTA_WORDS[word.lower()])
     if not _PAGE.fullmatch(word):
-        raise ParseError("error.quota_value", value=_shown(args[1]), example=f"/setquota {_shown(target)} 20")
+        raise ParseError("error.quota_value", value=_shown(word), example=_USAGE["setquota"])
     return SetQuota(target, int(word))
 
 
 def _parse_setrole(rest: str, profile: ModelProfile) -> SetRole:
     args = rest.split()
-    if len(args) != 2:
+    if len(args) not in (1, 2):
         raise _usage("setrole")
-    return SetRole(args[0], args[1].lower())
+    if len(args) == 1 and (":" in args[0] or args[0].startswith("<@")):
+        raise _usage("setrole")  # a user but no role
+    target, role = ("", args[0]) if len(args) == 1 else (args[0], args[1])
+    return SetRole(target, role.lower())
 
 
 # Commands that take no arguments ignore any: Telegram appends a deep-link payload to /start.

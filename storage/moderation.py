@@ -23,6 +23,12 @@ class ModerationStore:
         )
         return [row["term"] for row in rows]
 
+    async def count_terms(self, scope: str, list_name: str) -> int:
+        row = await self._db.fetch_one(
+            "SELECT COUNT(*) AS n FROM moderation_terms WHERE scope = ? AND list = ?", (scope, _checked(list_name))
+        )
+        return int(row["n"]) if row is not None else 0
+
     async def add_term(self, scope: str, list_name: str, term: str, added_by: int | None) -> bool:
         """True when the term is new to that list."""
         async with self._db.write() as tx:

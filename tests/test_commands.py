@@ -180,6 +180,11 @@ def test_without_a_username_any_addressee_is_accepted():
         ("/setquota telegram:5 default", SetQuota("telegram:5", None)),
         ("/setquota telegram:5 Reset", SetQuota("telegram:5", None)),
         ("/setrole telegram:5 Trusted", SetRole("telegram:5", "trusted")),
+        # No user: in reply to their message (the adapter says whose; see Caller.replied_user_id).
+        ("/ban", Ban("", "")),
+        ("/unban", Unban("")),
+        ("/setquota 20", SetQuota("", 20)),
+        ("/setrole trusted", SetRole("", "trusted")),
     ],
 )
 def test_other_commands(text, expected):
@@ -242,8 +247,7 @@ def test_other_commands(text, expected):
         ("/cancel 1 2", "error.usage"),
         ("/show", "error.usage"),
         ("/show #x", "error.job_id"),
-        ("/ban", "error.usage"),
-        ("/unban", "error.usage"),
+        ("/unban telegram:5 telegram:6", "error.usage"),
         ("/setquota telegram:5", "error.usage"),
         ("/setquota telegram:5 -3", "error.quota_value"),
         ("/setquota telegram:5 lots", "error.quota_value"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 
 from PIL import Image
 
@@ -16,6 +17,8 @@ PHOTO_MAX_RATIO = 20
 # A photo Telegram refused all the same (its dimension rules are not all documented) goes again this small.
 CAUTIOUS_PHOTO_SIDE = 2560
 ELLIPSIS = "…"
+WORD_JOINER = "\u2060"  # invisible, and no username character: `@\u2060name` is plain text
+_AUTO_MENTION = re.compile(r"(?<!\w)@(?=\w)")
 
 
 def utf16_length(text: str) -> int:
@@ -23,8 +26,17 @@ def utf16_length(text: str) -> int:
     return len(text.encode("utf-16-le")) // 2
 
 
+def unlinked(text: str) -> str:
+    """Telegram links (and notifies) every `@username` in plain text.  What we send echoes users'
+    words (prompts in captions and Params, examples in parse errors, names in admin answers) and
+    nothing we write ourselves mentions anyone, so every `@` before a name gets a word joiner."""
+    return _AUTO_MENTION.sub("@" + WORD_JOINER, text)
+
+
 def fit(text: str, limit: int) -> str:
-    """`text` cut to `limit` UTF-16 units, ending in an ellipsis when cut, never splitting a character."""
+    """`text` cut to `limit` UTF-16 units, ending in an ellipsis when cut, never splitting a
+    character; no `@name` in it becomes a mention (see `unlinked`)."""
+    text = unlinked(text)
     if utf16_length(text) <= limit:
         return text
     budget = limit - utf16_length(ELLIPSIS)
@@ -39,7 +51,7 @@ def fit(text: str, limit: int) -> str:
 
 def caption_for(caption: str, notes: list[str]) -> str:
     """The service's caption and its notes in one photo caption; the notes are dropped first when too long."""
-    full = "\n\n".join([caption, *notes]) if notes else caption
+    full = unlinked("\n\n".join([caption, *notes]) if notes else caption)
     if utf16_length(full) <= MAX_CAPTION:
         return full
     return fit(caption, MAX_CAPTION)
