@@ -65,6 +65,10 @@ class ModelProfile:
     strong_strength: float = 0.7
     upscale_strength: float = 0.3
     upscale_factor: int = 2
+    # Upscales may pass max_side/max_pixels, so every official 1024-class size doubles exactly (21:9
+    # 1344x576 -> 2688x1152), within the 2048x2048 pixel count users run (FACTS.md: 2048² works).
+    upscale_max_side: int = 2688
+    upscale_max_pixels: int = 2048 * 2048
     transformer_gb: float = 11.5
     text_encoder_gb: float = 7.5
     vae_gb: float = 0.16
@@ -82,6 +86,8 @@ def _quarter(side: int) -> int:
     return max(64, round(side / 4 / 16) * 16)
 
 
+_TINY_SIZES = {k: (_quarter(w), _quarter(h)) for k, (w, h) in _with_transposes(OFFICIAL_1024).items()}
+
 # The tiny random-weight test model: same rules, sizes a quarter as long so CPU runs stay fast.
 TINY = ModelProfile(
     name="tiny-z-image",
@@ -89,7 +95,9 @@ TINY = ModelProfile(
     min_side=64,
     max_side=512,
     max_pixels=512 * 512,
-    aspect_ratios={k: (_quarter(w), _quarter(h)) for k, (w, h) in _with_transposes(OFFICIAL_1024).items()},
+    upscale_max_side=2 * max(max(size) for size in _TINY_SIZES.values()),
+    upscale_max_pixels=4 * max(w * h for w, h in _TINY_SIZES.values()),  # rounding made 3:2 320x208
+    aspect_ratios=_TINY_SIZES,
     transformer_gb=0.001,
     text_encoder_gb=0.001,
     vae_gb=0.001,
@@ -164,8 +172,11 @@ def size_for_ratio(ratio_w: int, ratio_h: int, profile: ModelProfile) -> tuple[i
         raise InvalidRequest("error.ratio_invalid", ratio=f"{ratio_w}:{ratio_h}")
     g = math.gcd(ratio_w, ratio_h)
     key = f"{ratio_w // g}:{ratio_h // g}"
-    if key in profile.aspect_ratios:
-        return profile.aspect_ratios[key]
+    # Compared as ratios, not names: "21:9" and "7:3" (and "42:18") are the same official size.
+    for name, size in profile.aspect_ratios.items():
+        a, b = (int(part) for part in name.split(":"))
+        if a * ratio_h == b * ratio_w:
+            return size
     ratio = ratio_w / ratio_h
     if not (1 / profile.max_ratio <= ratio <= profile.max_ratio):
         raise InvalidRequest("error.ratio_extreme", ratio=key, max_ratio=f"{profile.max_ratio:g}:1")
@@ -232,17 +243,32 @@ def validate(request: DrawRequest, profile: ModelProfile) -> DrawRequest:
     )
 
 
+def size_limits(profile: ModelProfile, upscale: bool = False) -> tuple[int, int]:
+    """(longest side, most pixels) a request of that kind may have."""
+    if upscale:
+        return profile.upscale_max_side, profile.upscale_max_pixels
+    return profile.max_side, profile.max_pixels
+
+
+def fit_size(width: int, height: int, profile: ModelProfile, upscale: bool = False) -> tuple[int, int]:
+    """The size, scaled down (never up) to what a request of that kind may have: same aspect ratio,
+    multiples of `profile.multiple`, e.g. an upscaled 2048x2048 picture varied as 1536x1536."""
+    max_side, max_pixels = size_limits(profile, upscale)
+    scale = min(1.0, max_side / max(width, height), math.sqrt(max_pixels / (width * height)))
+    m = profile.multiple
+    return tuple(max(profile.min_side, int(side * scale) // m * m) for side in (width, height))
+
+
 def _check_size(width: int, height: int, profile: ModelProfile, upscale: bool = False) -> None:
     m = profile.multiple
+    max_side, max_pixels = size_limits(profile, upscale)
     for side_name, side in (("width", width), ("height", height)):
         if not isinstance(side, int) or side % m:
             suggestion = max(profile.min_side, round(side / m) * m) if isinstance(side, int) else None
             raise InvalidRequest("error.size_multiple", side=side_name, value=side, multiple=m, suggestion=suggestion)
-        if not profile.min_side <= side <= profile.max_side:
-            raise InvalidRequest(
-                "error.size_range", side=side_name, value=side, min=profile.min_side, max=profile.max_side
-            )
-    if width * height > profile.max_pixels and not upscale:
-        raise InvalidRequest("error.size_pixels", width=width, height=height, max_pixels=profile.max_pixels)
+        if not profile.min_side <= side <= max_side:
+            raise InvalidRequest("error.size_range", side=side_name, value=side, min=profile.min_side, max=max_side)
+    if width * height > max_pixels:
+        raise InvalidRequest("error.size_pixels", width=width, height=height, max_pixels=max_pixels)
     if max(width, height) / min(width, height) > profile.max_ratio:
         raise InvalidRequest("error.ratio_extreme", ratio=f"{width}:{height}", max_ratio=f"{profile.max_ratio:g}:1")

@@ -43,6 +43,9 @@ EVENTS = "easel:events"
 DEAD = "easel:dead"
 WORKER_PREFIX = "easel:worker:"
 EVENTS_MAXLEN = 1000
+# XAUTOCLAIM (a worker taking over a dead one's job) answers in three parts from Redis 7.0 on;
+# 6.2 answers in two, and every take would fail.
+MIN_REDIS = (7, 0)
 
 
 def job_key(job_id: int) -> str:
@@ -66,17 +69,28 @@ class WorkerLost(EngineError):
     key = "error.worker_lost"
 
 
+class RedisTooOld(Exception):
+    """The Redis server is older than `MIN_REDIS`: workers cannot take jobs from it."""
+
+    def __init__(self, version: str) -> None:
+        super().__init__(
+            f"Redis {version} is too old: easel needs Redis {'.'.join(map(str, MIN_REDIS))} or newer "
+            "(XAUTOCLAIM, to take over the jobs of dead workers); upgrade the server"
+        )
+        self.version = version
+
+
+def too_old(version: str) -> bool:
+    """Whether a server reporting `redis_version:<version>` lacks what the hand-off needs."""
+    found = re.match(r"(\d+)\.(\d+)", version)
+    return found is not None and (int(found[1]), int(found[2])) < MIN_REDIS
+
+
 def connect(url: str) -> Redis:
     """A client that fails fast: one immediate retry (a pooled connection Redis closed when it
     restarted), then the error, and the caller decides when to try again.  Every script is safe
     to run twice."""
     return Redis.from_url(url, socket_connect_timeout=2, socket_timeout=10, retry=Retry(NoBackoff(), 1))
-
-
-def safe_url(url: str | None) -> str:
-    """The URL without its password, for logs and `easel doctor`."""
-    # Greedy up to the last '@': a password may itself hold '/' or '@' (base64, unencoded).
-    return re.sub(r"^([A-Za-z][\w+.-]*://).*@", r"\1***@", url or "")
 
 
 def fingerprint(job_id: int, request: DrawRequest) -> str:
@@ -143,6 +157,14 @@ class Broker:
         self._cancel = redis.register_script(CANCEL)
         self._heartbeat = redis.register_script(HEARTBEAT)
         self._forget = redis.register_script(FORGET)
+
+    async def check_server(self) -> str:
+        """The server's version; raises `RedisTooOld` when the hand-off cannot work on it."""
+        info = await self.redis.info("server")
+        version = str(info.get("redis_version", "0"))
+        if too_old(version):
+            raise RedisTooOld(version)
+        return version
 
     async def ensure_group(self) -> None:
         """Create the stream and its group if missing (a fresh or restarted Redis)."""

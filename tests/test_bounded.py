@@ -1,0 +1,83 @@
+"""`BoundedMap`, and the per-user and per-chat state that uses it staying bounded on the real path."""
+
+from __future__ import annotations
+
+import pytest
+
+from bot.bounded import BoundedMap
+from bot.service import Caller
+from tests.test_service import RecordingAdapter, settled
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_the_least_recently_written_go_first():
+    seen = BoundedMap(3)
+    for key in "abcd":
+        seen[key] = key.upper()
+    assert list(seen) == ["b", "c", "d"] and "a" not in seen
+    seen["b"] = "again"  # written again: now the newest
+    seen["e"] = "E"
+    assert list(seen) == ["d", "b", "e"] and seen["b"] == "again" and len(seen) == 3
+
+
+def test_entries_expire_ttl_after_they_were_written():
+    clock = Clock()
+    seen = BoundedMap(10, ttl_s=5, clock=clock)
+    seen["old"] = 1
+    clock.now += 3
+    seen["new"] = 2
+    clock.now += 2.5
+    assert "old" not in seen and seen.get("old") is None and seen["new"] == 2
+    assert dict(seen) == {"new": 2}
+    clock.now += 3
+    assert len(seen) == 0 and seen.pop("new", None) is None
+    with pytest.raises(ValueError):
+        BoundedMap(0)
+
+
+async def test_ten_thousand_callers_leave_bounded_state_behind(make_app, monkeypatch):
+    """Cooldowns are kept for at most COOLDOWNS_KEPT users, chats' word lists for SCOPED_LISTS_CACHED
+    chats, and nothing per job once the jobs are done."""
+    import bot.moderation
+
+    monkeypatch.setattr(bot.moderation, "COOLDOWNS_KEPT", 4)
+    monkeypatch.setattr(bot.moderation, "SCOPED_LISTS_CACHED", 3)
+    app = await make_app(EASEL_COOLDOWN_S="600")
+    adapter = RecordingAdapter(service=app.service)
+    app.service.register(adapter)
+    await app.service.start()
+    jobs = []
+    for user in range(10):
+        caller = Caller("telegram", str(500 + user), chat_id=str(-500 - user), public=True)
+        reply = await app.service.handle_text(caller, f"/draw a kite {user} --steps 1 --size 64x64", {})
+        assert reply.job_id is not None, reply.text
+        jobs.append(reply.job_id)
+    for job_id in jobs:
+        await settled(app, job_id, timeout=60)
+    moderator = app.service.moderator
+    assert len(moderator._last_drawing) == 4 and len(moderator._scoped) <= 3
+    # The newest users are still held back; the evicted oldest are not remembered at all.
+    assert moderator.cooldown_left(app_user := (await app.service.user_for(caller)).id) > 0, app_user
+    for name in ("_costs", "_running", "_last_progress", "_last_position", "_enqueued_at", "_dispatched"):
+        assert not getattr(app.service, name), name
+    assert not app.service._cancel_requested and not app.worker._stop_flags
+
+
+def test_cooldowns_are_forgotten_once_they_are_over():
+    from bot.moderation import Moderator
+    from bot.settings import Settings
+
+    clock = Clock()
+    moderator = Moderator(Settings(_env_file=None, EASEL_COOLDOWN_S="30"), store=None, clock=clock)
+    for user in range(100):
+        moderator.start_cooldown(user)
+    assert moderator.cooldown_left(7) == 30
+    clock.now += 31
+    assert moderator.cooldown_left(7) == 0 and len(moderator._last_drawing) == 0
