@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from bot.moderation import check_files
 from bot.service import Service
 from bot.settings import Settings
 from bot.worker import GpuWorker
@@ -46,7 +47,11 @@ class App:
 
 
 async def build_app(settings: Settings, factory: Callable[[], Any] | None = None) -> App:
-    """Open storage and start the service; the model loads on the GPU thread in the background."""
+    """Open storage and start the service; the model loads on the GPU thread in the background.
+
+    Raises WordListUnreadable, before opening anything, when a configured word-list file cannot be
+    read: the bot never runs without the list its admins set."""
+    check_files(settings)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     db = await Database.open(settings.database_path)
     images = ImageStore(settings.images_dir)
@@ -57,7 +62,16 @@ async def build_app(settings: Settings, factory: Callable[[], Any] | None = None
     else:
         worker = GpuWorker(factory or engine_factory(settings))
     service = Service(settings, db, images, worker, profile_for(settings.model), model_name=_model_name(settings))
+    if not settings.redis_url and factory is None:
+        service.cannot_draw = await asyncio.to_thread(_why_drawing_cannot_run, settings)
     return App(settings, db, worker, service)
+
+
+def _why_drawing_cannot_run(settings: Settings):
+    from engine.device import probe_device, resolve_device
+    from engine.engine import why_it_cannot_run
+
+    return why_it_cannot_run(settings.model, probe_device(resolve_device(settings.device)))
 
 
 def _model_name(settings: Settings) -> str:

@@ -53,8 +53,13 @@ def main(argv: list[str] | None = None) -> int:
 
 async def _serve(settings: Settings, console: bool) -> int:
     from bot.app import build_app, run_forever
+    from bot.moderation import WordListUnreadable
 
-    app = await build_app(settings)
+    try:
+        app = await build_app(settings)
+    except WordListUnreadable as error:
+        print(f"easel: not starting: {error}", file=sys.stderr)
+        return 2
     adapters = []
     if not console and settings.telegram_token:
         from bot.adapters.telegram import TelegramAdapter

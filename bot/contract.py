@@ -23,6 +23,7 @@ class Caller:
     nsfw_channel: bool | None = None  # an age-restricted channel; None where the platform has none
     chat_admin: bool = False  # may manage this chat or server (edits its word lists)
     public: bool = False  # what we answer here is read by the whole chat (a Telegram group)
+    replied_user_id: str | None = None  # the sender of the message this one replies to (admin commands' target)
 
 
 @dataclass(frozen=True)
@@ -53,7 +54,9 @@ class Delivery:
 
 class Undeliverable(Exception):
     """The platform will never take this outcome (bot blocked or removed, chat gone, no permission):
-    adapters raise it so the service stops retrying instead of trying forever."""
+    adapters raise it so the service gives the delivery up at once (bot/delivery.py); a drawn
+    picture is not refunded for it.  Anything else an adapter raises is retried, a bounded number
+    of times."""
 
 
 class Adapter(Protocol):

@@ -6,7 +6,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from dataclasses import replace
 
+from bot.cost import guidance_factor
 from bot.logs import current_job
 from bot.messages import t
 from engine.errors import Cancelled, EngineError
@@ -23,7 +25,7 @@ POSITION_PUSH_LIMIT = 10
 class Dispatching:
     """Needs from its host (`Service`): queue, worker, db, images, eta, metrics, adapters,
     model_name, the bookkeeping dicts and sets set up in `Service.__init__`, `_spawn`, `_status`,
-    `_owner_language`, `_deliver`, `_tell_cancelled`, `queued_text`."""
+    `_owner_language`, `_deliver`, `_tell_cancelled`, `queued_text`, `cost_of`."""
 
     async def _dispatch_loop(self) -> None:
         """Fairness is decided when a slot frees up, so the queue order holds however many GPUs serve it."""
@@ -117,7 +119,11 @@ class Dispatching:
             result.fallbacks or "none",
             result.retries or "none",
         )
-        self.eta.record(request.width, request.height, request.steps, timings["total"] / max(1, len(paths)))
+        # The estimator learns unguided seconds per picture; a guided one ran the model twice per step.
+        seconds = timings["total"] / max(1, len(paths)) / guidance_factor(request.cfg)
+        self.eta.record(request.width, request.height, request.steps, seconds)
+        if paths:
+            self.metrics.work_units.labels("done").inc(self.cost_of(replace(request, count=len(paths))))
         self.metrics.job_done(
             request.width,
             request.height,
@@ -142,6 +148,8 @@ class Dispatching:
             self._spawn(self._tell_cancelled(job))
 
     def _on_step(self, job: Job, step: int, total: int) -> None:
+        if job.id not in self._running:  # a step that hopped over after the job ended: nothing to show
+            return
         now = time.monotonic()
         if step < total and now - self._last_progress.get(job.id, 0.0) < PROGRESS_INTERVAL_S:
             return

@@ -57,6 +57,8 @@ def report(settings: Settings) -> dict:
         mode += f"; scale-out via Redis {redis['url']}: {_describe_workers(redis)}"
         if not redis["ok"]:
             problems.append(f"Redis at {redis['url']} is unreachable ({redis['error']}): jobs will wait in the queue")
+        elif redis["too_old"]:
+            problems.append(f"{redis['too_old']}: `easel worker` refuses to start against it")
         elif not redis["workers"]:
             problems.append("no live worker: start `easel worker` (EASEL_REDIS_URL set) on a GPU machine")
     return {
@@ -76,7 +78,7 @@ def _model_status(model: str) -> dict:
         return {
             "name": model,
             "status": "local" if found else "missing",
-            "hint": f"{model} has no model_index.json: point EASEL_MODEL at a diffusers model folder",
+            "hint": "" if found else f"{model} has no model_index.json: point EASEL_MODEL at a diffusers model folder",
         }
     try:
         from huggingface_hub import try_to_load_from_cache
@@ -109,19 +111,15 @@ def _configuration_problems(settings: Settings) -> list[str]:
 
 def _community_problems(settings: Settings, profile) -> list[str]:
     """Word-list files that cannot be read and style presets that will be skipped."""
+    from bot.moderation import WordListUnreadable, configured_files, read_terms
     from bot.styles import StyleBook
 
     problems = []
-    for name, path in (
-        ("EASEL_BLOCKED_WORDS_FILE", settings.blocked_words_file),
-        ("EASEL_SENSITIVE_WORDS_FILE", settings.sensitive_words_file),
-    ):
-        if path is None:
-            continue
+    for variable, path in configured_files(settings):
         try:
-            path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as error:
-            problems.append(f"{name} {path} cannot be read ({error.__class__.__name__}): that list is off")
+            read_terms(variable, path)
+        except WordListUnreadable as error:
+            problems.append(f"THE BOT WILL NOT START: {error}")
     book = StyleBook(settings.styles_path, profile)
     book.all()
     problems += [f"style preset skipped: {problem}" for problem in book.problems]
@@ -132,11 +130,15 @@ def _redis_status(url: str) -> dict:
     """Can we reach the scale-out Redis, and which workers are announced there right now?"""
     import redis
 
-    from bot.scale.protocol import WORKER_PREFIX, WorkerInfo, safe_url
+    from bot.logs import safe_url
+    from bot.scale.protocol import WORKER_PREFIX, RedisTooOld, WorkerInfo, too_old
 
-    status = {"url": safe_url(url), "ok": False, "error": None, "workers": []}
+    status = {"url": safe_url(url), "ok": False, "error": None, "version": None, "too_old": None, "workers": []}
     client = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2)
     try:
+        status["version"] = version = str(client.info("server").get("redis_version", "?"))
+        if too_old(version):
+            status["too_old"] = str(RedisTooOld(version))
         keys = list(client.scan_iter(match=WORKER_PREFIX + "*", count=100))
         infos = [WorkerInfo.from_json(value) for value in (client.mget(keys) if keys else []) if value]
         status.update(ok=True, workers=[info.__dict__ for info in sorted(infos, key=lambda info: info.id)])

@@ -28,6 +28,7 @@ class ButtonPress:
     action: Action
     job_id: int
     picture: int = 0  # which picture of a batch (0-based)
+    message_id: str | None = None  # the message the button was pressed on, in the caller's chat
 
 
 async def run(
@@ -80,6 +81,10 @@ async def press(
     job = await service.db.jobs.get(press.job_id)
     if job is None or job.deleted or job.status is not JobStatus.DONE or press.picture >= len(job.image_paths):
         return _reply(service, user, t("stale_button", lang), alert=True)
+    # Button data is written by the client: only the message the service posted for this job (and
+    # picture) may press its buttons, or a forged press would read, copy or delete across chats.
+    if not await _pressed_where_shown(service, caller, press):
+        return _reply(service, user, t("stale_button", lang), alert=True)
     if press.action is Action.PARAMS:
         return _reply(service, user, params_text(service, job, lang), alert=True)
     if press.action is Action.DELETE:
@@ -93,6 +98,12 @@ async def press(
         return _reply(service, user, t("deleted", lang), delete_message=True, alert=True)
     request = service.request_for_action(press.action, job, press.picture)
     return await service.submit(caller, user, request, reply_to, parent_id=job.id, idempotency_key=idempotency_key)
+
+
+async def _pressed_where_shown(service: Service, caller: Caller, press: ButtonPress) -> bool:
+    if caller.chat_id is None or press.message_id is None:
+        return False
+    return await service.db.jobs.shows(caller.platform, caller.chat_id, press.message_id, press.job_id, press.picture)
 
 
 def styles(service: Service, user: User) -> Reply:
@@ -125,6 +136,8 @@ async def word_list(service: Service, caller: Caller, user: User, command: c.Wor
         # A regular expression runs on every prompt: a careless one could stall the bot for all.
         if term.startswith(REGEX_PREFIX) and not service.is_admin(caller):
             raise UserError("wordlist_regex_admins")
+        if await moderator.is_full(scope, command.list_name):
+            raise UserError("wordlist_full", list=name, limit=service.settings.max_chat_terms)
         changed = [term] if await moderator.add(scope, command.list_name, term, user.id) else []
         key = "wordlist_added" if changed else "wordlist_exists"
     else:
@@ -197,6 +210,7 @@ async def show(service: Service, caller: Caller, user: User, job_id: int) -> Rep
                 height=r["height"],
                 steps=r["steps"],
                 cfg=r["cfg"],
+                cost=service.cost_of(r),
             )
         )
     return _reply(service, user, "\n".join(lines))
@@ -259,10 +273,18 @@ async def admin(service: Service, caller: Caller, actor: User, command) -> Reply
             encoded = cached + int(metrics.value("easel_prompt_cache_total", result="miss"))
             learned = int(metrics.value("easel_learned_starts_total"))
             lines.append(t("stats_learned", lang, learned=learned, cached=cached, encoded=encoded))
+            spent = await service.db.quota.spent(service.today())
+            waiting = sum(service.queue.cost_of(job_id) or 0 for job_id, _ in service.queue.snapshot())
+            lines.append(t("stats_units", lang, spent=spent, waiting=waiting))
             lines.append(await moderation_stats(service, lang))
             if getattr(service.worker, "redis_ok", True) is False:
                 lines.append(t("stats_redis_down", lang))
+            _, dead = await service.db.jobs.dead_deliveries(limit=0)
+            if dead:
+                lines.append(t("stats_dead_deliveries", lang, count=dead))
             return _reply(service, actor, "\n".join(lines))
+    if isinstance(command, c.Ban) and caller.replied_user_id and command.target and not c.is_target(command.target):
+        command = c.Ban("", f"{command.target} {command.reason}".strip())  # in reply: every word is the reason
     target = await resolve_target(service, caller, command.target)
     match command:
         case c.Ban(reason=reason):
@@ -281,7 +303,8 @@ async def admin(service: Service, caller: Caller, actor: User, command) -> Reply
             raise UserError("error.unknown_command", command=type(command).__name__.lower())
     label = f"{target.platform}:{target.platform_id}"
     await service.db.audit.record(actor.id, action, label, details)
-    return _reply(service, actor, t("admin_done", lang, action=t(f"action.{action}", lang), target=label))
+    shown = t("admin_target", lang, name=target.name, id=label) if target.name else label
+    return _reply(service, actor, t("admin_done", lang, action=t(f"action.{action}", lang), target=shown))
 
 
 async def moderation_stats(service: Service, lang: str) -> str:
@@ -309,32 +332,51 @@ def _minutes(seconds: float) -> str:
 
 
 async def resolve_target(service: Service, caller: Caller, target: str) -> User:
-    """`telegram:123` or a bare id on the admin's own platform (a real platform id, seen or not yet),
-    or `@name` / `name` for someone who has used the bot.  Never invents a user from a name."""
-    platform, _, who = target.rpartition(":")
-    platform = platform or caller.platform
-    who = who.strip()
-    if not who or platform not in ("telegram", "discord", "console"):
-        raise UserError("user_not_found", target=target)
-    if who.isascii() and who.isdigit():
-        return await service.db.users.get_or_create(platform, who)
-    user = await service.db.users.find_by_name(platform, who.lstrip("@"))
-    if user is None:
-        raise UserError("user_not_found", target=target)
-    return user
+    """`telegram:123`, a bare id on the admin's own platform, a Discord mention, or (no target) the
+    sender of the message the command replies to: a real platform id, seen or not yet.  Never a
+    name: anyone can take another's display name or a freed @username."""
+    target = target.strip()
+    if not target:
+        if caller.replied_user_id is None:
+            raise UserError("target_missing")
+        return await service.db.users.get_or_create(caller.platform, caller.replied_user_id)
+    match = c.TARGET.fullmatch(target)
+    if match is None:
+        raise UserError("user_not_found", target=target[:40])
+    platform, number, mentioned = match.groups()
+    if mentioned is not None:
+        platform, number = "discord", mentioned
+    platform = (platform or caller.platform).lower()
+    if platform not in ("telegram", "discord", "console"):
+        raise UserError("user_not_found", target=target[:40])
+    return await service.db.users.get_or_create(platform, number)
 
 
 async def queue_listing(service: Service, actor: User) -> Reply:
     lang = service.language(actor)
     snapshot = service.queue.snapshot()
-    if not snapshot:
-        return _reply(service, actor, t("queue_empty", lang))
-    lines = [t("queue_header", lang, count=len(snapshot))]
+    lines = [t("queue_header", lang, count=len(snapshot)) if snapshot else t("queue_empty", lang)]
     for position, (job_id, owner) in enumerate(snapshot[:20], start=1):
         job = await service.db.jobs.get(job_id)
         prompt = _excerpt(job.request["prompt"]) if job else "?"
-        lines.append(t("queue_line", lang, position=position, job_id=job_id, user=owner, prompt=prompt))
+        cost = service.queue.cost_of(job_id) or "?"
+        lines.append(t("queue_line", lang, position=position, job_id=job_id, user=owner, cost=cost, prompt=prompt))
+    lines.extend(await dead_deliveries(service, lang))
     return _reply(service, actor, "\n".join(lines))
+
+
+async def dead_deliveries(service: Service, lang: str) -> list[str]:
+    """The pictures whose delivery was given up (newest first), for /queue; nothing when none."""
+    jobs, total = await service.db.jobs.dead_deliveries(limit=10)
+    if not total:
+        return []
+    lines = ["", t("queue_dead_header", lang, count=total)]
+    for job in jobs:
+        owner = await service.db.users.get(job.user_id)
+        user = (owner.name or owner.platform_id) if owner else "?"
+        reason = _excerpt(job.delivery_error or "", 120)
+        lines.append(t("queue_dead_line", lang, job_id=job.id, user=user, platform=job.platform, reason=reason))
+    return lines
 
 
 def _excerpt(text: str, limit: int = 60) -> str:

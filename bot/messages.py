@@ -41,7 +41,10 @@ _EN = {
     "in a safer precision. Please try another seed or prompt.",
     "error.cancelled": "The drawing was cancelled.",
     "error.undeliverable": "Picture #{job_id} was drawn, but this chat would not take it, so it is not posted "
-    "here. It does not count against your quota.",
+    "here. It was drawn all the same, so it counts against your quota; it is kept in your /history "
+    "(see /show #{job_id}).",
+    "error.picture_missing": "Picture #{job_id} was drawn, but its file is gone from the server, so it cannot be "
+    "sent. It does not count against your quota.",
     "error.model_not_found": "The drawing model couldn't be loaded. Please tell an admin.",
     "error.needs_gpu": "This model needs a GPU and none is available. Please tell an admin.",
     "error.engine": "Something went wrong while drawing. Please try again.",
@@ -61,7 +64,7 @@ _EN = {
     "slash.history.page": "Page number",
     "slash.show": "The details of one picture.",
     "slash.show.job": "The job number",
-    "slash.quota": "Pictures left today.",
+    "slash.quota": "Work units left today (a standard picture is 1).",
     "slash.settings": "Your language and PNG files.",
     "slash.settings.key": "The setting to change",
     "slash.settings.value": "Its new value",
@@ -70,13 +73,13 @@ _EN = {
     "slash.user": "@someone, a Discord id, or telegram:12345",
     "slash.ban.reason": "Why (kept in the audit log)",
     "slash.unban": "Admins: let someone draw again.",
-    "slash.setquota": "Admins: pictures a day for someone (0 = unlimited).",
+    "slash.setquota": "Admins: work units a day for someone (0 = unlimited).",
     "slash.setquota.limit": "A number, unlimited or default",
     "slash.setrole": "Admins: move someone to a quota tier.",
     "slash.setrole.role": "The quota tier",
     "slash.queue": "Admins: everything waiting.",
     "slash.stats": "Admins: totals and workers.",
-    "slash.draw.count": "How many pictures (each counts towards your quota)",
+    "slash.draw.count": "How many pictures (each costs work units from your quota)",
     "slash.draw.style": "A style preset (see /styles)",
     "slash.styles": "The style presets.",
     "slash.block": "Admins: this server's blocked words.",
@@ -89,7 +92,7 @@ _EN = {
     "command.cancel": "Cancel a picture that is still waiting",
     "command.history": "Your pictures",
     "command.show": "The details of one picture: /show #12",
-    "command.quota": "Pictures left today",
+    "command.quota": "Work units left today",
     "command.settings": "Language and PNG files",
     "command.help": "How to draw, with examples",
     "error.internal": "Something went wrong on our side with #{job_id}. Your quota was refunded; please try again.",
@@ -105,7 +108,7 @@ _EN = {
     "error.size_format": "Write the size as width x height, like 1024x768 (not “{value}”).",
     "error.job_id": "“{value}” isn't a job number. Job numbers look like #12.",
     "error.page_number": "“{value}” isn't a page number.",
-    "error.quota_value": "A quota is pictures a day (0 = unlimited), “unlimited” or “default”, not “{value}”.",
+    "error.quota_value": "A quota is work units a day (0 = unlimited), “unlimited” or “default”, not “{value}”.",
     "hint.example": "Try: {example}",
     "hint.fits": "A size that fits: {fits}",
     # The service
@@ -117,15 +120,28 @@ _EN = {
     "cancel_none": "You have nothing waiting to cancel.",
     "cancel_not_yours": "That job belongs to someone else, so you can't cancel it.",
     "job_not_found": "I can't find job #{job_id}.",
-    "quota_exceeded": "You've used all {limit} of today's pictures. Your quota resets in {resets}.",
-    "quota_status": "Today: {used} of {limit} pictures used, {left} left. Your quota resets in {resets}.",
-    "quota_unlimited": "Today: {used} pictures drawn. You have no daily limit.",
+    "quota_exceeded": "You've used all {limit} of today's work units. Your quota resets in {resets}.",
+    "quota_status": "Today: {used} of {limit} work units used, {left} left. Your quota resets in {resets}.\n"
+    "A 1024x1024 picture at 8 steps is 1 unit; bigger sizes, more steps and --cfg above 1 cost more.",
+    "quota_unlimited": "Today: {used} work units used. You have no daily limit.",
+    "job_too_big": "This job would cost {cost} work units; one job may cost at most {limit} here. {hint}",
+    "fits_count": "Try --n {count}.",
+    "fits_size": "Try --n {count} --size {width}x{height}.",
+    "fits_fewer_steps": "Try fewer --steps or no --cfg.",
     "pending_limit": "You already have {max_pending} pictures waiting ({jobs}). Let one finish, or /cancel one.",
     "banned": "Sorry, you're not allowed to use this bot.",
     "chat_not_allowed": "I don't draw in this chat. An admin can allow it.",
     "not_admin": "Only bot admins can do that.",
-    "user_not_found": "I don't know the user {target}. Write users like telegram:12345 or discord:12345.",
+    "user_not_found": "I can't tell who {target} is: names can be changed by anyone, so I only take ids. "
+    "Write telegram:12345 or discord:12345, a Discord @mention, or reply to their message with the command.",
+    "target_missing": "Say who: telegram:12345 or discord:12345, a Discord @mention, "
+    "or reply to their message with the command.",
     "admin_done": "Done: {action} for {target}.",
+    "admin_target": "{name} ({id})",
+    "wordlist_full": "This chat's {list} is full ({limit} entries). Remove some before adding more.",
+    "private_answer_sent": "Sent to you in a private chat with me.",
+    "private_answer_wait": "Please wait {wait} before asking for that again.",
+    "private_answer_short": "{text}\n(Start a private chat with me to see all of it.)",
     "action.ban": "ban",
     "action.unban": "unban",
     "action.setquota": "quota change",
@@ -134,21 +150,26 @@ _EN = {
     "history_line": "#{job_id} · {status} · {created} · {prompt}",
     "history_empty": "You haven't drawn anything yet. Try: /draw a red fox in the snow",
     "show_header": "Job #{job_id}",
-    "show_line": "#{job_id} · {kind} · {status}\n{prompt}\nseed {seed} · {width}x{height} · {steps} steps · CFG {cfg}",
+    "show_line": "#{job_id} · {kind} · {status}\n{prompt}\nseed {seed} · {width}x{height} · {steps} steps · CFG {cfg}"
+    " · {cost} units",
     "kind.txt2img": "new picture",
     "kind.variation": "variation",
     "kind.upscale": "upscale",
     "queue_header": "{count} in the queue:",
-    "queue_line": "{position}. #{job_id} · {user} · {prompt}",
+    "queue_line": "{position}. #{job_id} · {user} · {cost} units · {prompt}",
     "queue_empty": "The queue is empty. A perfect time to /draw something!",
+    "queue_dead_header": "{count} pictures could not be delivered (given up):",
+    "queue_dead_line": "#{job_id} · {user} · {platform} · {reason}",
     "stats": (
         "Jobs: {queued} queued, {running} drawing, {done} done, {failed} failed, {cancelled} cancelled.\n"
         "Users: {users} · GPU workers: {workers}"
     ),
     "stats_health": "Since start: {oom} out-of-memory fallbacks, {nan} safer-precision retries, {errors} failed sends.",
+    "stats_units": "Work today: {spent} units charged to quotas; {waiting} units waiting in the queue.",
     "stats_learned": "Jobs started on a lower-memory plan because their size ran out of memory lately: {learned}. "
     "Prompts that reused their encoding: {cached} of {encoded}.",
     "stats_redis_down": "Redis is unreachable: jobs are kept here and go out when it is back.",
+    "stats_dead_deliveries": "Pictures given up on delivery: {count} (see /queue).",
     "already_have": "I already have that request: #{job_id} ({status}).",
     "console_no_gpu_hint": "No NVIDIA GPU here, and the full model needs one. To try the bot anyway: "
     "`make tiny-model`, then `EASEL_MODEL=models/tiny-z-image make run` (pictures are noise, every path is real).",
@@ -176,7 +197,7 @@ _EN = {
         "--cfg 1.5 · follow your words more strictly (slower)\n"
         "--no text, frames · things to leave out\n"
         "--raw · use your words exactly, without my touch-ups\n"
-        "--n 4 · several pictures at once, with consecutive seeds (each counts towards your quota)\n"
+        "--n 4 · several pictures at once, with consecutive seeds (each costs work units from your quota)\n"
         "--style anime · a style preset; /styles lists them\n"
         "\n"
         "Examples:\n"
@@ -188,16 +209,17 @@ _EN = {
         "/cancel [#id] · cancel a picture still waiting\n"
         "/history [page] · your pictures\n"
         "/show #id · the details of one picture\n"
-        "/quota · pictures left today\n"
+        "/quota · work units left today (a 1024x1024 picture at 8 steps is 1)\n"
         "/styles · the style presets\n"
         "/settings · language (lang en|zh) and PNG files (png on|off)\n"
         "/help · this message"
     ),
     "help_admin": (
-        "Admin commands (write users as telegram:12345 or discord:12345):\n"
+        "Admin commands (name users by id: telegram:12345, discord:12345, a Discord @mention, "
+        "or reply to their message with the command):\n"
         "/ban <user> [reason] · stop someone drawing\n"
         "/unban <user> · let them draw again\n"
-        "/setquota <user> <number|unlimited|default> · pictures a day (0 = unlimited)\n"
+        "/setquota <user> <number|unlimited|default> · work units a day (0 = unlimited)\n"
         "/setrole <user> <role> · move someone to a quota tier\n"
         "/block add|remove|list [word] · this chat's blocked words (re:pattern for a regular expression)\n"
         "/sensitive add|remove|list [word] · words whose pictures go behind a spoiler\n"
@@ -213,6 +235,7 @@ _EN = {
     "deleted": "Deleted.",
     "delete_not_yours": "Only the person who asked for this picture can delete it.",
     "stale_button": "This button no longer works. Start again with /draw.",
+    "unknown_slash_command": "This command no longer exists. Type / to see the ones I have now.",
     "params": (
         "Prompt: {prompt}\n"
         "Leave out: {negative}\n"
@@ -233,8 +256,7 @@ _EN = {
     "sensitive_nsfw_only": "That description can only be drawn in an age-restricted (NSFW) channel.",
     "cooldown": "Please wait {wait} before your next drawing.",
     "rate_limited": "Too many refused descriptions: you can draw again in {wait}.",
-    "quota_not_enough": "{count} pictures need {count} of today's quota and you have {left} left. "
-    "Try fewer, e.g. --n {left}.",
+    "quota_not_enough": "This job costs {cost} work units and you have {left} left today. {hint}",
     "unknown_style": "There's no style called “{name}”. Styles: {styles}.",
     "styles_header": "Styles (add --style NAME to /draw):",
     "styles_line": "{name} · {description}",
@@ -279,7 +301,9 @@ _ZH = {
     "error.bad_output": "换用更稳妥的精度重试后，图片仍然是空白的。请换个种子或描述再试。",
     "error.bad_output_low_ram": "图片是空白的，而这台机器内存不够，无法换更稳妥的精度重试。请换个种子或描述再试。",
     "error.cancelled": "绘制已取消。",
-    "error.undeliverable": "第 #{job_id} 张图已经画好，但这个聊天不接收它，所以没能发出来。这张不计入你的额度。",
+    "error.undeliverable": "第 #{job_id} 张图已经画好，但这个聊天不接收它，所以没能发出来。"
+    "图已经画了，所以仍计入你的额度；它保存在你的 /history 里（见 /show #{job_id}）。",
+    "error.picture_missing": "第 #{job_id} 张图已经画好，但服务器上的文件不见了，没法发出来。这张不计入你的额度。",
     "error.model_not_found": "绘图模型加载失败，请联系管理员。",
     "error.needs_gpu": "这个模型需要显卡，但现在没有可用的显卡，请联系管理员。",
     "error.engine": "绘制时出了点问题，请再试一次。",
@@ -298,7 +322,7 @@ _ZH = {
     "slash.history.page": "页码",
     "slash.show": "查看某张图的详情。",
     "slash.show.job": "任务编号",
-    "slash.quota": "今天还能画几张。",
+    "slash.quota": "今天还剩多少算力单位（一张标准图为 1）。",
     "slash.settings": "你的语言和 PNG 原图设置。",
     "slash.settings.key": "要修改的设置",
     "slash.settings.value": "新的值",
@@ -307,13 +331,13 @@ _ZH = {
     "slash.user": "@某人、Discord ID 或 telegram:12345",
     "slash.ban.reason": "原因（记入审计日志）",
     "slash.unban": "管理员：恢复某人画图。",
-    "slash.setquota": "管理员：设置某人每天能画几张（0 = 不限）。",
+    "slash.setquota": "管理员：设置某人每天的算力单位（0 = 不限）。",
     "slash.setquota.limit": "数字、unlimited 或 default",
     "slash.setrole": "管理员：调整某人的额度等级。",
     "slash.setrole.role": "额度等级",
     "slash.queue": "管理员：查看全部排队任务。",
     "slash.stats": "管理员：统计和工作节点。",
-    "slash.draw.count": "画几张（每张都计入额度）",
+    "slash.draw.count": "画几张（每张都按算力单位计入额度）",
     "slash.draw.style": "风格预设（见 /styles）",
     "slash.styles": "查看风格预设。",
     "slash.block": "管理员：本服务器的屏蔽词。",
@@ -326,7 +350,7 @@ _ZH = {
     "command.cancel": "取消还在排队的图",
     "command.history": "你的作品",
     "command.show": "查看某张图的详情：/show #12",
-    "command.quota": "今天还能画几张",
+    "command.quota": "今天还剩多少算力单位",
     "command.settings": "语言和 PNG 原图",
     "command.help": "画图方法和示例",
     "error.internal": "#{job_id} 在我们这边出了问题，额度已退还，请再试一次。",
@@ -341,7 +365,7 @@ _ZH = {
     "error.size_format": "尺寸请写成 宽x高，比如 1024x768（而不是“{value}”）。",
     "error.job_id": "“{value}”不是任务编号，任务编号形如 #12。",
     "error.page_number": "“{value}”不是有效的页码。",
-    "error.quota_value": "额度应为每天的图片数（0 表示不限）、“unlimited”或“default”，而不是“{value}”。",
+    "error.quota_value": "额度应为每天的算力单位数（0 表示不限）、“unlimited”或“default”，而不是“{value}”。",
     "hint.example": "试试：{example}",
     "hint.fits": "放得下的尺寸：{fits}",
     "queued": "已加入队列：#{job_id}，排第 {position} 位，大约 {eta} 后完成。",
@@ -352,15 +376,27 @@ _ZH = {
     "cancel_none": "你没有排队中的任务可以取消。",
     "cancel_not_yours": "这个任务不是你的，无法取消。",
     "job_not_found": "找不到任务 #{job_id}。",
-    "quota_exceeded": "今天的 {limit} 张额度已经用完了，{resets} 后重置。",
-    "quota_status": "今天已画 {used}/{limit} 张，还剩 {left} 张，{resets} 后重置。",
-    "quota_unlimited": "今天已画 {used} 张，你没有每日上限。",
+    "quota_exceeded": "今天的 {limit} 个算力单位已经用完了，{resets} 后重置。",
+    "quota_status": "今天已用 {used}/{limit} 个算力单位，还剩 {left} 个，{resets} 后重置。\n"
+    "一张 1024x1024、8 步的图算 1 个单位；尺寸更大、步数更多或 --cfg 大于 1 都会多算。",
+    "quota_unlimited": "今天已用 {used} 个算力单位，你没有每日上限。",
+    "job_too_big": "这个任务要 {cost} 个算力单位，这里单个任务最多 {limit} 个。{hint}",
+    "fits_count": "试试 --n {count}。",
+    "fits_size": "试试 --n {count} --size {width}x{height}。",
+    "fits_fewer_steps": "试试减少 --steps 或去掉 --cfg。",
     "pending_limit": "你已有 {max_pending} 张图在排队（{jobs}）。请等其中一张画完，或用 /cancel 取消一张。",
     "banned": "抱歉，你无法使用这个机器人。",
     "chat_not_allowed": "我不在这个聊天里画图，可以请管理员开启。",
     "not_admin": "只有机器人管理员可以这样做。",
-    "user_not_found": "找不到用户 {target}。用户请写成 telegram:12345 或 discord:12345。",
+    "user_not_found": "无法确定 {target} 是谁：名字谁都可以改，所以只认 ID。"
+    "请写成 telegram:12345 或 discord:12345、Discord 的 @提及，或回复对方的消息并附上命令。",
+    "target_missing": "请指明对象：telegram:12345 或 discord:12345、Discord 的 @提及，或回复对方的消息并附上命令。",
     "admin_done": "已完成对 {target} 的{action}。",
+    "admin_target": "{name}（{id}）",
+    "wordlist_full": "本群的{list}已满（{limit} 项），请先移除一些再添加。",
+    "private_answer_sent": "已私信发给你。",
+    "private_answer_wait": "请等 {wait} 后再查看。",
+    "private_answer_short": "{text}\n（先和我开始私聊，才能看到完整内容。）",
     "action.ban": "封禁",
     "action.unban": "解封",
     "action.setquota": "额度调整",
@@ -369,21 +405,26 @@ _ZH = {
     "history_line": "#{job_id} · {status} · {created} · {prompt}",
     "history_empty": "你还没有画过图。试试：/draw 雪地里的一只红狐狸",
     "show_header": "任务 #{job_id}",
-    "show_line": "#{job_id} · {kind} · {status}\n{prompt}\n种子 {seed} · {width}x{height} · {steps} 步 · CFG {cfg}",
+    "show_line": "#{job_id} · {kind} · {status}\n{prompt}\n种子 {seed} · {width}x{height} · {steps} 步 · CFG {cfg}"
+    " · {cost} 个单位",
     "kind.txt2img": "新图",
     "kind.variation": "变体",
     "kind.upscale": "放大",
     "queue_header": "队列中共有 {count} 个任务：",
-    "queue_line": "{position}. #{job_id} · {user} · {prompt}",
+    "queue_line": "{position}. #{job_id} · {user} · {cost} 个单位 · {prompt}",
     "queue_empty": "队列是空的，正好来 /draw 一张！",
+    "queue_dead_header": "{count} 张图没能发出去（已放弃）：",
+    "queue_dead_line": "#{job_id} · {user} · {platform} · {reason}",
     "stats": (
         "任务：排队 {queued}，绘制中 {running}，已完成 {done}，失败 {failed}，已取消 {cancelled}。\n"
         "用户：{users} · GPU 工作进程：{workers}"
     ),
     "stats_health": "自启动以来：显存不足降级 {oom} 次，换更安全精度重试 {nan} 次，发送失败 {errors} 次。",
+    "stats_units": "今天的算力：额度共扣 {spent} 个单位；队列中还有 {waiting} 个单位在等。",
     "stats_learned": "{learned} 个任务因为同尺寸最近显存不足而直接用了省显存方案；"
     "{encoded} 条描述中有 {cached} 条复用了编码。",
     "stats_redis_down": "连不上 Redis：任务先留在这里，恢复后再发出。",
+    "stats_dead_deliveries": "放弃发送的图：{count} 张（见 /queue）。",
     "already_have": "这条请求已经收到过了：#{job_id}（{status}）。",
     "console_no_gpu_hint": "这台机器没有 NVIDIA 显卡，完整模型需要显卡。想先试试机器人：运行 `make tiny-model`，"
     "再运行 `EASEL_MODEL=models/tiny-z-image make run`（画出来是噪点，但每条路径都是真的）。",
@@ -407,7 +448,7 @@ _ZH = {
         "--cfg 1.5 · 更严格地遵循描述（会更慢）\n"
         "--no 文字, 边框 · 不想出现的内容\n"
         "--raw · 完全按原话画，不做润色\n"
-        "--n 4 · 一次画几张，种子依次加一（每张都计入额度）\n"
+        "--n 4 · 一次画几张，种子依次加一（每张都按算力单位计入额度）\n"
         "--style anime · 风格预设，用 /styles 查看\n"
         "中文输入法打出的 —— 也能当作 -- 使用。\n"
         "\n"
@@ -420,16 +461,16 @@ _ZH = {
         "/cancel [#编号] · 取消还在排队的图\n"
         "/history [页码] · 你的作品\n"
         "/show #编号 · 查看某张图的详情\n"
-        "/quota · 今天还能画几张\n"
+        "/quota · 今天还剩多少算力单位（1024x1024、8 步的一张图为 1）\n"
         "/styles · 查看风格预设\n"
         "/settings · 语言（lang en|zh）和 PNG 原图（png on|off）\n"
         "/help · 显示本帮助"
     ),
     "help_admin": (
-        "管理员命令（用户写成 telegram:12345 或 discord:12345）：\n"
+        "管理员命令（用 ID 指明用户：telegram:12345、discord:12345、Discord 的 @提及，或回复对方的消息并附上命令）：\n"
         "/ban <用户> [原因] · 禁止某人画图\n"
         "/unban <用户> · 恢复某人画图\n"
-        "/setquota <用户> <数量|unlimited|default> · 每天可画的张数（0 表示不限）\n"
+        "/setquota <用户> <数量|unlimited|default> · 每天的算力单位（0 表示不限）\n"
         "/setrole <用户> <角色> · 调整某人的额度等级\n"
         "/block add|remove|list [词] · 本群的屏蔽词（re:表达式 表示正则）\n"
         "/sensitive add|remove|list [词] · 敏感词，对应的图以剧透遮罩发送\n"
@@ -445,6 +486,7 @@ _ZH = {
     "deleted": "已删除。",
     "delete_not_yours": "只有请求这张图的人才能删除它。",
     "stale_button": "这个按钮已失效，请用 /draw 重新开始。",
+    "unknown_slash_command": "这个命令已不存在。输入 / 查看现有的命令。",
     "params": (
         "描述：{prompt}\n"
         "排除：{negative}\n"
@@ -464,7 +506,7 @@ _ZH = {
     "sensitive_nsfw_only": "这段描述只能在年龄限制（NSFW）频道里画。",
     "cooldown": "请等 {wait} 后再画下一张。",
     "rate_limited": "被拒绝的描述太多了：{wait} 后才能继续画图。",
-    "quota_not_enough": "{count} 张图需要 {count} 张额度，你今天还剩 {left} 张。请少画几张，比如 --n {left}。",
+    "quota_not_enough": "这个任务要 {cost} 个算力单位，你今天还剩 {left} 个。{hint}",
     "unknown_style": "没有名为“{name}”的风格。可用风格：{styles}。",
     "styles_header": "风格（在 /draw 后加 --style 名称）：",
     "styles_line": "{name} · {description}",

@@ -29,6 +29,12 @@ class Metrics:
         self.live_workers.set_function(live_workers)
         self.jobs = Counter("easel_jobs", "Jobs by final status", ["status"], registry=r)
         self.accepted = Counter("easel_jobs_accepted", "Jobs accepted into the queue", registry=r)
+        self.work_units = Counter(
+            "easel_work_units",
+            "Work units (1 = one 1024x1024 picture, 8 steps, no guidance) of accepted jobs and of pictures drawn",
+            ["stage"],
+            registry=r,
+        )
         self.run_seconds = Histogram(
             "easel_job_run_seconds", "Generation time by size", ["size"], buckets=RUN_BUCKETS, registry=r
         )
@@ -47,7 +53,10 @@ class Metrics:
             "easel_prompt_cache", "Prompt encodings served from the embedding cache or not", ["result"], registry=r
         )
         self.refusals = Counter(
-            "easel_refusals", "Drawings refused by moderation (blocked, sensitive, cooldown)", ["reason"], registry=r
+            "easel_refusals",
+            "Drawings refused by moderation (blocked, sensitive, cooldown) or as too big (too_big)",
+            ["reason"],
+            registry=r,
         )
 
     def serve(self, port: int) -> None:

@@ -17,7 +17,8 @@ from typing import Any
 
 from bot.buttons import Action, parse_button_id
 from bot.contract import Adapter, Caller, Delivery, Reply, Undeliverable
-from bot.delivery import REDELIVERY_SWEEP_S, Deliveries
+from bot.cost import Unit, guidance_factor, largest_count, largest_size, request_cost
+from bot.delivery import Deliveries
 from bot.dispatch import Dispatching
 from bot.errors import UserError
 from bot.eta import EtaEstimator, eta_for_position
@@ -28,7 +29,7 @@ from bot.queue import FairQueue
 from bot.settings import Settings
 from bot.styles import PLACEHOLDER, StyleBook
 from engine.errors import EngineError
-from engine.request import DrawRequest, Kind, ModelProfile, seed_for, validate
+from engine.request import DrawRequest, Kind, ModelProfile, fit_size, seed_for, validate
 from storage.db import Database
 from storage.images import ImageStore
 from storage.jobs import Job, JobStatus, Outcome
@@ -66,6 +67,7 @@ class Service(Dispatching, Deliveries):
         self._last_progress: dict[int, float] = {}
         self._last_position: dict[int, int] = {}
         self._delivering: set[int] = set()
+        self._sweep_after: dict[int, float] = {}  # job -> monotonic time its next delivery round may start
         self._tasks: set[asyncio.Task] = set()
         self._dispatcher: asyncio.Task | None = None
         self._sweeper: asyncio.Task | None = None
@@ -74,8 +76,12 @@ class Service(Dispatching, Deliveries):
         self._dispatched: set[int] = set()  # taken from the queue, generation not yet returned
         self._cancel_requested: set[int] = set()  # user cancels of dispatched jobs
         self.metrics = Metrics(queue_depth=lambda: len(self.queue), live_workers=self.live_workers)
+        # Set when this process's own GPU thread can never draw (the full model on a machine
+        # without a GPU): every new job is refused with it instead of being queued to fail.
+        self.cannot_draw: EngineError | None = None
         self.moderator = Moderator(settings, db.moderation, clock)
         self.styles = StyleBook(settings.styles_path, profile)
+        self.unit = Unit.of(profile)  # what one work unit is (bot/cost.py)
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -104,7 +110,9 @@ class Service(Dispatching, Deliveries):
         if len(self.queue):
             log.info("recovered %d unfinished jobs", len(self.queue))
         self._dispatcher = asyncio.create_task(self._dispatch_loop(), name="easel-dispatch")
-        self._sweeper = asyncio.create_task(self._redeliver_every(REDELIVERY_SWEEP_S), name="easel-redeliver")
+        self._sweeper = asyncio.create_task(
+            self._redeliver_every(self.settings.delivery_sweep_s), name="easel-redeliver"
+        )
         await self.redeliver_pending()
 
     async def stop(self, grace_s: float = 5.0) -> None:
@@ -176,15 +184,34 @@ class Service(Dispatching, Deliveries):
 
     async def handle(self, caller: Caller, command: Any, reply_to: dict, idempotency_key: str | None = None) -> Reply:
         """Run one parsed command (see bot/commands.py) and say what to answer."""
+        refusal = await self.turned_away(caller)
+        if refusal is not None:
+            return refusal
+        return await self._run(caller, command, reply_to, idempotency_key)
+
+    async def turned_away(self, caller: Caller) -> Reply | None:
+        """A banned user or a chat not on the allowlist: one short line, decided before anything
+        they sent is read, so nothing they wrote is echoed and no user row is created for them.
+        None: go on."""
+        known = await self.db.users.find(caller.platform, caller.user_id)
+        if known is not None and known.banned and not self.is_admin(caller):
+            key = "banned"
+        elif not self._chat_allowed(caller):
+            key = "chat_not_allowed"
+        else:
+            return None
+        if known is not None:
+            lang = self.language(known)
+        else:
+            lang = language_for(caller.language) if caller.language else self.settings.default_language
+        return Reply(t(key, lang), lang, alert=True)
+
+    async def _run(self, caller: Caller, command: Any, reply_to: dict, idempotency_key: str | None) -> Reply:
         from bot import handlers
 
         user = await self.user_for(caller)
         lang = self.language(user)
         try:
-            if user.banned and not self.is_admin(caller):
-                raise UserError("banned")
-            if not self._chat_allowed(caller):
-                raise UserError("chat_not_allowed")
             return await handlers.run(self, caller, user, command, reply_to, idempotency_key)
         except (UserError, EngineError) as error:
             return Reply(t(error.key, lang, **error.params), lang, alert=True)
@@ -202,8 +229,13 @@ class Service(Dispatching, Deliveries):
 
         In a shared chat (a group), a command we do not know was most likely meant for another bot:
         stay quiet rather than answer every `/foo` in the room."""
-        from bot.commands import parse
+        from bot.commands import is_ours, parse
 
+        refusal = await self.turned_away(caller)
+        if refusal is not None:
+            # Read no further.  In a group, only our own commands hear the one line.
+            quiet = (shared_chat or caller.public) and not is_ours(text, bot_username)
+            return None if quiet else refusal
         try:
             command = parse(text, self.profile, bot_username=bot_username)
         except UserError as error:
@@ -213,7 +245,7 @@ class Service(Dispatching, Deliveries):
             return await self._parse_error(caller, text, error)
         if command is None:
             return None
-        return await self.handle(caller, command, reply_to, idempotency_key)
+        return await self._run(caller, command, reply_to, idempotency_key)
 
     async def vary_from_picture(
         self,
@@ -234,6 +266,9 @@ class Service(Dispatching, Deliveries):
         parent, picture = found
         if parent.status is not JobStatus.DONE or parent.deleted or picture >= len(parent.image_paths):
             return None
+        refusal = await self.turned_away(caller)
+        if refusal is not None:
+            return refusal  # before their words are read
         # A batch shown as one message (Discord's gallery, Telegram's button message): "#3 words"
         # names its picture.
         pick = PICK.match(text)
@@ -252,11 +287,10 @@ class Service(Dispatching, Deliveries):
             kind=Kind.VARIATION,
             source_image=str(self.images.resolve(parent.image_paths[picture])),
             strength=self.profile.strong_strength,
-            width=parent.request["width"],
-            height=parent.request["height"],
+            **self._variation_size(parent),
         )
         draw = Draw(request, parent_id=parent.id, style=command.style)
-        return await self.handle(caller, draw, reply_to, idempotency_key)
+        return await self._run(caller, draw, reply_to, idempotency_key)
 
     async def _parse_error(self, caller: Caller, text: str, error: UserError) -> Reply:
         """How to fix the command, unless it holds a blocked word: the fix would repeat it back."""
@@ -266,16 +300,29 @@ class Service(Dispatching, Deliveries):
             return Reply(t("blocked_prompt", lang), lang, alert=True)
         return Reply(t(error.key, lang, **error.params), lang, alert=True)
 
-    async def press(self, caller: Caller, data: str, reply_to: dict, idempotency_key: str | None = None) -> Reply:
-        """A button press; the id is checked against the database, forged or stale ones get an alert."""
+    async def press(
+        self,
+        caller: Caller,
+        data: str,
+        reply_to: dict,
+        idempotency_key: str | None = None,
+        *,
+        message_id: str | None,
+    ) -> Reply:
+        """A button press on `message_id` in the caller's chat.  The id is checked against the
+        database and against the message it was pressed on: forged or stale ones get an alert."""
         from bot.handlers import ButtonPress
 
+        refusal = await self.turned_away(caller)
+        if refusal is not None:
+            return refusal
         parsed = parse_button_id(data)
         if parsed is None:
             user = await self.user_for(caller)
             return Reply(t("stale_button", self.language(user)), self.language(user), alert=True)
         action, job_id, picture = parsed
-        return await self.handle(caller, ButtonPress(action, job_id, picture), reply_to, idempotency_key)
+        press = ButtonPress(action, job_id, picture, message_id=None if message_id is None else str(message_id))
+        return await self._run(caller, press, reply_to, idempotency_key)
 
     async def attach_status_message(self, job_id: int, **where: Any) -> None:
         """Remember the status message an adapter posted, so progress edits find it after a restart."""
@@ -283,8 +330,11 @@ class Service(Dispatching, Deliveries):
         if job is not None:
             await self.db.jobs.update_reply_to(job_id, {**job.reply_to, **where})
 
-    async def record_message(self, job_id: int, platform: str, chat_id: str, message_id: str, picture: int = 0) -> None:
-        await self.db.jobs.record_message(job_id, platform, chat_id, message_id, picture)
+    async def record_message(
+        self, job_id: int, platform: str, chat_id: str, message_id: str, picture: int = 0, whole_batch: bool = False
+    ) -> None:
+        """Remember a posted message of a job: replies and button presses are honoured only there."""
+        await self.db.jobs.record_message(job_id, platform, chat_id, message_id, picture, whole_batch)
 
     async def messages_of(self, job_id: int, platform: str) -> list[tuple[str, str]]:
         """Every message posted for a job (the picture, a lossless PNG...), e.g. to delete them all."""
@@ -305,6 +355,8 @@ class Service(Dispatching, Deliveries):
     ) -> Reply:
         """Moderate the user's words, apply the style, validate and pace; then check quota and
         pending atomically, persist, and queue.  Stored before 'queued'."""
+        if self.cannot_draw is not None:  # known at start: queueing would only fail later
+            raise self.cannot_draw
         lang = self.language(user)
         stored: dict[str, Any] = {}
         # A re-sent update must get its job back, never a cooldown or a second strike.
@@ -317,6 +369,9 @@ class Service(Dispatching, Deliveries):
             request = await self._styled(caller, request, style)
             stored["style"] = style.lower()
         request = validate(request, self.profile)
+        cost = self.cost_of(request)
+        if not resent:
+            self._check_job_cost(request, cost, lang)
         marks = None if resent else self._pace(caller, user)
         try:
             acceptance = await self.db.jobs.accept(
@@ -330,7 +385,7 @@ class Service(Dispatching, Deliveries):
                 max_pending=self.settings.max_pending,
                 parent_id=parent_id,
                 idempotency_key=idempotency_key,
-                cost=request.count,
+                cost=cost,
                 sensitive=sensitive,
             )
         except BaseException:
@@ -342,8 +397,8 @@ class Service(Dispatching, Deliveries):
         if acceptance.outcome is Outcome.QUOTA:
             limit = self.daily_limit(caller, user)
             left = max(0, (limit or 0) - acceptance.used)
-            if left > 0:  # some left, not enough for the whole batch
-                raise UserError("quota_not_enough", count=request.count, left=left)
+            if left > 0:  # some left, not enough for the whole job
+                raise UserError("quota_not_enough", cost=cost, left=left, hint=self._what_fits(request, left, lang))
             raise UserError("quota_exceeded", limit=limit, resets=self.resets_in())
         if acceptance.outcome is Outcome.PENDING:
             jobs = ", ".join(f"#{job.id}" for job in acceptance.pending)
@@ -361,6 +416,7 @@ class Service(Dispatching, Deliveries):
             )
             self._enqueue(job)
             self.metrics.accepted.inc()
+            self.metrics.work_units.labels("accepted").inc(cost)
             self._spawn(self._push_positions())
         if acceptance.outcome is Outcome.DUPLICATE and job.id not in self.queue:
             status = t(f"status.{job.status.value}", lang)
@@ -372,8 +428,9 @@ class Service(Dispatching, Deliveries):
     ) -> bool:
         """Refuse blocked words, and sensitive words outside age-restricted Discord channels when the
         server asks for that; True when the picture must go out behind a spoiler (as must anything
-        made from a sensitive picture).  A fresh prompt that trips the block list is a strike; a
-        button press or a reply to a picture is not (its words may predate the list)."""
+        made from a sensitive picture).  Every refused request is a strike: a blocked word in the
+        prompt or in `--no`, in a reply to a picture, or through a button (its stored words may
+        predate the list, but pressing again and again is what a raid looks like)."""
         admin = self.is_admin(caller)
         scope = scope_for(caller)
         if not admin and (left := await self.moderator.limited_for(user.id, scope)) > 0:
@@ -382,7 +439,7 @@ class Service(Dispatching, Deliveries):
         if verdict.blocked is not None:
             log.info("refused a prompt from %s:%s: it matches a blocked entry", caller.platform, caller.user_id)
             self.metrics.refusals.labels("blocked").inc()
-            if not admin and verdict.in_prompt and parent_id is None:
+            if not admin:
                 await self.moderator.strike(user.id, scope, idempotency_key)
             raise UserError("blocked_prompt")
         sensitive = verdict.sensitive
@@ -418,11 +475,34 @@ class Service(Dispatching, Deliveries):
             raise UserError("cooldown", wait=_duration(math.ceil(left)))
         return self.moderator.start_cooldown(user.id)
 
+    def cost_of(self, request: DrawRequest | dict) -> int:
+        """What a request (or a stored job's request) costs in work units: bot/cost.py, in this model's unit."""
+        return request_cost(request, self.unit)
+
+    def _check_job_cost(self, request: DrawRequest, cost: int, lang: str) -> None:
+        """EASEL_MAX_JOB_COST: refuse a job bigger than one turn may be, saying what would fit."""
+        limit = self.settings.max_job_cost
+        if limit and cost > limit:
+            self.metrics.refusals.labels("too_big").inc()
+            raise UserError("job_too_big", cost=cost, limit=limit, hint=self._what_fits(request, limit, lang))
+
+    def _what_fits(self, request: DrawRequest, units: int, lang: str) -> str:
+        """A hint for a job of at most `units`: fewer pictures at this size, else a smaller size."""
+        w, h, steps, cfg, unit = request.width, request.height, request.steps, request.cfg, self.unit
+        count = largest_count(w, h, steps, cfg, units, unit)
+        if count >= 1:
+            return t("fits_count", lang, count=count)
+        for count in dict.fromkeys((request.count, 1)):
+            size = largest_size(w, h, steps, cfg, count, units, unit, self.profile.multiple, self.profile.min_side)
+            if size is not None:
+                return t("fits_size", lang, count=count, width=size[0], height=size[1])
+        return t("fits_fewer_steps", lang)
+
     def _enqueue(self, job: Job) -> None:
         request = job.request
         one = self.eta.estimate(request["width"], request["height"], request["steps"])
-        self._costs[job.id] = one * job.count
-        self.queue.push(job.id, f"{job.platform}:{job.user_id}")
+        self._costs[job.id] = one * job.count * guidance_factor(request.get("cfg") or 1.0)
+        self.queue.push(job.id, f"{job.platform}:{job.user_id}", cost=self.cost_of(request))
         self._enqueued_at[job.id] = time.monotonic()
 
     def queued_text(self, job: Job, lang: str) -> str:
@@ -514,7 +594,10 @@ class Service(Dispatching, Deliveries):
         source = str(self.images.resolve(parent.image_paths[picture]))
         if action in (Action.VARY_SUBTLE, Action.VARY_STRONG):
             strength = self.profile.subtle_strength if action is Action.VARY_SUBTLE else self.profile.strong_strength
-            return replace(base, kind=Kind.VARIATION, source_image=source, strength=strength, seed=-1, count=1)
+            return replace(
+                base, kind=Kind.VARIATION, source_image=source, strength=strength, seed=-1, count=1,
+                **self._variation_size(parent),
+            )  # fmt: skip
         width, height = self.upscaled_size(base.width, base.height)
         seed = seed_for(parent.seed, picture) if parent.seed is not None else -1
         return replace(
@@ -522,10 +605,14 @@ class Service(Dispatching, Deliveries):
         )
 
     def upscaled_size(self, width: int, height: int) -> tuple[int, int]:
-        """2x, capped so the long side stays within the profile, multiples of 16."""
-        factor = min(self.profile.upscale_factor, self.profile.max_side / max(width, height))
-        m = self.profile.multiple
-        return int(width * factor) // m * m, int(height * factor) // m * m
+        """2x (every official size doubles exactly); a larger source as large as an upscale may be."""
+        factor = self.profile.upscale_factor
+        return fit_size(width * factor, height * factor, self.profile, upscale=True)
+
+    def _variation_size(self, parent: Job) -> dict[str, int]:
+        """The parent's size, scaled into what a variation may have (an upscaled parent is bigger)."""
+        width, height = fit_size(parent.request["width"], parent.request["height"], self.profile)
+        return {"width": width, "height": height}
 
 
 def _duration(seconds: float) -> str:

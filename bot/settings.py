@@ -31,12 +31,18 @@ class Settings(BaseSettings):
     daily_quota: int = Field(default=50, ge=0, alias="EASEL_DAILY_QUOTA")
     role_quotas: Annotated[dict[str, int], NoDecode] = Field(default_factory=dict, alias="EASEL_ROLE_QUOTAS")
     max_pending: int = Field(default=3, ge=1, alias="EASEL_MAX_PENDING")
+    max_job_cost: int = Field(default=16, ge=0, alias="EASEL_MAX_JOB_COST")  # work units, 0 = no cap
     admins: Annotated[list[str], NoDecode] = Field(default_factory=list, alias="EASEL_ADMINS")
     allowed_chats: Annotated[list[str], NoDecode] = Field(default_factory=list, alias="EASEL_ALLOWED_CHATS")
     default_language: str = Field(default="en", alias="EASEL_LANGUAGE")
-    redis_url: str | None = Field(default=None, alias="EASEL_REDIS_URL")
+    redis_url: str | None = Field(default=None, alias="EASEL_REDIS_URL", repr=False)  # may hold a password
     metrics_port: int | None = Field(default=None, alias="EASEL_METRICS_PORT")
     log_level: str = Field(default="INFO", alias="EASEL_LOG_LEVEL")
+
+    # Delivery (bot/delivery.py): retried with backoff, then swept with growing gaps, then given up
+    delivery_retry_s: float = Field(default=2.0, gt=0, alias="EASEL_DELIVERY_RETRY_S")
+    delivery_sweep_s: float = Field(default=60.0, gt=0, alias="EASEL_DELIVERY_SWEEP_S")
+    max_delivery_sweeps: int = Field(default=10, ge=1, alias="EASEL_MAX_DELIVERY_SWEEPS")
 
     # Moderation (bot/moderation.py)
     blocked_words: Annotated[list[str], NoDecode] = Field(default_factory=list, alias="EASEL_BLOCKED_WORDS")
@@ -48,6 +54,7 @@ class Settings(BaseSettings):
     strike_limit: int = Field(default=3, ge=0, alias="EASEL_STRIKE_LIMIT")
     strike_window_s: float = Field(default=600.0, gt=0, alias="EASEL_STRIKE_WINDOW_S")
     strike_penalty_s: float = Field(default=1800.0, ge=0, alias="EASEL_STRIKE_PENALTY_S")
+    max_chat_terms: int = Field(default=1000, ge=0, alias="EASEL_MAX_CHAT_TERMS")
     styles_file: Path | None = Field(default=None, alias="EASEL_STYLES_FILE")
 
     @field_validator("admins", "allowed_chats", "discord_guild_ids", "blocked_words", "sensitive_words", mode="before")

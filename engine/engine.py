@@ -88,8 +88,8 @@ class Engine:
         profile = profile_for(model)
         device = resolve_device(device)
         facts = probe_device(device)
-        if not facts.is_gpu and profile.model_gb > 4 and not allow_cpu:
-            raise NeedsGPU(model=model, size_gb=round(profile.model_gb, 1))
+        if (refusal := why_it_cannot_run(model, facts, allow_cpu)) is not None:
+            raise refusal
         shortfall = ram_shortfall(facts, profile)
         if shortfall:
             log.warning(shortfall)
@@ -390,3 +390,11 @@ def _add(timings: dict[str, float], phase: str, mark: float) -> None:
     """Add the seconds since `mark` to a phase: a batch drawn picture by picture, or resumed after a
     fault, times each phase over all its calls."""
     timings[phase] = round(timings.get(phase, 0.0) + time.perf_counter() - mark, 4)
+
+
+def why_it_cannot_run(model: str, facts: DeviceFacts, allow_cpu: bool | None = None) -> NeedsGPU | None:
+    """What `Engine.load` would refuse with on this device, known before anything is loaded: a
+    caller can then refuse jobs up front instead of queueing work that can never run."""
+    if not facts.is_gpu and profile_for(model).model_gb > 4 and not allow_cpu:
+        return NeedsGPU(model=model, size_gb=round(profile_for(model).model_gb, 1))
+    return None

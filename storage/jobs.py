@@ -64,7 +64,8 @@ class Job:
 
     @property
     def count(self) -> int:
-        """Pictures this job paints (a batch of `--n`), also what it costs from the quota."""
+        """Pictures this job paints (a batch of `--n`).  What it costs from the quota is in work units
+        (bot/cost.py), reserved in the ledger when it was accepted."""
         return int(self.request.get("count") or 1)
 
 
@@ -135,7 +136,7 @@ class Jobs:
     ) -> Acceptance:
         """Check and persist a new job in one transaction: duplicate, then pending, then quota.
 
-        `cost` is what the job takes from the day's quota (its picture count): all of it fits or the
+        `cost` is what the job takes from the day's quota, in work units: all of it fits or the
         job is refused.  `daily_limit=None` means unlimited; the ledger row is written anyway so
         usage stays visible.
         """
@@ -199,10 +200,20 @@ class Jobs:
         return await self._select("SELECT * FROM jobs WHERE status IN ('queued', 'running') ORDER BY id")
 
     async def undelivered(self) -> list[Job]:
-        """Finished jobs whose answer never reached the user, oldest first."""
+        """Finished jobs whose answer never reached the user and is still worth sending, oldest first
+        (given-up deliveries, see `give_up_delivery`, are left out)."""
         return await self._select(
-            "SELECT * FROM jobs WHERE status IN ('done', 'failed') AND delivered_at IS NULL AND deleted = 0 ORDER BY id"
+            "SELECT * FROM jobs WHERE status IN ('done', 'failed') AND delivered_at IS NULL"
+            " AND delivery_error IS NULL AND deleted = 0 ORDER BY id"
         )
+
+    async def dead_deliveries(self, limit: int = 20) -> tuple[list[Job], int]:
+        """Finished jobs whose delivery was given up (newest first, at most `limit`), and how many
+        there are in all: what admins see in /queue and /stats."""
+        where = "WHERE delivery_error IS NOT NULL AND delivered_at IS NULL AND deleted = 0"
+        rows = await self._select(f"SELECT * FROM jobs {where} ORDER BY id DESC LIMIT ?", (limit,))
+        total = await self._db.fetch_one(f"SELECT COUNT(*) FROM jobs {where}")
+        return rows, int(total[0])
 
     async def lineage(self, job_id: int) -> list[Job]:
         """The chain of ancestors from the root down to (and including) this job."""
@@ -242,13 +253,15 @@ class Jobs:
         return counts
 
     async def recent_durations(self, limit: int = 50) -> list[tuple[int, int, int, float]]:
-        """(width, height, steps, seconds per picture) of the latest `limit` done jobs, oldest first, so
-        an ETA estimator fed in order ends on the newest."""
+        """(width, height, steps, unguided seconds per picture) of the latest `limit` done jobs, oldest
+        first, so an ETA estimator fed in order ends on the newest.  A guided picture (cfg > 1) ran the
+        model twice per step, so its time is halved (as bot/cost.py's guidance_factor counts it)."""
         rows = await self._db.fetch_all(
             "SELECT * FROM ("
             "  SELECT id, json_extract(request, '$.width') AS width, json_extract(request, '$.height') AS height,"
             "   json_extract(request, '$.steps') AS steps,"
-            "   json_extract(timings, '$.total') / COALESCE(json_extract(request, '$.count'), 1) AS seconds"
+            "   json_extract(timings, '$.total') / COALESCE(json_extract(request, '$.count'), 1)"
+            "    / (CASE WHEN COALESCE(json_extract(request, '$.cfg'), 1) > 1 THEN 2 ELSE 1 END) AS seconds"
             "  FROM jobs WHERE status = 'done'"
             "   AND width IS NOT NULL AND height IS NOT NULL AND steps IS NOT NULL AND seconds IS NOT NULL"
             "  ORDER BY id DESC LIMIT ?"
@@ -282,7 +295,8 @@ class Jobs:
         missing: int = 0,
     ) -> bool:
         """running -> done.  False if the job is no longer running (cancelled meanwhile).  `missing`
-        pictures of a batch that did not come back are refunded in the same transaction."""
+        pictures of a batch that did not come back are refunded (their share of the job's units) in
+        the same transaction."""
         refund = (job_id, "pictures missing from the result", missing) if missing > 0 else None
         return await self._change(
             "UPDATE jobs SET status = 'done', seed = ?, image_paths = ?, plan = ?, timings = ?,"
@@ -318,6 +332,28 @@ class Jobs:
             f"UPDATE jobs SET delivered_at = {NOW_SQL} WHERE id = ? AND delivered_at IS NULL", (job_id,)
         )
 
+    async def record_delivery_failure(self, job_id: int) -> int:
+        """Count one more failed delivery round (kept across restarts); the count so far, or 0 when
+        the job is delivered or given up already."""
+        async with self._db.write() as tx:
+            changed = await tx.execute(
+                "UPDATE jobs SET delivery_failures = delivery_failures + 1"
+                " WHERE id = ? AND delivered_at IS NULL AND delivery_error IS NULL",
+                (job_id,),
+            )
+            if changed != 1:
+                return 0
+            row = await tx.fetch_one("SELECT delivery_failures FROM jobs WHERE id = ?", (job_id,))
+        return int(row[0])
+
+    async def give_up_delivery(self, job_id: int, reason: str) -> bool:
+        """Stop sending this job's answer for good (the platform refuses it, or it failed too often):
+        `undelivered` leaves it out from now on.  True for the one caller that gave up."""
+        return await self._change(
+            "UPDATE jobs SET delivery_error = ? WHERE id = ? AND delivered_at IS NULL AND delivery_error IS NULL",
+            (reason, job_id),
+        )
+
     async def update_reply_to(self, job_id: int, reply_to: dict[str, Any]) -> bool:
         return await self._change("UPDATE jobs SET reply_to = ? WHERE id = ?", (json.dumps(reply_to), job_id))
 
@@ -325,16 +361,29 @@ class Jobs:
         """Hide the job from history and delivery; the row stays for lineage and the ledger."""
         return await self._change("UPDATE jobs SET deleted = 1 WHERE id = ? AND deleted = 0", (job_id,))
 
-    async def record_message(self, job_id: int, platform: str, chat_id: str, message_id: str, picture: int = 0) -> None:
-        """Remember that a posted message shows this job (and which picture of a batch), so replies
-        and buttons on it find the job."""
+    async def record_message(
+        self, job_id: int, platform: str, chat_id: str, message_id: str, picture: int = 0, whole_batch: bool = False
+    ) -> None:
+        """Remember that a posted message shows this job (and which picture of a batch, or with
+        `whole_batch` the buttons of all of them), so replies and buttons on it find the job."""
         async with self._db.write() as tx:
             await tx.execute(
-                "INSERT INTO messages (platform, chat_id, message_id, job_id, picture) VALUES (?, ?, ?, ?, ?)"
-                " ON CONFLICT (platform, chat_id, message_id)"
-                " DO UPDATE SET job_id = excluded.job_id, picture = excluded.picture",
-                (platform, str(chat_id), str(message_id), job_id, int(picture)),
+                "INSERT INTO messages (platform, chat_id, message_id, job_id, picture, whole_batch)"
+                " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (platform, chat_id, message_id)"
+                " DO UPDATE SET job_id = excluded.job_id, picture = excluded.picture,"
+                " whole_batch = excluded.whole_batch",
+                (platform, str(chat_id), str(message_id), job_id, int(picture), int(whole_batch)),
             )
+
+    async def shows(self, platform: str, chat_id: str, message_id: str, job_id: int, picture: int) -> bool:
+        """Whether that message was posted for this job and carries this picture's buttons: the
+        only place a press naming them may come from."""
+        row = await self._db.fetch_one(
+            "SELECT 1 FROM messages WHERE platform = ? AND chat_id = ? AND message_id = ? AND job_id = ?"
+            " AND (picture = ? OR whole_batch = 1)",
+            (platform, str(chat_id), str(message_id), job_id, int(picture)),
+        )
+        return row is not None
 
     async def messages_of(self, job_id: int, platform: str) -> list[tuple[str, str]]:
         """(chat id, message id) of every message recorded for this job on a platform."""

@@ -82,6 +82,9 @@ def test_doctor_is_happy_with_a_local_model(tmp_path, tiny_model_dir, monkeypatc
     text = capsys.readouterr().out
     assert "model: " in text and "(local)" in text
     assert "EASEL_ADMINS entry 'nonsense'" in text
+    main(["doctor", "--json"])
+    report = json.loads(capsys.readouterr().out)
+    assert report["model"]["status"] == "local" and report["model"]["hint"] == ""  # found: nothing to fix
 
 
 def test_doctor_names_unreadable_word_lists_and_broken_style_presets(tmp_path, tiny_model_dir, monkeypatch, capsys):

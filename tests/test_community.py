@@ -9,7 +9,7 @@ from bot.buttons import Action, button_id
 from bot.messages import t
 from bot.service import Caller
 from engine.request import seed_for
-from tests.test_service import alice, settled, started
+from tests.test_service import alice, settled, shown_on, started
 
 ADMIN = Caller("telegram", "900", name="root", language="en", chat_id="1")
 
@@ -44,10 +44,8 @@ async def test_blocked_words_are_refused_without_echo_and_repeated_trips_rate_li
     app, _ = await started(make_app, EASEL_BLOCKED_WORDS="grimdark,re:gore+", EASEL_ADMINS="telegram:900")
     clock = with_clock(app)
 
-    # Words to leave out are refused too, but cost no strike: the user was avoiding them.
-    negative = await draw(app, alice(), "/draw a fox --no ｇｒｉｍｄａｒｋ")
-    assert negative.text == t("blocked_prompt", "en")
-    for text in ("/draw a GRIM\u200bDARK castle", "/draw a grim\u00addark keep", "/draw g o r e e e fest"):
+    # Words to leave out count too: `--no` is no way around the list.
+    for text in ("/draw a fox --no ｇｒｉｍｄａｒｋ", "/draw a GRIM\u200bDARK castle", "/draw g o r e e e fest"):
         reply = await draw(app, alice(), text)
         assert reply.text == t("blocked_prompt", "en") and reply.alert
         assert "grim" not in reply.text.lower() and "gore" not in reply.text.lower()
@@ -59,9 +57,10 @@ async def test_blocked_words_are_refused_without_echo_and_repeated_trips_rate_li
     stats = await draw(app, ADMIN, "/stats")
     assert "3 refused descriptions" in stats.text
     assert "telegram:alice in telegram:chat:1 (3 refusals, 30 min left)" in stats.text
-    assert app.service.metrics.value("easel_refusals_total", reason="blocked") == 4
+    assert app.service.metrics.value("easel_refusals_total", reason="blocked") == 3
     # Per chat: the same member may still draw in another chat.
     elsewhere = Caller("telegram", "100", name="alice", language="en", chat_id="2")
+    assert (await draw(app, elsewhere, "/draw a grim\u00addark keep")).text == t("blocked_prompt", "en")
     assert (await draw(app, elsewhere, "/draw a harmless fox")).job_id is not None
     # A parse error never repeats a blocked word back in its example.
     assert (await draw(app, elsewhere, "/draw grimdark --ar 99:1")).text == t("blocked_prompt", "en")
@@ -168,7 +167,9 @@ async def test_sensitive_prompts_go_out_behind_a_spoiler_and_only_in_nsfw_channe
     assert not adapter.delivered[-1].spoiler
 
     # A variation of a sensitive picture is sensitive too; words only left out make nothing sensitive.
-    vary = await app.service.press(alice(), button_id(Action.VARY_SUBTLE, job.id), {"chat_id": "1"})
+    vary = await app.service.press(
+        alice(), button_id(Action.VARY_SUBTLE, job.id), {"chat_id": "1"}, message_id=shown_on(job.id)
+    )
     assert (await settled(app, vary.job_id)).sensitive and adapter.delivered[-1].spoiler
     avoided = await draw(app, alice(), "/draw a cat --no swimsuit --steps 1")
     assert not (await settled(app, avoided.job_id)).sensitive
@@ -223,19 +224,25 @@ async def test_a_batch_paints_n_pictures_costs_n_and_each_picture_has_its_button
     assert [label for (label,) in [[label] for _, label in delivery.buttons[0]]] == ["U1", "U2", "U3", "U4"]
 
     too_many = await draw(app, alice(), "/draw more --n 3")
-    assert too_many.text == t("quota_not_enough", "en", count=3, left=2)
+    assert too_many.text == t("quota_not_enough", "en", cost=3, left=2, hint=t("fits_count", "en", count=2))
 
-    upscale = await app.service.press(alice(), button_id(Action.UPSCALE, job.id, 2), {"chat_id": "1"})
+    upscale = await app.service.press(
+        alice(), button_id(Action.UPSCALE, job.id, 2), {"chat_id": "1"}, message_id=shown_on(job.id)
+    )
     child = await settled(app, upscale.job_id)
     assert child.count == 1 and child.seed == seed_for(40, 2) and child.parent_id == job.id
     assert child.request["source_image"] == str(app.service.images.resolve(job.image_paths[2]))
     assert await app.db.quota.used(user.id, app.service.today()) == 5
 
-    params = await app.service.press(alice(), button_id(Action.PARAMS, job.id), {"chat_id": "1"})
+    params = await app.service.press(
+        alice(), button_id(Action.PARAMS, job.id), {"chat_id": "1"}, message_id=shown_on(job.id)
+    )
     assert "Seed: 40–43" in params.text
-    stale = await app.service.press(alice(), f"easel:upscale:{job.id}:9", {"chat_id": "1"})
+    stale = await app.service.press(alice(), f"easel:upscale:{job.id}:9", {"chat_id": "1"}, message_id=shown_on(job.id))
     assert stale.text == t("stale_button", "en")
-    gone = await app.service.press(alice(), button_id(Action.DELETE, job.id), {"chat_id": "1"})
+    gone = await app.service.press(
+        alice(), button_id(Action.DELETE, job.id), {"chat_id": "1"}, message_id=shown_on(job.id)
+    )
     assert gone.delete_message
     assert not any(app.service.images.resolve(path).exists() for path in job.image_paths)
 

@@ -116,7 +116,7 @@ async def until(check: Callable[[], Awaitable[object]], timeout: float = 20) -> 
 async def delivered(app, job_id: int) -> Job:
     async def check():
         job = await app.db.jobs.get(job_id)
-        return job if job is not None and job.delivered_at else None
+        return job if job is not None and (job.delivered_at or job.delivery_error) else None
 
     return await until(check)
 

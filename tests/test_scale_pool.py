@@ -21,7 +21,7 @@ from bot.messages import t
 from bot.service import Caller
 from engine.request import DrawRequest, seed_for
 from storage.jobs import JobStatus
-from tests.test_service import RecordingAdapter, alice, bob, settled
+from tests.test_service import RecordingAdapter, alice, bob, settled, shown_on
 
 FAST = {"EASEL_HEARTBEAT_S": 0.25, "EASEL_CLAIM_IDLE_S": 2, "EASEL_MAX_DELIVERIES": 2}
 
@@ -101,7 +101,7 @@ class ScaleApps:
 
         app = await build_app(scale_settings(self.make_settings, redis_url, **overrides))
         self.apps.append(app)
-        adapter = RecordingAdapter()
+        adapter = RecordingAdapter(service=app.service)
         app.service.register(adapter)
         if start:
             await app.service.start()
@@ -176,7 +176,9 @@ async def test_a_job_runs_on_a_worker_with_the_bots_seed_and_image_to_image_work
     assert stored["state"] == b"done" and stored["worker"] == b"inproc-0" and stored["attempts"] == b"1"
     assert job.timings["total"] > 0 and job.plan["placement"] == "cpu"
     # Image-to-image: the source picture travels through Redis (workers cannot read the bot's disk).
-    vary = await app.service.press(alice(), button_id(Action.VARY_STRONG, first.job_id), {})
+    vary = await app.service.press(
+        alice(), button_id(Action.VARY_STRONG, first.job_id), {}, message_id=shown_on(first.job_id)
+    )
     await adapter.wait_until(lambda: len(adapter.delivered) == 2)
     delivered = adapter.delivered[1]
     assert delivered.job.id == vary.job_id and delivered.image_paths[0].exists()
@@ -282,7 +284,7 @@ async def test_outcomes_are_decided_once_and_stale_jobs_are_not_adopted(redis_se
 
 
 def test_safe_url_hides_any_password():
-    from bot.scale.protocol import safe_url
+    from bot.logs import safe_url
 
     assert safe_url("redis://:ab/cd+ef=@redis:6379/0") == "redis://***@redis:6379/0"  # base64 holds '/'
     assert safe_url("redis://:p@ss@host/0") == "redis://***@host/0"

@@ -16,8 +16,9 @@ from storage.jobs import JobStatus
 class RecordingAdapter:
     """A stand-in chat platform that records what the service asks it to show."""
 
-    def __init__(self, platform: str = "telegram") -> None:
+    def __init__(self, platform: str = "telegram", service=None) -> None:
         self.platform = platform
+        self.service = service  # set: each delivery is recorded as posted message `shown_on(job id)`
         self.statuses: list[tuple[int, str]] = []
         self.delivered: list[Delivery] = []
         self.failures: list[tuple[int, str]] = []
@@ -31,6 +32,12 @@ class RecordingAdapter:
         if self.fail_deliveries:
             self.fail_deliveries -= 1
             raise ConnectionError("platform down (injected)")
+        if self.service is not None:  # as a real adapter does: buttons are honoured on this message only
+            chat = str(delivery.job.reply_to.get("chat_id", "1"))
+            whole_batch = len(delivery.image_paths) > 1
+            await self.service.record_message(
+                delivery.job.id, self.platform, chat, shown_on(delivery.job.id), whole_batch=whole_batch
+            )
         self.delivered.append(delivery)
         self.changed.set()
 
@@ -45,6 +52,11 @@ class RecordingAdapter:
                 await self.changed.wait()
 
         await asyncio.wait_for(loop(), timeout)
+
+
+def shown_on(job_id: int) -> str:
+    """The message id RecordingAdapter posts a job's pictures as."""
+    return f"m{job_id}"
 
 
 def alice(**extra) -> Caller:
@@ -67,7 +79,7 @@ async def settled(app, job_id: int, timeout: float = 10.0):
 
 async def started(make_app, **settings):
     app = await make_app(**settings)
-    adapter = RecordingAdapter()
+    adapter = RecordingAdapter(service=app.service)
     app.service.register(adapter)
     await app.service.start()
     return app, adapter
@@ -121,7 +133,7 @@ async def test_max_pending_refusal_lists_the_queue(make_app):
 
 async def test_newcomer_waits_at_most_one_job_behind_a_heavy_user(make_app):
     app = await make_app(EASEL_MAX_PENDING=20)
-    adapter = RecordingAdapter()
+    adapter = RecordingAdapter(service=app.service)
     app.service.register(adapter)
     heavy = [await app.service.handle_text(alice(), f"/draw heavy {i} --steps 2", {}) for i in range(6)]
     newcomer = await app.service.handle_text(bob(), "/draw newcomer --steps 2", {})
@@ -134,7 +146,7 @@ async def test_newcomer_waits_at_most_one_job_behind_a_heavy_user(make_app):
 
 async def test_cancel_queued_refunds_and_running_stops(make_app):
     app = await make_app(EASEL_DAILY_QUOTA=10)
-    adapter = RecordingAdapter()
+    adapter = RecordingAdapter(service=app.service)
     app.service.register(adapter)
     queued = await app.service.handle_text(alice(), "/draw to cancel", {})
     cancelled = await app.service.handle_text(alice(), f"/cancel {queued.job_id}", {})
@@ -196,9 +208,15 @@ async def test_buttons_record_lineage_and_show_tells_the_story(make_app):
     app, adapter = await started(make_app)
     first = await app.service.handle_text(alice(), "/draw a lighthouse --seed 5", {})
     await adapter.wait_until(lambda: len(adapter.delivered) == 1)
-    reroll = await app.service.press(alice(), button_id(Action.REROLL, first.job_id), {})
-    vary = await app.service.press(alice(), button_id(Action.VARY_STRONG, first.job_id), {})
-    upscale = await app.service.press(alice(), button_id(Action.UPSCALE, first.job_id), {})
+    reroll = await app.service.press(
+        alice(), button_id(Action.REROLL, first.job_id), {}, message_id=shown_on(first.job_id)
+    )
+    vary = await app.service.press(
+        alice(), button_id(Action.VARY_STRONG, first.job_id), {}, message_id=shown_on(first.job_id)
+    )
+    upscale = await app.service.press(
+        alice(), button_id(Action.UPSCALE, first.job_id), {}, message_id=shown_on(first.job_id)
+    )
     await adapter.wait_until(lambda: len(adapter.delivered) == 4)
     by_id = {d.job.id: d for d in adapter.delivered}
     assert (await app.db.jobs.get(reroll.job_id)).parent_id == first.job_id
@@ -209,7 +227,9 @@ async def test_buttons_record_lineage_and_show_tells_the_story(make_app):
         assert image.size == (512, 512)
     story = await app.service.handle_text(alice(), f"/show {vary.job_id}", {})
     assert f"#{first.job_id}" in story.text and f"#{vary.job_id}" in story.text
-    params = await app.service.press(alice(), button_id(Action.PARAMS, first.job_id), {})
+    params = await app.service.press(
+        alice(), button_id(Action.PARAMS, first.job_id), {}, message_id=shown_on(first.job_id)
+    )
     assert "a lighthouse" in params.text and "5" in params.text
 
 
@@ -218,18 +238,20 @@ async def test_delete_is_for_the_owner_or_an_admin(make_app):
     job = await app.service.handle_text(alice(), "/draw private", {})
     await adapter.wait_until(lambda: len(adapter.delivered) == 1)
     path = adapter.delivered[0].image_paths[0]
-    refused = await app.service.press(bob(), button_id(Action.DELETE, job.job_id), {})
+    refused = await app.service.press(bob(), button_id(Action.DELETE, job.job_id), {}, message_id=shown_on(job.job_id))
     assert refused.alert and not refused.delete_message and path.exists()
-    deleted = await app.service.press(alice(), button_id(Action.DELETE, job.job_id), {})
+    deleted = await app.service.press(
+        alice(), button_id(Action.DELETE, job.job_id), {}, message_id=shown_on(job.job_id)
+    )
     assert deleted.delete_message and not path.exists()
-    stale = await app.service.press(alice(), button_id(Action.REROLL, job.job_id), {})
+    stale = await app.service.press(alice(), button_id(Action.REROLL, job.job_id), {}, message_id=shown_on(job.job_id))
     assert stale.job_id is None and stale.alert
 
 
 async def test_forged_button_data_gets_an_alert(make_app):
     app, _ = await started(make_app)
     for data in ("easel:reroll:999999", "easel:explode:1", "nonsense", "easel:reroll:1;DROP", ""):
-        reply = await app.service.press(alice(), data, {})
+        reply = await app.service.press(alice(), data, {}, message_id="m1")
         assert reply.alert and reply.job_id is None
 
 

@@ -220,10 +220,11 @@ async def jobs_of(app, user: int) -> list[Job]:
 
 
 async def settled(app, job_id: int) -> Job:
-    """The job once its answer has gone out and been marked delivered."""
+    """The job once its answer has gone out and been marked delivered, or was given up."""
 
     async def delivered() -> bool:
-        return bool((await app.db.jobs.get(job_id)).delivered_at)
+        job = await app.db.jobs.get(job_id)
+        return bool(job.delivered_at or job.delivery_error)
 
     await until(delivered)
     return await app.db.jobs.get(job_id)

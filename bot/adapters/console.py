@@ -74,7 +74,8 @@ class ConsoleAdapter:
             self._settled.clear()
             for job_id in list(self._outstanding):
                 job = await self.service.db.jobs.get(job_id)
-                if job is None or job.delivered_at or job.status.value == "cancelled" or job.deleted:
+                settled = job is None or job.delivered_at or job.delivery_error  # sent, or given up
+                if settled or job.status.value == "cancelled" or job.deleted:
                     self._outstanding.discard(job_id)
             if self._outstanding:
                 # Delivery is recorded just after the send; poll briefly rather than trust the event alone.

@@ -25,8 +25,9 @@ from pathlib import Path
 from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
+from bot.logs import safe_url
 from bot.scale.config import ScaleSettings
-from bot.scale.protocol import TERMINAL, Broker, State, WorkerInfo, WorkerLost, connect, fingerprint, safe_url
+from bot.scale.protocol import TERMINAL, Broker, State, WorkerInfo, WorkerLost, connect, fingerprint
 from bot.scale.results import decode_png, result_from
 from bot.settings import Settings
 from engine.errors import Cancelled, EngineError, InvalidRequest

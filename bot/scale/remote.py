@@ -32,8 +32,10 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
+from bot.cost import Unit, request_cost
+from bot.logs import safe_url
 from bot.scale.config import ScaleSettings
-from bot.scale.protocol import Broker, Handout, State, WorkerInfo, connect
+from bot.scale.protocol import Broker, Handout, RedisTooOld, State, WorkerInfo, connect
 from bot.scale.results import done_meta, encode_png
 from bot.settings import Settings
 from engine.errors import Cancelled, EngineError
@@ -68,19 +70,31 @@ class RemoteWorker:
         self._info: WorkerInfo | None = None
         self._busy: int | None = None
         self._busy_since: float | None = None
+        self._busy_timeout = config.job_timeout_s  # of the job in hand: EASEL_JOB_TIMEOUT_S per work unit
         self._stopping = asyncio.Event()
         self._redis_ok = True
+        self._server_checked = False
         self._block_ms = int(min(1.0, config.claim_idle_s / 4) * 1000)
         self._tick = min(0.25, config.heartbeat_s)
 
     async def run(self) -> None:
-        # 1. Load the model once, off the event loop
+        # 1. Check the server before the slow model load: an old Redis fails every take (RedisTooOld)
+        try:
+            await self._check_server()
+        except RedisTooOld:
+            self._thread.shutdown(wait=False)
+            await self.broker.redis.aclose()
+            raise
+        except RedisError as exc:  # not up yet: checked again before the first take
+            self._set_redis_ok(False, exc)
+
+        # 2. Load the model once, off the event loop
         loop = asyncio.get_running_loop()
         self._engine = await loop.run_in_executor(self._thread, self._factory)
         self._info = self._describe()
         log.info("worker %s ready: %s, model %s", self.id, self._info.device, self._info.model)
 
-        # 2. Announce, then take jobs until told to stop
+        # 3. Announce, then take jobs until told to stop
         announcer = asyncio.create_task(self._announce_loop(), name="easel-announce")
         try:
             await self._serve()
@@ -110,6 +124,7 @@ class RemoteWorker:
         while not self._stopping.is_set():
             try:
                 if need_group:
+                    await self._check_server()
                     await self.broker.ensure_group()
                     need_group = False
                 handout = await self._next()
@@ -118,6 +133,8 @@ class RemoteWorker:
                 failures = 0
                 self._set_redis_ok(True)
                 continue
+            except RedisTooOld:
+                raise
             except ResponseError as exc:
                 if "NOGROUP" in str(exc) or "UNBLOCKED" in str(exc):  # a fresh, restarted or flushed Redis
                     need_group = True
@@ -156,8 +173,9 @@ class RemoteWorker:
             os._exit(9)
         log.info("job %s: drawing (seed %s)", handout.job_id, request.seed)
         self._busy, self._busy_since = handout.job_id, time.monotonic()
+        self._busy_timeout = self.timeout_for(request)
         stop, progress = threading.Event(), _Progress()
-        watcher = asyncio.create_task(self._watch(handout, stop, progress))
+        watcher = asyncio.create_task(self._watch(handout, stop, progress, self._busy_timeout))
         try:
             with tempfile.TemporaryDirectory(prefix="easel-source-") as folder:
                 if source:
@@ -169,6 +187,14 @@ class RemoteWorker:
             watcher.cancel()
             self._busy = self._busy_since = None
         await self._report(handout, state, meta, images)
+
+    def timeout_for(self, request: DrawRequest) -> float:
+        """How long this job may run here before it is given up (see ScaleSettings.job_timeout_for)."""
+        try:
+            cost = request_cost(request, Unit.of(getattr(self._engine, "profile", None)))
+        except (TypeError, ValueError):  # not validated (an older bot): count it as one unit
+            cost = 1
+        return self.config.job_timeout_for(cost)
 
     async def _draw(
         self, job_id: int, request: DrawRequest, stop: threading.Event, progress: _Progress
@@ -217,14 +243,15 @@ class RemoteWorker:
 
     # -- while drawing: heartbeat, progress, cancel ---------------------------------------------
 
-    async def _watch(self, handout: Handout, stop: threading.Event, progress: _Progress) -> None:
+    async def _watch(self, handout: Handout, stop: threading.Event, progress: _Progress, timeout: float) -> None:
         started = last_beat = time.monotonic()
         sent = None
         while True:
             await asyncio.sleep(self._tick)
             now = time.monotonic()
-            # A job past EASEL_JOB_TIMEOUT_S stops heartbeating: another worker takes it over.
-            beat = now - last_beat >= self.config.heartbeat_s / 2 and now - started < self.config.job_timeout_s
+            # A job past its timeout (EASEL_JOB_TIMEOUT_S per unit) stops heartbeating: another
+            # worker takes it over.
+            beat = now - last_beat >= self.config.heartbeat_s / 2 and now - started < timeout
             try:
                 latest = progress.latest
                 if latest is not None and latest != sent:
@@ -243,12 +270,18 @@ class RemoteWorker:
                 log.warning("job %s: taken over by another worker; stopping here", handout.job_id)
                 stop.set()
 
+    async def _check_server(self) -> None:
+        if not self._server_checked:
+            version = await self.broker.check_server()
+            log.info("Redis %s at %s", version, safe_url(self.config.redis_url))
+            self._server_checked = True
+
     # -- announcing ------------------------------------------------------------------------------
 
     async def _announce_loop(self) -> None:
-        """Refresh the announcement; a worker stuck past EASEL_JOB_TIMEOUT_S stops counting as live."""
+        """Refresh the announcement; a worker stuck past its job's timeout stops counting as live."""
         while True:
-            stuck = self._busy_since is not None and time.monotonic() - self._busy_since > self.config.job_timeout_s
+            stuck = self._busy_since is not None and time.monotonic() - self._busy_since > self._busy_timeout
             try:
                 if not stuck:
                     await self.broker.announce(replace(self._info, busy=self._busy), self.config.worker_ttl_s)
@@ -301,7 +334,7 @@ def main(settings: Settings) -> int:
         return 2
     try:
         asyncio.run(_serve(config))
-    except EngineError as error:
+    except (EngineError, RedisTooOld) as error:
         log.error("worker %s cannot start: %s", config.worker_id, error)
         return 1
     return 0

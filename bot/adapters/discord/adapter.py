@@ -22,7 +22,7 @@ from typing import Any
 import discord
 from discord import app_commands
 
-from bot.adapters.discord.buttons import ResultButton, result_view
+from bot.adapters.discord.buttons import TEMPLATE, ResultButton, result_view
 from bot.adapters.discord.fitting import fit_to_limit
 from bot.adapters.discord.origin import ORIGINAL, Origin
 from bot.adapters.discord.slash import build_commands
@@ -49,17 +49,38 @@ MENTIONS = discord.AllowedMentions(everyone=False, roles=False, users=True, repl
 Ask = Callable[[Caller, dict[str, Any]], Awaitable[Reply | None]]
 
 
+class EaselTree(app_commands.CommandTree):
+    async def on_error(self, interaction: discord.Interaction, error: app_commands.AppCommandError) -> None:
+        """A command this run does not know (an old version's, or one synced elsewhere) gets a short
+        private answer instead of Discord's "This interaction failed"."""
+        unknown = isinstance(error, app_commands.CommandNotFound | app_commands.CommandSignatureMismatch)
+        if unknown and interaction.type is discord.InteractionType.application_command:
+            await _answer_stale(interaction, "unknown_slash_command")
+            return
+        await super().on_error(interaction, error)
+
+
 class EaselClient(discord.Client):
     def __init__(self, adapter: DiscordAdapter, intents: discord.Intents) -> None:
         super().__init__(intents=intents, allowed_mentions=MENTIONS)
         self.adapter = adapter
-        self.tree = app_commands.CommandTree(self)
+        self.tree = EaselTree(self)
 
     async def setup_hook(self) -> None:
         await self.adapter.setup()
 
     async def on_easel_press(self, interaction: discord.Interaction, custom_id: str) -> None:
         await self.adapter.on_press(interaction, custom_id)
+
+    async def on_interaction(self, interaction: discord.Interaction) -> None:
+        """A component no template of ours matches (a forged id, an old version's button) would
+        otherwise go unanswered, and Discord would say "This interaction failed"."""
+        if interaction.type is not discord.InteractionType.component:
+            return
+        custom_id = str((interaction.data or {}).get("custom_id", ""))
+        # discord.py drops, unanswered, a press whose id the message does not carry.
+        if not re.fullmatch(TEMPLATE, custom_id) or not _carries(interaction.message, custom_id):
+            await _answer_stale(interaction, "stale_button")
 
     async def on_message(self, message: discord.Message) -> None:
         await self.adapter.on_message(message)
@@ -127,8 +148,12 @@ class DiscordAdapter:
     async def on_press(self, interaction: discord.Interaction, custom_id: str) -> None:
         """A button under a picture, from this run or any earlier one."""
         key = f"discord:interaction:{interaction.id}"
+        pressed_on = str(interaction.message.id) if interaction.message is not None else None
         await self._answer(
-            interaction, lambda caller, reply_to: self.service.press(caller, custom_id, reply_to, idempotency_key=key)
+            interaction,
+            lambda caller, reply_to: self.service.press(
+                caller, custom_id, reply_to, idempotency_key=key, message_id=pressed_on
+            ),
         )
 
     async def on_message(self, message: discord.Message) -> None:
@@ -257,7 +282,9 @@ class DiscordAdapter:
         message = await self._post(origin, origin.mention, late, parts)
         # The picture is out: nothing below may raise, or the service would send it again.
         try:
-            await self.service.record_message(job.id, self.platform, origin.channel_id, str(message.id))
+            await self.service.record_message(
+                job.id, self.platform, origin.channel_id, str(message.id), whole_batch=not single
+            )
         except Exception:
             log.exception("job %s: could not record its message", job.id)
         await self._clear_status(origin)
@@ -277,7 +304,9 @@ class DiscordAdapter:
         self, origin: Origin, content: str, late_content: str, parts: Callable[[], dict[str, Any]]
     ) -> discord.Message:
         """A follow-up while the interaction token lives, else (or when Discord says it died) a channel
-        message; a job from a message replies to that message."""
+        message; a job from a message replies to that message.  A refused follow-up raises (tried again
+        later, and after 15 minutes in the channel); a channel the bot may not post in, or that is gone,
+        is Undeliverable; 5xx and timeouts raise as they are."""
         if origin.token_alive(self.clock()):
             try:
                 webhook = self._webhook(origin)
@@ -298,8 +327,10 @@ class DiscordAdapter:
                 content=late_content, reference=reference, allowed_mentions=MENTIONS, **parts()
             )
         except discord.HTTPException as error:
-            if error.code in NEVER_DELIVERABLE:
-                raise Undeliverable(f"discord channel {origin.channel_id}: {error.code} {error.text}") from error
+            if _never_deliverable(error):
+                raise Undeliverable(
+                    f"discord channel {origin.channel_id}: {error.status} {error.code} {error.text}"
+                ) from error
             raise
 
     async def _edit_status(self, origin: Origin, text: str) -> None:
@@ -367,10 +398,37 @@ def _caller(interaction: discord.Interaction) -> Caller:
     )
 
 
+def _carries(message: discord.Message | None, custom_id: str) -> bool:
+    if message is None:
+        return False
+    for row in message.components:
+        for component in getattr(row, "children", (row,)):
+            if getattr(component, "custom_id", None) == custom_id:
+                return True
+    return False
+
+
+async def _answer_stale(interaction: discord.Interaction, key: str) -> None:
+    """One short private line in the clicker's language; no user row, no service call."""
+    if interaction.response.is_done():
+        return
+    lang = language_for(str(interaction.locale) if interaction.locale else None)
+    try:
+        await interaction.response.send_message(t(key, lang), ephemeral=True)
+    except discord.HTTPException:
+        log.info("interaction %s: could not answer the stale %s", interaction.id, key)
+
+
 def _is_nsfw(channel: object) -> bool:
     """Age-restricted: a flag of guild channels (threads take their parent's); never a DM."""
     is_nsfw = getattr(channel, "is_nsfw", None)
     return bool(is_nsfw()) if callable(is_nsfw) else False
+
+
+def _never_deliverable(error: discord.HTTPException) -> bool:
+    """403 (no access or permission) or 404 (channel gone), or a code that says as much: the same
+    request gets the same answer every time."""
+    return isinstance(error, discord.Forbidden | discord.NotFound) or error.code in NEVER_DELIVERABLE
 
 
 def _token_dead(error: discord.HTTPException) -> bool:

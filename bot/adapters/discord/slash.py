@@ -48,7 +48,7 @@ def draw_text(
     if steps is not None:
         parts += ["--steps", str(steps)]
     if cfg is not None:
-        parts += ["--cfg", f"{cfg:g}"]
+        parts += ["--cfg", repr(float(cfg))]  # every digit: `:g` would turn 1.640625 into 1.64062
     if raw:
         parts.append("--raw")
     if negative:
@@ -85,7 +85,7 @@ def build_commands(profile: ModelProfile, run: Runner, styles: list[str] | None 
         cfg="Follow the words more strictly (slower)",
         negative="Things to leave out (acts when cfg is above 1)",
         raw="Use your words exactly, without touch-ups",
-        count="How many pictures (each counts towards your quota)",
+        count="How many pictures (each costs work units from your quota)",
         style="A style preset (see /styles)",
     )
     @app_commands.choices(aspect_ratio=ratios, **({"style": style_choices} if style_choices else {}))
@@ -154,7 +154,7 @@ def build_commands(profile: ModelProfile, run: Runner, styles: list[str] | None 
 
     @app_commands.command()
     async def quota(interaction: discord.Interaction) -> None:
-        """Pictures left today."""
+        """Work units left today (a standard picture is 1)."""
         await run(interaction, "/quota")
 
     @app_commands.command()
@@ -184,7 +184,7 @@ def build_commands(profile: ModelProfile, run: Runner, styles: list[str] | None 
     @app_commands.command()
     @app_commands.describe(user="@someone, a Discord id, or telegram:12345", limit="A number, unlimited or default")
     async def setquota(interaction: discord.Interaction, user: str, limit: str) -> None:
-        """Admins: pictures a day for someone (0 = unlimited)."""
+        """Admins: work units a day for someone (0 = unlimited)."""
         await run(interaction, line("/setquota", target(user), limit))
 
     @app_commands.command()

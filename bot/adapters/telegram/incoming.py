@@ -46,7 +46,12 @@ class Incoming:
         if sender is None or sender.is_bot:
             return
         chat = message.chat
-        caller = caller_for(sender, chat, chat_admin=await self._manages(context, chat, sender, message.text))
+        caller = caller_for(
+            sender,
+            chat,
+            chat_admin=await self._manages(context, chat, sender, message.text),
+            replied_user_id=_replied_sender(message),
+        )
         key = f"telegram:{chat.id}:{message.message_id}"
         reply_to = {"chat_id": chat.id, "reply_to_message_id": message.message_id}
         reply = None
@@ -91,7 +96,11 @@ class Incoming:
         reply_to = {"chat_id": chat.id, "reply_to_message_id": picture.message_id} if picture is not None else {}
         try:
             reply = await self.service.press(
-                caller_for(query.from_user, chat), query.data or "", reply_to, idempotency_key=f"telegram:cb:{query.id}"
+                caller_for(query.from_user, chat),
+                query.data or "",
+                reply_to,
+                idempotency_key=f"telegram:cb:{query.id}",
+                message_id=str(picture.message_id) if picture is not None else None,
             )
         except Exception:
             await self.outbox.answer_query(query)  # stop the spinner; on_error tells the user
@@ -135,7 +144,7 @@ class Incoming:
             log.warning("telegram: could not tell chat %s about the failure: %s", chat.id, error)
 
 
-def caller_for(user: User, chat: Chat | None, chat_admin: bool = False) -> Caller:
+def caller_for(user: User, chat: Chat | None, chat_admin: bool = False, replied_user_id: str | None = None) -> Caller:
     return Caller(
         "telegram",
         str(user.id),
@@ -144,7 +153,16 @@ def caller_for(user: User, chat: Chat | None, chat_admin: bool = False) -> Calle
         chat_id=str(chat.id) if chat is not None else None,
         chat_admin=chat_admin,
         public=chat is not None and chat.type != ChatType.PRIVATE,
+        replied_user_id=replied_user_id,
     )
+
+
+def _replied_sender(message: Message) -> str | None:
+    """Who wrote the message this one replies to (an admin's `/ban` in reply names them); never a bot."""
+    replied = message.reply_to_message
+    if replied is None or replied.from_user is None or replied.from_user.is_bot:
+        return None
+    return str(replied.from_user.id)
 
 
 def _replies_to(message: Message, bot_id: int) -> bool:

@@ -12,6 +12,7 @@ import asyncio
 import datetime as dt
 import io
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -29,7 +30,8 @@ from telegram import (
     Message,
     ReplyParameters,
 )
-from telegram.error import BadRequest, Forbidden, RetryAfter, TelegramError
+from telegram.constants import ChatType
+from telegram.error import BadRequest, ChatMigrated, Forbidden, RetryAfter, TelegramError
 
 from bot.adapters.telegram.fitting import (
     CAUTIOUS_PHOTO_SIDE,
@@ -39,8 +41,10 @@ from bot.adapters.telegram.fitting import (
     fit,
     fits_as_photo,
     shrink_for_photo,
+    unlinked,
     utf16_length,
 )
+from bot.bounded import BoundedMap
 from bot.messages import t
 from bot.service import Delivery, Reply, Service, Undeliverable
 from storage.jobs import Job, JobStatus
@@ -51,6 +55,24 @@ FLOOD_RETRIES = 5
 FLOOD_MARGIN_S = 0.1  # a little past the wait Telegram names
 T = TypeVar("T")
 UPLOAD_TIMEOUTS = {"read_timeout": 60, "write_timeout": 120}
+PRIVATE_ANSWER_INTERVAL_S = 30.0  # per user: answers too long for an alert, sent privately from a group
+CHATS_PACED = 10_000  # chats (and users) whose pacing is remembered at once
+PACING_KEPT_S = 3600.0  # longer than any edit interval or flood wait seen in practice
+SHORT_ANSWER = 160  # UTF-16 units of such an answer shown in the group instead (no private chat)
+# A 400 that means the bot may not post in the chat at all (see _chat_closed).
+CHAT_CLOSED = (
+    "chat not found",
+    "topic_closed",
+    "topic_deleted",
+    "message thread not found",
+    "chat_write_forbidden",
+    "chat_restricted",
+    "not enough rights to send text",
+    "have no rights to send a message",
+    "need administrator rights",
+    "group chat was deactivated",
+    "bot was kicked",
+)
 
 
 @dataclass(frozen=True)
@@ -81,8 +103,13 @@ class Outbox:
         self.bot = bot
         self.service = service
         self.edit_interval = edit_interval
-        self._next_edit: dict[int, float] = {}  # chat id -> monotonic time of the next allowed progress edit
-        self._flood_until: dict[int, float] = {}  # chat id -> when Telegram's last "retry after" ends
+        # Per chat or user, so bounded (bot/bounded.py); an entry forgotten only allows a send sooner.
+        # chat id -> monotonic time of the next allowed progress edit
+        self._next_edit: BoundedMap[int, float] = BoundedMap(CHATS_PACED, ttl_s=PACING_KEPT_S)
+        # chat id -> when Telegram's last "retry after" ends
+        self._flood_until: BoundedMap[int, float] = BoundedMap(CHATS_PACED, ttl_s=PACING_KEPT_S)
+        # user id -> monotonic time of their last private answer
+        self._private_answer_at: BoundedMap[int, float] = BoundedMap(CHATS_PACED, ttl_s=PRIVATE_ANSWER_INTERVAL_S)
 
     # -- answers to users -----------------------------------------------------------------------
 
@@ -105,18 +132,58 @@ class Outbox:
             await self.delete(chat_id, sent.message_id)
 
     async def answer_query(self, query: CallbackQuery, reply: Reply | None = None) -> bool:
-        """Answer a button press (an alert or a toast); True if the reply's text was shown there."""
-        text = reply.text if reply is not None and utf16_length(reply.text) <= MAX_ANSWER else None
+        """Answer a button press (an alert or a toast); True if the reply's text was shown, there or
+        (in a group, when too long for an alert) privately."""
+        fits = reply is not None and utf16_length(unlinked(reply.text)) <= MAX_ANSWER
+        if reply is not None and not fits and reply.alert and reply.job_id is None and _in_group(query):
+            return await self._answer_privately(query, reply)
+        return await self._answer_query(query, unlinked(reply.text) if fits else None, bool(fits and reply.alert))
+
+    async def _answer_query(self, query: CallbackQuery, text: str | None = None, alert: bool = False) -> bool:
         try:
-            await query.answer(text=text, show_alert=bool(text and reply.alert))
+            await query.answer(text=text, show_alert=alert)
         except TelegramError as error:
             log.info("telegram: could not answer callback query %s: %s", query.id, error)
             return False
         return text is not None
 
+    async def _answer_privately(self, query: CallbackQuery, reply: Reply) -> bool:
+        """An answer for the presser alone that no alert can hold (Params of a long prompt): a private
+        message, or a short version in the group when they never started a chat with the bot.  One
+        such post per user every PRIVATE_ANSWER_INTERVAL_S: a faster press gets a toast."""
+        user_id, lang = query.from_user.id, reply.language
+        now = time.monotonic()
+        wait = self._private_answer_at.get(user_id, -PRIVATE_ANSWER_INTERVAL_S) + PRIVATE_ANSWER_INTERVAL_S - now
+        if wait > 0:
+            await self._answer_query(query, t("private_answer_wait", lang, wait=f"{math.ceil(wait)}s"))
+            return True
+        self._private_answer_at[user_id] = now
+        text = fit(reply.text, MAX_TEXT)
+        try:
+            await self._patiently(user_id, lambda: self.bot.send_message(user_id, text))
+        except Forbidden as error:  # never started the bot, or blocked it
+            log.info("telegram: no private chat with %s (%s); a short answer in the group", user_id, error)
+        except TelegramError as error:
+            log.warning("telegram: private answer to %s not sent: %s", user_id, error)
+        else:
+            await self._answer_query(query, t("private_answer_sent", lang))
+            return True
+        await self._answer_query(query)
+        chat_id, message_id = query.message.chat.id, query.message.message_id
+        short = t("private_answer_short", lang, text=fit(reply.text, SHORT_ANSWER))
+        try:
+            await self.send_text(chat_id, short, message_id)
+        except TelegramError as error:
+            log.warning("telegram: short answer in chat %s not sent: %s", chat_id, error)
+        return True
+
     async def send_text(self, chat_id: int, text: str, reply_to_message_id: int | None = None) -> Message:
-        text, replying = fit(text, MAX_TEXT), _replying(reply_to_message_id)
-        return await self._patiently(chat_id, lambda: self.bot.send_message(chat_id, text, reply_parameters=replying))
+        text = fit(text, MAX_TEXT)
+        return await self._replying_if_there(
+            chat_id,
+            reply_to_message_id,
+            lambda replying: self.bot.send_message(chat_id, text, reply_parameters=replying),
+        )
 
     async def delete(self, chat_id: int, message_id: int) -> bool:
         """Best effort: True when the message is gone.  Telegram refuses messages older than 48 hours
@@ -169,10 +236,11 @@ class Outbox:
         options = {
             "caption": caption_for(delivery.caption, delivery.notes),
             "reply_markup": _keyboard(delivery.buttons),
-            "reply_parameters": _replying(where.reply_to_message_id),
             "filename": filename,
         }
-        sent = await self._send_picture(where.chat_id, data, as_photo, options, delivery.spoiler)
+        sent = await self._send_picture(
+            where.chat_id, where.reply_to_message_id, data, as_photo, options, delivery.spoiler
+        )
         # The picture is out.  From here on nothing may raise: a raise means "send it again".
         await self._remember(job.id, where.chat_id, sent.message_id)
         # A document shows its picture unhidden: no lossless copy of a sensitive picture.
@@ -200,12 +268,16 @@ class Outbox:
                     media.append(InputMediaDocument(data, caption=text, filename=name))
             return media
 
-        chat_id, replying = where.chat_id, _replying(where.reply_to_message_id)
+        chat_id = where.chat_id
 
         async def send(photos: bool) -> tuple[Message, ...]:
             media = album(photos)
-            return await self._patiently(
-                chat_id, lambda: self.bot.send_media_group(chat_id, media, reply_parameters=replying, **UPLOAD_TIMEOUTS)
+            return await self._replying_if_there(
+                chat_id,
+                where.reply_to_message_id,
+                lambda replying: self.bot.send_media_group(
+                    chat_id, media, reply_parameters=replying, **UPLOAD_TIMEOUTS
+                ),
             )
 
         async def smaller_photos() -> tuple[Message, ...]:
@@ -228,7 +300,7 @@ class Outbox:
                     reply_parameters=_replying(sent[0].message_id),
                 ),
             )
-            await self._remember(job.id, chat_id, keyboard.message_id)
+            await self._remember(job.id, chat_id, keyboard.message_id, whole_batch=True)
         except TelegramError as error:
             log.warning("telegram: buttons of job %s not sent: %s", job.id, error)
         if delivery.send_png and sent[0].photo and not delivery.spoiler:
@@ -248,17 +320,27 @@ class Outbox:
                 log.warning("telegram: PNG files of job %s not sent: %s", job.id, error)
         await self._clear_status(job.id)
 
-    async def _send_picture(self, chat_id: int, data: bytes, as_photo: bool, options: dict, spoiler: bool = False):
+    async def _send_picture(
+        self, chat_id: int, reply_to: int | None, data: bytes, as_photo: bool, options: dict, spoiler: bool = False
+    ):
         """A photo (a document when Telegram refuses the photo), with timeouts sized for uploads."""
         # Generous timeouts: a TimedOut after Telegram took the upload would make the retry a duplicate.
         options = {**options, **UPLOAD_TIMEOUTS}
 
         async def send(photo: bool, payload: bytes = data):
             if photo:
-                return await self._patiently(
-                    chat_id, lambda: self.bot.send_photo(chat_id, payload, has_spoiler=spoiler, **options)
+                return await self._replying_if_there(
+                    chat_id,
+                    reply_to,
+                    lambda replying: self.bot.send_photo(
+                        chat_id, payload, has_spoiler=spoiler, reply_parameters=replying, **options
+                    ),
                 )
-            return await self._patiently(chat_id, lambda: self.bot.send_document(chat_id, payload, **options))
+            return await self._replying_if_there(
+                chat_id,
+                reply_to,
+                lambda replying: self.bot.send_document(chat_id, payload, reply_parameters=replying, **options),
+            )
 
         async def smaller_photo():
             smaller, _ = await asyncio.to_thread(shrink_for_photo, data, CAUTIOUS_PHOTO_SIDE)
@@ -276,13 +358,15 @@ class Outbox:
     ) -> T:
         """Send as photos, or as documents when Telegram refuses the photos; pictures behind a
         spoiler go again as smaller photos instead (`hidden_fallback`), since a document shows its
-        picture unhidden, and are Undeliverable when refused again.  A chat that is gone or has
-        blocked the bot is Undeliverable, whichever attempt finds out."""
+        picture unhidden.  One fallback only: a 400 is the same answer every time, so a refused
+        document (or fallback) is Undeliverable.  So is a chat that is gone, closed to the bot or has
+        blocked it, whichever attempt finds out.  Network errors and 5xx raise as they are: the
+        service tries again later."""
         try:
             return await _unless_gone(chat_id, send(as_photo))
         except BadRequest as error:
             if not as_photo:
-                raise
+                raise Undeliverable(f"telegram chat {chat_id}: document refused: {error}") from error
             refusal = error
         if hidden_fallback is not None:
             log.info("telegram: photo refused (%s); sending it smaller, still hidden", refusal)
@@ -291,7 +375,10 @@ class Outbox:
             except BadRequest as error:
                 raise Undeliverable(f"telegram chat {chat_id}: hidden photo refused twice: {error}") from error
         log.info("telegram: photo refused (%s); sending it as a document", refusal)
-        return await _unless_gone(chat_id, send(False))
+        try:
+            return await _unless_gone(chat_id, send(False))
+        except BadRequest as error:
+            raise Undeliverable(f"telegram chat {chat_id}: photo and document refused: {error}") from error
 
     async def notify_failure(self, job: Job, text: str) -> None:
         """Turn the status message into the failure, or reply with it when there is none."""
@@ -299,15 +386,21 @@ class Outbox:
         text = fit(text, MAX_TEXT)
         if where.status_message_id is not None:
             try:
-                await self._patiently(
-                    where.chat_id, lambda: self.bot.edit_message_text(text, where.chat_id, where.status_message_id)
+                await _unless_gone(
+                    where.chat_id,
+                    self._patiently(
+                        where.chat_id, lambda: self.bot.edit_message_text(text, where.chat_id, where.status_message_id)
+                    ),
                 )
                 return
             except BadRequest as error:
                 if _not_modified(error):
                     return
                 log.info("telegram: status of job %s gone (%s); replying instead", job.id, error)
-        await self.send_text(where.chat_id, text, where.reply_to_message_id)
+        try:
+            await _unless_gone(where.chat_id, self.send_text(where.chat_id, text, where.reply_to_message_id))
+        except BadRequest as error:  # the same text is refused the same way next time
+            raise Undeliverable(f"telegram chat {where.chat_id}: text refused: {error}") from error
 
     # -- helpers ----------------------------------------------------------------------------------
 
@@ -326,6 +419,20 @@ class Outbox:
                     raise
         raise AssertionError("unreachable")
 
+    async def _replying_if_there(
+        self, chat_id: int, reply_to: int | None, call: Callable[[ReplyParameters | None], Awaitable[T]]
+    ) -> T:
+        """`_patiently(call(reply))`, sent once more without the reply if the message it answers is gone
+        (`allow_sending_without_reply` should spare us that, but not every server honours it)."""
+        replying = _replying(reply_to)
+        try:
+            return await self._patiently(chat_id, lambda: call(replying))
+        except BadRequest as error:
+            if replying is None or not _reply_gone(error):
+                raise
+            log.info("telegram: message %s in chat %s is gone (%s); sending without reply", reply_to, chat_id, error)
+        return await self._patiently(chat_id, lambda: call(None))
+
     async def _send_png(self, job_id: int, chat_id: int, data: bytes, filename: str, photo_id: int) -> None:
         """The lossless file next to the photo Telegram re-encodes; missing it is not worth a resend."""
         try:
@@ -338,10 +445,13 @@ class Outbox:
             return
         await self._remember(job_id, chat_id, sent.message_id)
 
-    async def _remember(self, job_id: int, chat_id: int, message_id: int, picture: int = 0) -> None:
-        """Map the message back to its job (for replies to it); a failure only costs that mapping."""
+    async def _remember(
+        self, job_id: int, chat_id: int, message_id: int, picture: int = 0, whole_batch: bool = False
+    ) -> None:
+        """Map the message back to its job (for replies and button presses on it); a failure only
+        costs that mapping."""
         try:
-            await self.service.record_message(job_id, "telegram", str(chat_id), str(message_id), picture)
+            await self.service.record_message(job_id, "telegram", str(chat_id), str(message_id), picture, whole_batch)
         except Exception:
             log.exception("telegram: could not record message %s of job %s", message_id, job_id)
 
@@ -364,6 +474,11 @@ class Outbox:
     def _may_edit(self, chat_id: int) -> bool:
         now = time.monotonic()
         return now >= self._next_edit.get(chat_id, 0.0) and now >= self._flood_until.get(chat_id, 0.0)
+
+
+def _in_group(query: CallbackQuery) -> bool:
+    message = query.message
+    return message is not None and message.chat.type != ChatType.PRIVATE
 
 
 def _where(job: Job) -> Where:
@@ -398,14 +513,28 @@ def _named(data: bytes, filename: str) -> str:
 
 
 async def _unless_gone(chat_id: int, attempt: Awaitable[T]) -> T:
-    """The attempt's result; Forbidden (blocked, removed) or a chat that no longer exists becomes
-    Undeliverable, since no retry will ever land."""
+    """The attempt's result; Forbidden (blocked, kicked) or a chat that is gone or closed to the bot
+    becomes Undeliverable, since no retry and no other form of the picture will ever land."""
     try:
         return await attempt
+    except ChatMigrated as error:  # a group that became a supergroup: the job names the old id
+        raise Undeliverable(f"telegram chat {chat_id}: moved to {error.new_chat_id}") from error
     except (Forbidden, BadRequest) as error:
-        if isinstance(error, Forbidden) or "chat not found" in str(error).lower():
+        if isinstance(error, Forbidden) or _chat_closed(error):
             raise Undeliverable(f"telegram chat {chat_id}: {error}") from error
         raise
+
+
+def _chat_closed(error: TelegramError) -> bool:
+    """Telegram's words for a chat the bot cannot post in at all (a refused photo is not one: a
+    document may still go)."""
+    text = str(error).lower()
+    return any(words in text for words in CHAT_CLOSED)
+
+
+def _reply_gone(error: TelegramError) -> bool:
+    text = str(error).lower()
+    return "message to be replied not found" in text or "replied message not found" in text
 
 
 def _not_modified(error: TelegramError) -> bool:
