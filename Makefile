@@ -39,6 +39,7 @@ bench: $(STAMP)
 	$(PY) bench/memory_growth.py
 	$(PY) bench/batch.py
 	$(PY) bench/wordlist.py
+	$(PY) bench/chat_list_lag.py
 	$(PY) bench/prompt_cache.py
 
 # The gpu-marked tests, then the matrix; logs and the markdown table land in gpu-out/.
