@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from pathlib import Path
-from typing import Any
 
 import aiosqlite
 
@@ -22,39 +21,10 @@ from storage.jobs import Jobs
 from storage.migrations import apply_migrations, current_version
 from storage.moderation import ModerationStore
 from storage.quota import Quota
+from storage.store import Params, Tx  # Tx and Params are also importable from here, as before
 from storage.users import Users
 
-Params = Sequence[Any]
-
 _BUSY_TIMEOUT_MS = 5000
-
-
-class Tx:
-    """The writer connection inside one open transaction; only `Database.write()` makes these."""
-
-    def __init__(self, conn: aiosqlite.Connection) -> None:
-        self._conn = conn
-
-    async def execute(self, sql: str, params: Params = ()) -> int:
-        """Run one statement; return how many rows it changed."""
-        cursor = await self._conn.execute(sql, params)
-        changed = cursor.rowcount
-        await cursor.close()
-        return changed
-
-    async def insert(self, sql: str, params: Params = ()) -> int:
-        """Run one INSERT; return the new row's id."""
-        cursor = await self._conn.execute(sql, params)
-        row_id = cursor.lastrowid
-        await cursor.close()
-        return int(row_id)
-
-    async def fetch_all(self, sql: str, params: Params = ()) -> list[sqlite3.Row]:
-        return list(await self._conn.execute_fetchall(sql, params))
-
-    async def fetch_one(self, sql: str, params: Params = ()) -> sqlite3.Row | None:
-        rows = await self.fetch_all(sql, params)
-        return rows[0] if rows else None
 
 
 class Database:

@@ -13,11 +13,11 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
-from storage import quota
 from storage.migrations import NOW_SQL
+from storage.quota import refund_in, reserve_in, used_in
 
 if TYPE_CHECKING:
-    from storage.db import Database, Tx
+    from storage.store import Store, Tx
 
 
 class JobStatus(StrEnum):
@@ -113,7 +113,7 @@ _PENDING_SQL = "SELECT * FROM jobs WHERE user_id = ? AND status IN ('queued', 'r
 
 
 class Jobs:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Store) -> None:
         self._db = db
 
     # -- accepting -------------------------------------------------------------------------------
@@ -141,7 +141,7 @@ class Jobs:
         usage stays visible.
         """
         async with self._db.write() as tx:
-            used = await quota.used_in(tx, user_id, day)
+            used = await used_in(tx, user_id, day)
             pending = [job_from_row(row) for row in await tx.fetch_all(_PENDING_SQL, (user_id,))]
             if idempotency_key is not None:
                 existing = await tx.fetch_one("SELECT * FROM jobs WHERE idempotency_key = ?", (idempotency_key,))
@@ -165,7 +165,7 @@ class Jobs:
                     int(sensitive),
                 ),
             )
-            await quota.reserve_in(tx, user_id, job_id, day, cost)
+            await reserve_in(tx, user_id, job_id, day, cost)
             job = await _get_in(tx, job_id)
         return Acceptance(Outcome.ACCEPTED, job, used + cost, pending)
 
@@ -404,7 +404,7 @@ class Jobs:
         async with self._db.write() as tx:
             changed = await tx.execute(sql, params) == 1
             if changed and refund is not None:
-                await quota.refund_in(tx, *refund)
+                await refund_in(tx, *refund)
         return changed
 
 

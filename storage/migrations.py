@@ -147,7 +147,22 @@ ALTER TABLE jobs ADD COLUMN delivery_failures INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE jobs ADD COLUMN delivery_error TEXT;
 """
 
-MIGRATIONS: tuple[str, ...] = (_V1_CORE, _V2_AUDIT_AND_INDEXES, _V3_COMMUNITY, _V4_HARDENING)
+_V5_REFUNDS_ADD_UP = """
+-- Refunds on a job add up (some pictures of a batch fail now, the rest later), so the indexes that
+-- kept a job to one refund row go; what stays, whatever the code does, is that a job's refunds
+-- never give back more than it was charged (and a job charged nothing gets nothing back).
+DROP INDEX quota_ledger_once_per_job;
+DROP INDEX quota_ledger_one_refund;
+CREATE INDEX quota_ledger_by_job ON quota_ledger (job_id) WHERE job_id IS NOT NULL;
+CREATE TRIGGER quota_ledger_refunds_within_charge BEFORE INSERT ON quota_ledger
+WHEN NEW.job_id IS NOT NULL AND NEW.delta < 0
+    AND NEW.delta + (SELECT COALESCE(SUM(delta), 0) FROM quota_ledger WHERE job_id = NEW.job_id) < 0
+BEGIN
+    SELECT RAISE(ABORT, 'refund exceeds what the job was charged');
+END;
+"""
+
+MIGRATIONS: tuple[str, ...] = (_V1_CORE, _V2_AUDIT_AND_INDEXES, _V3_COMMUNITY, _V4_HARDENING, _V5_REFUNDS_ADD_UP)
 
 
 class SchemaTooNew(RuntimeError):

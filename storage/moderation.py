@@ -7,13 +7,13 @@ import sqlite3
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from storage.db import Database
+    from storage.store import Store
 
 LISTS = ("blocked", "sensitive")
 
 
 class ModerationStore:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Store) -> None:
         self._db = db
 
     async def terms(self, scope: str, list_name: str) -> list[str]:

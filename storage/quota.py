@@ -1,5 +1,6 @@
 """The daily quota as a ledger, in work units (bot/cost.py: one unit is one 1024x1024 picture at
-8 steps without guidance): +n when a job costing n units is accepted, -n when it is refunded.
+8 steps without guidance): +n when a job costing n units is accepted, -k for each refund on it
+(some pictures of a batch now, the rest later), the refunds together never more than the n.
 
 Usage for a day is the sum of its rows, so every change is explained and nothing is overwritten.
 `Jobs.accept` writes the reservation in the same transaction as the job; this module reads and refunds.
@@ -10,7 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from storage.db import Database, Tx
+    from storage.store import Store, Tx
 
 RESERVE_REASON = "reserve"
 
@@ -34,23 +35,40 @@ async def reserve_in(tx: Tx, user_id: int, job_id: int, day: str, amount: int = 
 
 
 async def refund_in(tx: Tx, job_id: int, reason: str, pictures: int | None = None) -> bool:
-    """Give back the job's reservation inside an open transaction: all of it, or the share of it
-    that `pictures` of the job's pictures make up, rounded down (so the pictures that were drawn
-    keep paying at least what they cost).  True only the first time: a job is refunded at most once."""
-    refunded = await tx.execute(
-        "INSERT INTO quota_ledger (user_id, job_id, day, delta, reason)"
-        " SELECT user_id, job_id, day, -(CASE WHEN ?1 IS NULL THEN delta ELSE delta * MIN(?1, n) / n END), ?2"
-        " FROM quota_ledger,"
-        "  (SELECT MAX(1, COALESCE(json_extract(request, '$.count'), 1)) AS n FROM jobs WHERE id = ?3)"
-        " WHERE job_id = ?3 AND delta > 0"
-        " AND NOT EXISTS (SELECT 1 FROM quota_ledger WHERE job_id = ?3 AND delta < 0)",
-        (pictures, reason, job_id),
+    """Give back part of the job's reservation inside an open transaction: all that is left of it,
+    or the share of it that `pictures` of the job's pictures make up, rounded down (so the pictures
+    that were drawn keep paying at least what they cost).  Refunds on a job add up but never give
+    back more than it was charged; True when this one gave back anything."""
+    row = await tx.fetch_one(
+        "SELECT quota_ledger.user_id, day, delta AS charged,"
+        " MAX(1, COALESCE(json_extract(request, '$.count'), 1)) AS count,"
+        " (SELECT -COALESCE(SUM(delta), 0) FROM quota_ledger WHERE job_id = ?1 AND delta < 0) AS refunded"
+        " FROM quota_ledger JOIN jobs ON jobs.id = quota_ledger.job_id"
+        " WHERE job_id = ?1 AND delta > 0",
+        (job_id,),
     )
-    return refunded == 1
+    if row is None:
+        return False
+    amount = refund_amount(row["charged"], row["refunded"], row["count"], pictures)
+    if amount <= 0:
+        return False
+    await tx.execute(
+        "INSERT INTO quota_ledger (user_id, job_id, day, delta, reason) VALUES (?, ?, ?, ?, ?)",
+        (row["user_id"], job_id, row["day"], -amount, reason),
+    )
+    return True
+
+
+def refund_amount(charged: int, refunded: int, count: int, pictures: int | None = None) -> int:
+    """Units to give back now for a job that was `charged` units for `count` pictures and has had
+    `refunded` of them back already: `pictures`' share of the charge (all of it for None), capped at
+    what is left."""
+    share = charged if pictures is None else charged * min(pictures, count) // count
+    return max(0, min(share, charged - refunded))
 
 
 class Quota:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Store) -> None:
         self._db = db
 
     async def used(self, user_id: int, day: str) -> int:
@@ -59,7 +77,8 @@ class Quota:
         return int(row[0])
 
     async def refund(self, job_id: int, reason: str) -> bool:
-        """Give back the job's reservation, on the day it was charged; True only the first time."""
+        """Give back what is left of the job's reservation, on the day it was charged; True when
+        anything was left."""
         async with self._db.write() as tx:
             return await refund_in(tx, job_id, reason)
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from storage.db import Database
+    from storage.store import Store
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,7 @@ def user_from_row(row: sqlite3.Row) -> User:
 
 
 class Users:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Store) -> None:
         self._db = db
 
     async def get_or_create(

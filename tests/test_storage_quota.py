@@ -1,10 +1,16 @@
-"""The quota ledger: usage is the sum of its rows, and a job is refunded at most once."""
+"""The quota ledger: usage is the sum of its rows, and a job's refunds add up to at most its charge."""
 
 import asyncio
+import sqlite3
 
+import aiosqlite
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from storage import Database
+from storage.migrations import MIGRATIONS, apply_migrations
+from storage.quota import refund_amount, refund_in
 
 DAY = "2025-03-04"
 
@@ -131,10 +137,10 @@ async def test_a_batch_reserves_its_count_and_is_refunded_whole_or_for_missing_p
     assert await db.jobs.mark_done(three.id, seed=1, image_paths=["a.png"], plan={}, timings={}, missing=2)
     assert await ledger_rows(db, three.id) == [(DAY, 3, "reserve"), (DAY, -2, "pictures missing from the result")]
     assert await db.quota.used(user.id, DAY) == 1
-    with pytest.raises(Exception, match="UNIQUE"):  # the indexes allow one refund per job, whatever the code does
+    with pytest.raises(sqlite3.IntegrityError, match="exceeds"):  # 2 of 3 back already: the schema refuses 2 more
         async with db.write() as tx:
             await tx.execute(
-                "INSERT INTO quota_ledger (user_id, job_id, day, delta, reason) VALUES (?, ?, ?, -1, 'x')",
+                "INSERT INTO quota_ledger (user_id, job_id, day, delta, reason) VALUES (?, ?, ?, -2, 'x')",
                 (user.id, three.id, DAY),
             )
 
@@ -158,10 +164,123 @@ async def test_missing_pictures_give_back_their_share_of_the_jobs_units(db):
         ).job
         await db.jobs.mark_running(job.id)
         assert await db.jobs.mark_done(job.id, seed=1, image_paths=[], plan={}, timings={}, missing=missing)
-        assert not await db.quota.refund(job.id, "and again")  # still refunded at most once
         return [delta for _, delta, _ in await ledger_rows(db, job.id)]
 
     assert await done(count=4, cost=36, missing=1) == [36, -9]  # a quarter of the units
     assert await done(count=3, cost=8, missing=2) == [8, -5]  # 16/3 rounded down: the drawn one pays 3
     assert await done(count=2, cost=9, missing=2) == [9, -9]  # nothing came back: all of it
     assert await db.quota.used(user.id, DAY) == 27 + 3
+
+
+# -- refunds add up, to the charge and no further ----------------------------------------------
+
+
+async def batch_job(db, user_id, count, cost):
+    acceptance = await db.jobs.accept(
+        user_id=user_id,
+        platform="discord",
+        reply_to={},
+        request={"prompt": "x", "count": count},
+        kind="txt2img",
+        day=DAY,
+        daily_limit=None,
+        max_pending=100,
+        cost=cost,
+    )
+    return acceptance.job
+
+
+async def test_a_partial_refund_then_the_rest_gives_back_exactly_the_charge(db):
+    user = await db.users.get_or_create("discord", "ada")
+    job = await batch_job(db, user.id, count=3, cost=8)
+    await db.jobs.mark_running(job.id)
+    assert await db.jobs.mark_done(job.id, seed=1, image_paths=["a.png", "b.png"], plan={}, timings={}, missing=1)
+    assert await db.quota.used(user.id, DAY) == 6  # 8/3 rounded down came back
+    assert await db.quota.refund(job.id, "picture file missing")  # the rest fail later: the rest comes back
+    assert not await db.quota.refund(job.id, "and again")  # nothing is left
+    assert await ledger_rows(db, job.id) == [
+        (DAY, 8, "reserve"),
+        (DAY, -2, "pictures missing from the result"),
+        (DAY, -6, "picture file missing"),
+    ]
+    assert await db.quota.used(user.id, DAY) == 0
+
+
+async def test_partial_refunds_stop_at_the_charge(db):
+    user = await db.users.get_or_create("discord", "ada")
+    job = await batch_job(db, user.id, count=2, cost=5)
+    given = []
+    for _ in range(4):  # a picture's share is 2: 2, 2, then the 1 left, then nothing
+        async with db.write() as tx:
+            given.append(await refund_in(tx, job.id, "one picture", pictures=1))
+    assert given == [True, True, True, False]
+    assert [delta for _, delta, _ in await ledger_rows(db, job.id)] == [5, -2, -2, -1]
+
+
+async def test_concurrent_refunds_never_exceed_the_charge(db, tmp_path):
+    user = await db.users.get_or_create("discord", "ada")
+    job = await batch_job(db, user.id, count=4, cost=10)
+    other = await Database.open(tmp_path / "easel.db")  # a second writer connection on the same file
+    try:
+
+        async def partial(database):
+            async with database.write() as tx:
+                return await refund_in(tx, job.id, "one picture", pictures=1)
+
+        calls = [partial(d) for d in (db, other) * 5] + [d.quota.refund(job.id, "all") for d in (db, other) * 5]
+        await asyncio.gather(*calls)
+    finally:
+        await other.close()
+    refunds = [delta for _, delta, _ in await ledger_rows(db, job.id)][1:]
+    assert all(delta < 0 for delta in refunds) and sum(refunds) == -10
+    assert await db.quota.used(user.id, DAY) == 0
+
+
+async def test_the_schema_refuses_refunds_beyond_the_charge_whatever_the_code_does(db):
+    user = await db.users.get_or_create("discord", "ada")
+    job = await batch_job(db, user.id, count=1, cost=4)
+    insert = "INSERT INTO quota_ledger (user_id, job_id, day, delta, reason) VALUES (?, ?, ?, ?, 'raw')"
+    async with db.write() as tx:
+        await tx.execute(insert, (user.id, job.id, DAY, -3))
+    with pytest.raises(sqlite3.IntegrityError, match="exceeds what the job was charged"):
+        async with db.write() as tx:
+            await tx.execute(insert, (user.id, job.id, DAY, -2))
+    async with db.write() as tx:
+        await tx.execute(insert, (user.id, job.id, DAY, -1))
+    assert await db.quota.used(user.id, DAY) == 0
+
+
+async def test_a_job_refunded_in_part_before_the_upgrade_gets_the_rest_after_it(tmp_path):
+    path = tmp_path / "easel.db"
+    async with aiosqlite.connect(path, isolation_level=None) as conn:
+        assert await apply_migrations(conn, MIGRATIONS[:4]) == [1, 2, 3, 4]
+        await conn.executescript(
+            "INSERT INTO users (id, platform, platform_id) VALUES (1, 'discord', 'ada');"
+            "INSERT INTO jobs (id, user_id, platform, request, kind)"
+            " VALUES (1, 1, 'discord', '{\"prompt\": \"x\", \"count\": 3}', 'txt2img');"
+            f"INSERT INTO quota_ledger (user_id, job_id, day, delta, reason) VALUES (1, 1, '{DAY}', 3, 'reserve');"
+            f"INSERT INTO quota_ledger (user_id, job_id, day, delta, reason) VALUES (1, 1, '{DAY}', -1, 'missing');"
+        )
+    db = await Database.open(path)
+    try:
+        assert await db.quota.refund(1, "system failure")
+        assert [delta for _, delta, _ in await ledger_rows(db, 1)] == [3, -1, -2]
+        assert not await db.quota.refund(1, "again")
+    finally:
+        await db.close()
+
+
+@given(
+    charged=st.integers(1, 1000),
+    count=st.integers(1, 16),
+    requests=st.lists(st.one_of(st.none(), st.integers(-2, 20)), max_size=10),
+)
+def test_refund_amounts_are_never_negative_and_add_up_to_at_most_the_charge(charged, count, requests):
+    refunded = 0
+    for pictures in requests:
+        amount = refund_amount(charged, refunded, count, pictures)
+        assert 0 <= amount <= charged - refunded
+        if pictures is None:
+            assert amount == charged - refunded  # a full refund gives back all that is left
+        refunded += amount
+    assert refunded <= charged
