@@ -12,6 +12,7 @@ chats, queues or storage.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import gc
 import logging
 import random
@@ -24,7 +25,8 @@ from PIL import Image
 from engine.device import probe_device, resolve_device
 from engine.embeddings import EmbeddingCache
 from engine.enhance import enhance_prompts, post_process
-from engine.errors import BadOutput, Cancelled, InvalidRequest, ModelNotFound, NeedsGPU, OutOfMemory
+from engine.errors import Cancelled, InvalidRequest, ModelNotFound, NeedsGPU
+from engine.fallback import Failure, Fallback
 from engine.guards import NonFiniteOutput, Progress, StepWatch, check_decoded, is_out_of_memory
 from engine.learned import LearnedRungs
 from engine.placement import DTYPES, HALF_PLACED, apply_placement
@@ -33,12 +35,8 @@ from engine.planner import (
     Placement,
     Plan,
     choose_dtype,
-    first_fitting,
-    fits_in_ram,
     ladder,
-    largest_fitting_square,
     ram_shortfall,
-    safer_dtype,
 )
 from engine.request import MAX_SEED, RANDOM_SEED, DrawRequest, Kind, ModelProfile, profile_for, seed_for, validate
 from engine.result import Result
@@ -88,7 +86,7 @@ class Engine:
         profile = profile_for(model)
         device = resolve_device(device)
         facts = probe_device(device)
-        if (refusal := why_it_cannot_run(model, facts, allow_cpu)) is not None:
+        if (refusal := why_it_cannot_run(model, facts, allow_cpu, profile)) is not None:
             raise refusal
         shortfall = ram_shortfall(facts, profile)
         if shortfall:
@@ -117,6 +115,7 @@ class Engine:
     def generate(
         self, request: DrawRequest, on_step: OnStep | None = None, should_stop: ShouldStop | None = None
     ) -> Result:
+        """Draw `request.count` pictures with consecutive seeds on the fastest plan that fits."""
         started = time.perf_counter()
         # 1. Check inputs
         request = validate(request, self.profile)
@@ -131,104 +130,48 @@ class Engine:
         #    A size that ran out of memory here lately starts where it last worked (engine/learned.py);
         #    only GPU memory is planned, so only a GPU has anything to learn.
         facts = self.device_facts()
-        plans, batch_plans = self._ladders(facts, request)
         lesson = (request.width, request.height, request.cfg > 1.0, request.count) if facts.is_gpu else None
-        planned = first_fitting(plans)
         held = self._learned.holding(lesson, facts.free_vram_gb) if lesson else None
-        rung = max(planned, held.rung) if held else planned
-        batched = self.one_call_batches and request.count > 1 and batch_plans[rung].fits
-        batch_lesson = bool(held and held.one_call_failed)
-        learned_start = rung > planned or (batched and batch_lesson)
-        batched = batched and not batch_lesson
-        first_rung, one_call_failed = rung, False
+        ladders = functools.partial(self._ladders, facts, request)
+        fallback = Fallback(ladders, facts, self.profile, request, held, self.one_call_batches)
         batch = _Batch(request, [seed_for(seed, i) for i in range(request.count)], Progress(on_step), should_stop)
-        retries: list[str] = []
-        fallbacks: list[str] = []
-        warnings: list[str] = []
 
-        # 3. Run, stepping down on OOM and retrying once on non-finite output.  The failure is noted
-        #    and handled after its `except` block: the exception's traceback holds the failed call's
-        #    frames (latents, activations), which must be gone before memory is released.
-        while True:
-            self._reset_peak_memory()  # the peak of the run that succeeds, not of a failed attempt
-            plan = batch_plans[rung] if batched else plans[rung]
-            bad_stage = None
-            try:
-                self._run(plan, batch, batched)
-                break
-            except NonFiniteOutput as bad:
-                bad_stage = bad.stage
-            except Exception as exc:
-                if not is_out_of_memory(exc):
-                    self._free_memory()
-                    raise
-                log.warning("OOM with plan %s: %s", plan.describe(), str(exc).splitlines()[0][:200])
-            oom_in_batch = batch.batched_call
-            batch.batched_call = False
-            self._free_memory()
-            if bad_stage is not None:
-                if retries:
-                    if not batch.images:
-                        raise BadOutput(stage=bad_stage)
-                    warnings.append(f"non-finite {bad_stage} again: {len(batch.images)} of {request.count} drawn")
-                    break
-                dtype = safer_dtype(plan.dtype, facts.real_bf16 or not facts.is_gpu)
-                safer, safer_batch = self._ladders(facts, request, dtype)
-                # Never back up the ladder: a rung that ran out of memory would again.
-                safer_rung = max(rung, first_fitting(safer))
-                if facts.is_gpu and dtype != plan.dtype and not fits_in_ram(facts, self.profile, safer[safer_rung]):
-                    if batched:  # keep the good pictures: draw them one per call, in this precision
-                        retries.append(f"non-finite {bad_stage} in {plan.dtype}, no RAM for {dtype}: one at a time")
-                        batched = False
-                        continue
-                    if not batch.images:
-                        raise BadOutput("error.bad_output_low_ram", stage=bad_stage)
-                    warnings.append(f"non-finite {bad_stage}: {len(batch.images)} of {request.count} drawn")
-                    break
-                retries.append(f"non-finite {bad_stage} in {plan.dtype}: retried in {dtype}")
-                plans, batch_plans, rung = safer, safer_batch, safer_rung
-                batched = batched and batch_plans[rung].fits
-                continue
-            if oom_in_batch:  # the batch's own activations did not fit: same rung, one picture per call
-                one_call_failed = True
-                fallbacks.append(
-                    f"out of memory with {len(batch.seeds) - len(batch.images)} pictures in one call on "
-                    f"{plan.placement.value}: drew them one at a time"
-                )
-                batched = False
-                continue
-            batched = False  # whatever ran out was not the batch; lower rungs draw one picture per call
-            if rung + 1 >= len(plans):
-                if batch.images:
-                    warnings.append(f"out of memory: {len(batch.images)} of {request.count} drawn")
-                    break
-                fits = largest_fitting_square(facts, self.profile, request.cfg)
-                raise OutOfMemory(width=request.width, height=request.height, fits=fits)
-            fallbacks.append(f"out of memory on {plan.placement.value}: fell back to {plans[rung + 1].placement.value}")
-            log.warning("falling back to %s", plans[rung + 1].describe())
-            rung += 1
+        # 3. Run, stepping down on OOM and retrying once on non-finite output (engine/fallback.py)
+        while (failure := self._attempt(fallback, batch)) is not None:
+            if not fallback.after(failure, drawn=len(batch.images)):
+                break  # out of options with some pictures drawn: keep them (a warning says so)
 
+        # 8. Learn from a fallback, then report
         batch.timings["total"] = time.perf_counter() - started
         peak = self._read_peak_memory()
         self._release_cached_memory()
-        if lesson and (rung > first_rung or one_call_failed) and not retries:
+        if lesson and fallback.worth_learning:
             # Free memory as it is now, not as it was at the start: a program that grabbed memory
             # mid-job (and caused the OOM) still holds it, and the lesson lapses once it lets go.
-            self._learned.learn(lesson, rung, one_call_failed, self.device_facts().free_vram_gb)
-        return Result(
-            images=batch.images,
-            seed=seed,
-            request=request,
-            plan=plan,
-            timings=batch.timings,
-            peak_memory_gb=peak,
-            retries=retries,
-            fallbacks=fallbacks,
-            warnings=[*plan.warnings, *warnings],
-            batched=batched,
-            learned_start=learned_start,
-            prompt_cached=not batch.encoder_ran,
-        )
+            self._learned.learn(lesson, fallback.rung, fallback.one_call_failed, self.device_facts().free_vram_gb)
+        return _result(batch, seed, fallback, peak)
+
+    def _attempt(self, fallback: Fallback, batch: _Batch) -> Failure | None:
+        """One run on the fallback's next plan; on non-finite output or out of memory, what failed.
+        The failure is noted in its `except` block and handled after it: the exception's traceback
+        holds the failed call's frames (latents, activations), which must be gone before memory is
+        released."""
+        self._reset_peak_memory()  # the peak of the run that succeeds, not of a failed attempt
+        plan = fallback.next_plan()
+        stage = None
+        try:
+            self._run(plan, batch, fallback.batched)
+            return None
+        except NonFiniteOutput as bad:
+            stage = bad.stage
+        except Exception as exc:
+            if not is_out_of_memory(exc):
+                self._free_memory()
+                raise
+            log.warning("OOM with plan %s: %s", plan.describe(), str(exc).splitlines()[0][:200])
+        in_batch, batch.batched_call = batch.batched_call, False
+        self._free_memory()
+        return Failure(stage, in_batch)
 
     def _ladders(self, facts: DeviceFacts, request: DrawRequest, dtype: str | None = None) -> tuple[list, list]:
         """The OOM ladder for one picture per call, and the same rungs for the whole batch in one."""
@@ -392,9 +335,31 @@ def _add(timings: dict[str, float], phase: str, mark: float) -> None:
     timings[phase] = round(timings.get(phase, 0.0) + time.perf_counter() - mark, 4)
 
 
-def why_it_cannot_run(model: str, facts: DeviceFacts, allow_cpu: bool | None = None) -> NeedsGPU | None:
+def _result(batch: _Batch, seed: int, fallback: Fallback, peak: float | None) -> Result:
+    plan = fallback.plan
+    return Result(
+        images=batch.images,
+        seed=seed,
+        request=batch.request,
+        plan=plan,
+        timings=batch.timings,
+        peak_memory_gb=peak,
+        retries=fallback.retries,
+        fallbacks=fallback.fallbacks,
+        warnings=[*plan.warnings, *fallback.warnings],
+        batched=fallback.batched,
+        learned_start=fallback.learned_start,
+        prompt_cached=not batch.encoder_ran,
+    )
+
+
+def why_it_cannot_run(
+    model: str, facts: DeviceFacts, allow_cpu: bool | None = None, profile: ModelProfile | None = None
+) -> NeedsGPU | None:
     """What `Engine.load` would refuse with on this device, known before anything is loaded: a
-    caller can then refuse jobs up front instead of queueing work that can never run."""
-    if not facts.is_gpu and profile_for(model).model_gb > 4 and not allow_cpu:
-        return NeedsGPU(model=model, size_gb=round(profile_for(model).model_gb, 1))
+    caller can then refuse jobs up front instead of queueing work that can never run.  A model
+    whose weights pass 4 GB needs a GPU unless `allow_cpu`."""
+    profile = profile or profile_for(model)
+    if not facts.is_gpu and profile.model_gb > 4 and not allow_cpu:
+        return NeedsGPU(model=model, size_gb=round(profile.model_gb, 1))
     return None

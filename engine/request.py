@@ -10,6 +10,7 @@ from enum import StrEnum
 from pathlib import Path
 
 from engine.errors import InvalidRequest
+from engine.model_files import read_model
 
 
 class Kind(StrEnum):
@@ -110,11 +111,35 @@ def seed_for(seed: int, index: int) -> int:
     return (seed + index) % (MAX_SEED + 1)
 
 
+# The pipelines of the one family easel draws with: Z-Image's rules (steps, guidance, multiples of 16).
+Z_IMAGE_PIPELINES = {"ZImagePipeline", "ZImageImg2ImgPipeline", "ZImageInpaintPipeline"}
+
+# Picture sizes by how many patches a side the transformer's rotary table reaches (`axes_lens`;
+# nothing in a model's files names the size it was trained at).  Z-Image-Turbo's 512 draws its
+# official 1024-class table; the tiny test model's transformer reaches a quarter of that (128) and
+# draws the same table a quarter as long a side (TINY, 256x256 by default).  A model gets the
+# largest class its table reaches.
+SIZE_CLASSES = ((512, Z_IMAGE_TURBO), (128, TINY))
+
+# Weights within this share of Z-Image-Turbo's (and its sizes): that model or a fine-tune of it,
+# which keeps the profile the planner is calibrated on (FACTS.md), exactly.
+SAME_WEIGHTS = 0.02
+
+
 def profile_for(model: str) -> ModelProfile:
-    """The profile for a hub id or directory: the tiny test model says so with a marker file."""
-    if (Path(model) / "EASEL_TINY").exists():
-        return TINY
-    return Z_IMAGE_TURBO
+    """The profile for a hub id or directory, from the model's own files (engine/model_files.py): its
+    rules from its family, its memory from its weights on disk, its picture sizes from its
+    transformer.  Z-Image-Turbo's when the files are not here (a hub id before its download), cannot
+    be read whole, or belong to another family (loading says what is wrong with them)."""
+    files = read_model(model)
+    if files is None or files.pipeline not in Z_IMAGE_PIPELINES:
+        return Z_IMAGE_TURBO
+    sizes = next((profile for reach, profile in SIZE_CLASSES if files.positions >= reach), SIZE_CLASSES[-1][1])
+    weights = sum(files.weights_gb.values())
+    if sizes is Z_IMAGE_TURBO and abs(weights - Z_IMAGE_TURBO.model_gb) <= SAME_WEIGHTS * Z_IMAGE_TURBO.model_gb:
+        return Z_IMAGE_TURBO
+    name = Path(model.rstrip("/\\")).name or model
+    return replace(sizes, name=name, **{f"{component}_gb": gb for component, gb in files.weights_gb.items()})
 
 
 @dataclass(frozen=True)

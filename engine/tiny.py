@@ -2,12 +2,13 @@
 
 Same classes and the same on-disk layout as Tongyi-MAI/Z-Image-Turbo, a few hundred kilobytes in
 size, so tests, benchmarks and `make run` on a machine without the real model exercise the exact
-`from_pretrained` path production uses.  Run `python -m engine.tiny DIR` to write one.
+`from_pretrained` path production uses.  Nothing marks it as a test model: its profile is read from
+its files like any other model's (`profile_for` in engine/request.py).  Run `python -m engine.tiny DIR`
+to write one.
 """
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -107,7 +108,6 @@ def write_tiny_model(directory: str | Path, seed: int = 0) -> Path:
     """Write the tiny pipeline to `directory` in the hub layout and return the path."""
     directory = Path(directory)
     build_pipeline(seed).save_pretrained(directory)
-    (directory / "EASEL_TINY").write_text(json.dumps({"seed": seed}))
     return directory
 
 

@@ -21,6 +21,7 @@ from bot.messages import t
 from bot.service import Caller
 from engine.request import DrawRequest, seed_for
 from storage.jobs import JobStatus
+from tests.support.faults import FaultyEngine
 from tests.test_service import RecordingAdapter, alice, bob, settled, shown_on
 
 FAST = {"EASEL_HEARTBEAT_S": 0.25, "EASEL_CLAIM_IDLE_S": 2, "EASEL_MAX_DELIVERIES": 2}
@@ -124,14 +125,16 @@ async def make_scale_app(make_settings):
 
 @pytest.fixture
 async def run_worker(make_settings, engine):
-    """`run_worker(redis_url, **overrides)`: the `easel worker` loop as a task in this process."""
+    """`run_worker(redis_url, slow_on=None, **overrides)`: the `easel worker` loop as a task in this
+    process; jobs whose prompt contains `slow_on` take 0.2 s longer a step (tests/support/faults.py)."""
     from bot.scale.remote import RemoteWorker
 
     workers: list[tuple[RemoteWorker, asyncio.Task]] = []
 
-    def start(redis_url: str, **overrides) -> RemoteWorker:
+    def start(redis_url: str, slow_on: str | None = None, **overrides) -> RemoteWorker:
         config = scale_settings(make_settings, redis_url, EASEL_WORKER_ID=f"inproc-{len(workers)}", **overrides)
-        worker = RemoteWorker(config, engine_factory=lambda: engine)
+        drawing = FaultyEngine(engine, slow_on=slow_on) if slow_on else engine
+        worker = RemoteWorker(config, engine_factory=lambda: drawing)
         workers.append((worker, asyncio.create_task(worker.run())))
         return worker
 
@@ -210,7 +213,7 @@ def server_fields(server: RedisServer, job_id: int) -> set[bytes]:
 async def test_progress_comes_back_and_cancel_reaches_the_worker_within_a_step(
     redis_server, make_scale_app, run_worker
 ):
-    run_worker(redis_server.url, EASEL_TEST_SLOW_ON_PROMPT="slowpoke")
+    run_worker(redis_server.url, slow_on="slowpoke")
     app, adapter = await make_scale_app(redis_server.url)
     steps: list[int] = []
     original = app.service._on_step

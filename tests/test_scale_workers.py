@@ -2,6 +2,9 @@
 and the real bot app.  Fairness across two workers, a worker SIGKILLed mid-job, a job that kills
 every worker, a bot restart and a Redis restart with jobs in flight.
 
+The workers start through tests/support/faulty_worker.py: the real worker, its engine wrapped to
+die (a real process death, exit status 9) or dawdle on a word in the prompt.
+
 The two workers live for the whole module (loading the model costs seconds); each test starts from
 an empty Redis and respawns workers an earlier test killed.  The job-killing tests come last.
 """
@@ -28,8 +31,8 @@ from tests.test_service import alice, bob, settled
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parent.parent
-SLOW = "slowpoke"  # prompts with this word take 0.2 s a step on the workers (fault hook)
-CRASH = "kaboom"  # prompts with this word kill the worker that takes them (fault hook)
+SLOW = "slowpoke"  # prompts with this word take 0.2 s a step on the workers (tests/support/faults.py)
+CRASH = "kaboom"  # prompts with this word kill the worker that takes them (exit status 9)
 
 
 class Workers:
@@ -51,16 +54,13 @@ class Workers:
             EASEL_HEARTBEAT_S="0.25",
             EASEL_CLAIM_IDLE_S="2",
             EASEL_MAX_DELIVERIES="2",
-            EASEL_TEST_SLOW_ON_PROMPT=SLOW,
-            EASEL_TEST_CRASH_ON_PROMPT=CRASH,
             EASEL_DATA_DIR=str(self.folder / f"{name}-data"),
             OMP_NUM_THREADS="1",
             HF_HUB_OFFLINE="1",
         )
         log = open(self.folder / f"{name}.log", "ab")  # noqa: SIM115 - the child keeps it
-        self.processes[name] = subprocess.Popen(
-            [sys.executable, "-m", "bot.cli", "worker"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
-        )
+        command = [sys.executable, "-m", "tests.support.faulty_worker", "--crash-on", CRASH, "--slow-on", SLOW]
+        self.processes[name] = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
 
     def ensure(self, *names: str) -> None:
         for name in names:

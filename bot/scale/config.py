@@ -23,11 +23,6 @@ class ScaleSettings(Settings):
     max_deliveries: int = Field(default=3, ge=1, alias="EASEL_MAX_DELIVERIES")
     result_ttl_s: int = Field(default=86_400, ge=60, alias="EASEL_RESULT_TTL_S")
     job_timeout_s: float = Field(default=900.0, gt=0, alias="EASEL_JOB_TIMEOUT_S")
-    # Fault-injection hooks for the scale-out tests (tests/test_scale_workers.py); leave unset.
-    # A worker that takes a job whose prompt contains `test_crash_on_prompt` dies on the spot
-    # (os._exit(9)), like a machine losing power; `test_slow_on_prompt` makes every step 0.2 s slower.
-    test_crash_on_prompt: str | None = Field(default=None, alias="EASEL_TEST_CRASH_ON_PROMPT")
-    test_slow_on_prompt: str | None = Field(default=None, alias="EASEL_TEST_SLOW_ON_PROMPT")
 
     @model_validator(mode="after")
     def _claim_after_heartbeats(self) -> ScaleSettings:

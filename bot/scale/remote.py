@@ -43,8 +43,6 @@ from engine.request import DrawRequest
 
 log = logging.getLogger(__name__)
 
-SLOW_STEP_S = 0.2  # the EASEL_TEST_SLOW_ON_PROMPT fault hook
-
 
 class _Progress:
     """The latest (step, total), written by the engine thread and read by the heartbeat."""
@@ -168,9 +166,6 @@ class RemoteWorker:
             log.info("job %s: not drawing it (%s)", handout.job_id, verdict)
             return
         request = DrawRequest.from_dict(json.loads(payload))
-        if self.config.test_crash_on_prompt and self.config.test_crash_on_prompt in request.prompt:
-            log.critical("fault injection: EASEL_TEST_CRASH_ON_PROMPT matched job %s; dying", handout.job_id)
-            os._exit(9)
         log.info("job %s: drawing (seed %s)", handout.job_id, request.seed)
         self._busy, self._busy_since = handout.job_id, time.monotonic()
         self._busy_timeout = self.timeout_for(request)
@@ -213,14 +208,7 @@ class RemoteWorker:
 
     def _generate(self, request: DrawRequest, stop: threading.Event, progress: _Progress) -> tuple[Any, list[bytes]]:
         """On the GPU thread: draw, then encode the PNGs there too (off the event loop)."""
-        slow = bool(self.config.test_slow_on_prompt) and self.config.test_slow_on_prompt in request.prompt
-
-        def should_stop() -> bool:
-            if slow:
-                time.sleep(SLOW_STEP_S)
-            return stop.is_set()
-
-        result = self._engine.generate(request, on_step=progress.update, should_stop=should_stop)
+        result = self._engine.generate(request, on_step=progress.update, should_stop=stop.is_set)
         return result, [encode_png(image) for image in result.images]
 
     async def _report(self, handout: Handout, state: State, meta: dict, images: list[bytes]) -> None:
