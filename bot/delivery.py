@@ -7,6 +7,8 @@ The rules (docs/OPERATIONS.md, "Delivery"):
   once its gap has passed: the sweep interval, doubled after each failed round, at most an hour.
 - After `max_delivery_sweeps` failed rounds the delivery is dead: `jobs.delivery_error` says why,
   nothing sends it again, and admins see it in /queue and /stats.
+- No adapter for the job's platform (not started yet, or no longer configured) is a failed attempt
+  like any other, so such a job ends dead too instead of being swept forever.
 - An adapter that knows the platform will never take it raises Undeliverable: given up at once,
   the chat told where it can be.  The picture was drawn, so it is not refunded; it stays in /history.
 Mixed into `Service`."""
@@ -17,6 +19,7 @@ import asyncio
 import logging
 import time
 
+from bot.bounded import BoundedMap
 from bot.buttons import BATCH_PER_PICTURE, BATCH_ROW, BUTTON_ROW, button_id
 from bot.contract import Delivery, Undeliverable
 from bot.logs import current_job
@@ -29,6 +32,13 @@ log = logging.getLogger(__name__)
 DELIVERY_RETRIES = 5  # attempts in one round
 MAX_RETRY_GAP_S = 60.0
 MAX_SWEEP_GAP_S = 3600.0
+SWEEP_GAPS_KEPT = 10_000  # jobs between failed rounds remembered at once; one forgotten is swept sooner
+
+
+def sweep_gaps() -> BoundedMap[int, float]:
+    """Job -> monotonic time its next delivery round may start.  An entry is popped when the delivery
+    ends, and forgotten MAX_SWEEP_GAP_S after it was written anyway (its time has passed by then)."""
+    return BoundedMap(SWEEP_GAPS_KEPT, ttl_s=MAX_SWEEP_GAP_S)
 
 
 class PictureMissing(Exception):
@@ -91,15 +101,20 @@ class Deliveries:
         job = adapter = None
         try:
             job = await self.db.jobs.get(job_id)
-            adapter = self.adapters.get(job.platform) if job else None
-            if job is None or job.delivered_at or job.delivery_error or job.deleted or adapter is None:
+            if job is None or job.delivered_at or job.delivery_error or job.deleted:
+                self._sweep_after.pop(job_id, None)
                 return None
+            adapter = self.adapters.get(job.platform)
+            if adapter is None:  # not started (yet), or no longer configured: a failed try like any other
+                log.warning("job %s: no %s adapter to deliver with (attempt %d)", job_id, job.platform, attempt + 1)
+                return f"no {job.platform} adapter running"
             lang = await self._owner_language(job)
             if job.status is JobStatus.DONE:
                 await adapter.deliver(await self.delivery_for(job, lang))
             elif job.status is JobStatus.FAILED:
                 await adapter.notify_failure(job, t(job.error_key or "error.internal", lang, **job.error_params))
             else:
+                self._sweep_after.pop(job_id, None)
                 return None
             await self.db.jobs.mark_delivered(job_id)
             self._sweep_after.pop(job_id, None)
@@ -131,6 +146,7 @@ class Deliveries:
         sweep waits a gap that doubles with every failed round."""
         failures = await self.db.jobs.record_delivery_failure(job_id)
         if failures == 0:  # delivered or given up meanwhile
+            self._sweep_after.pop(job_id, None)
             return
         limit = self.settings.max_delivery_sweeps
         if failures >= limit:

@@ -59,6 +59,7 @@ class Dispatching:
         if job_id in self._cancel_requested:  # cancelled between leaving the queue and starting
             await self._cancel_before_start(job)
             return
+        # No await from here until worker.run registers the job: a later cancel reaches the worker.
         self._running[job_id] = (time.monotonic(), cost)
         if enqueued is not None:
             self.metrics.wait_seconds.observe(time.monotonic() - enqueued)

@@ -78,12 +78,8 @@ async def press(
     service: Service, caller: Caller, user: User, press: ButtonPress, reply_to: dict, idempotency_key: str | None
 ) -> Reply:
     lang = service.language(user)
-    job = await service.db.jobs.get(press.job_id)
-    if job is None or job.deleted or job.status is not JobStatus.DONE or press.picture >= len(job.image_paths):
-        return _reply(service, user, t("stale_button", lang), alert=True)
-    # Button data is written by the client: only the message the service posted for this job (and
-    # picture) may press its buttons, or a forged press would read, copy or delete across chats.
-    if not await _pressed_where_shown(service, caller, press):
+    job = await pressed_job(service, caller, press)
+    if job is None:
         return _reply(service, user, t("stale_button", lang), alert=True)
     if press.action is Action.PARAMS:
         return _reply(service, user, params_text(service, job, lang), alert=True)
@@ -97,7 +93,21 @@ async def press(
             await service.db.audit.record(user.id, "delete", f"job:{job.id}")
         return _reply(service, user, t("deleted", lang), delete_message=True, alert=True)
     request = service.request_for_action(press.action, job, press.picture)
-    return await service.submit(caller, user, request, reply_to, parent_id=job.id, idempotency_key=idempotency_key)
+    own_words = job.user_id == user.id  # someone else's words are refused, never struck against the presser
+    return await service.submit(
+        caller, user, request, reply_to, parent_id=job.id, idempotency_key=idempotency_key, own_words=own_words
+    )
+
+
+async def pressed_job(service: Service, caller: Caller, press: ButtonPress) -> Job | None:
+    """The finished job a press names, if the message it was pressed on shows it; None: stale or forged.
+
+    Button data is written by the client: only the message the service posted for this job (and
+    picture) may press its buttons, or a forged press would read, copy or delete across chats."""
+    job = await service.db.jobs.get(press.job_id)
+    if job is None or job.deleted or job.status is not JobStatus.DONE or press.picture >= len(job.image_paths):
+        return None
+    return job if await _pressed_where_shown(service, caller, press) else None
 
 
 async def _pressed_where_shown(service: Service, caller: Caller, press: ButtonPress) -> bool:
@@ -283,8 +293,9 @@ async def admin(service: Service, caller: Caller, actor: User, command) -> Reply
             if dead:
                 lines.append(t("stats_dead_deliveries", lang, count=dead))
             return _reply(service, actor, "\n".join(lines))
-    if isinstance(command, c.Ban) and caller.replied_user_id and command.target and not c.is_target(command.target):
-        command = c.Ban("", f"{command.target} {command.reason}".strip())  # in reply: every word is the reason
+    if isinstance(command, c.Ban) and caller.replied_user_id and not _names_explicitly(command.target):
+        # In reply: every word is the reason ("/ban 3 times spamming" must not ban user 3).
+        command = c.Ban("", f"{command.target} {command.reason}".strip())
     target = await resolve_target(service, caller, command.target)
     match command:
         case c.Ban(reason=reason):
@@ -316,6 +327,12 @@ async def moderation_stats(service: Service, lang: str) -> str:
         label = f"{who.platform}:{who.name or who.platform_id}" if who else str(user_id)
         limited.append(t("limited_user", lang, user=label, scope=scope, strikes=count, left=_minutes(left)))
     return t("stats_moderation", lang, strikes=strikes, limited=", ".join(limited) or t("nobody", lang))
+
+
+def _names_explicitly(target: str) -> bool:
+    """`telegram:123` or a mention `<@123>`: a user named on purpose; a bare number may be any word."""
+    match = c.TARGET.fullmatch(target.strip())
+    return match is not None and (match[1] is not None or match[3] is not None)
 
 
 def _masked(term: str) -> str:

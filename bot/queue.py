@@ -5,7 +5,8 @@ goes in rounds: each visit to the user at the front of the rotation adds one uni
 their deficit; they give up their oldest jobs while the oldest costs no more than the deficit,
 paying for each, then move to the back.  So a 36-unit job waits about as long as 36 one-unit jobs
 would, and with every job at one unit this is plain round-robin.  A user whose FIFO empties leaves
-the rotation, loses what deficit they had left, and on their next push joins at the back.
+the rotation, loses what deficit they had left, and on their next push joins at the back; a user
+whose next job is cancelled loses the deficit saved up for it.
 
 Because the order is a pure function of the rotation, the deficits and the FIFOs, a job's position
 is computed arithmetically (see `position`) instead of by simulating the queue: with a deficit d
@@ -162,9 +163,14 @@ class FairQueue:
         if user is None:
             return False
         lane = self._rotation[user]
+        was_next = lane.jobs[0][0] == job_id
         lane.drop(job_id)
         if not lane.jobs:
-            del self._rotation[user]
+            del self._rotation[user]  # and with the lane goes its deficit, as when a FIFO empties
+        elif was_next:
+            # The deficit was earned waiting for this job: spent on the next ones it would let the
+            # user burst ahead of everyone.  Only the quantum of a visit under way is kept.
+            lane.deficit = min(lane.deficit, QUANTUM if lane.visiting else 0)
         return True
 
     def position(self, job_id: int) -> int | None:

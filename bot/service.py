@@ -18,7 +18,7 @@ from typing import Any
 from bot.buttons import Action, parse_button_id
 from bot.contract import Adapter, Caller, Delivery, Reply, Undeliverable
 from bot.cost import Unit, guidance_factor, largest_count, largest_size, request_cost
-from bot.delivery import Deliveries
+from bot.delivery import Deliveries, sweep_gaps
 from bot.dispatch import Dispatching
 from bot.errors import UserError
 from bot.eta import EtaEstimator, eta_for_position
@@ -67,7 +67,7 @@ class Service(Dispatching, Deliveries):
         self._last_progress: dict[int, float] = {}
         self._last_position: dict[int, int] = {}
         self._delivering: set[int] = set()
-        self._sweep_after: dict[int, float] = {}  # job -> monotonic time its next delivery round may start
+        self._sweep_after = sweep_gaps()  # job -> monotonic time its next delivery round may start (bounded)
         self._tasks: set[asyncio.Task] = set()
         self._dispatcher: asyncio.Task | None = None
         self._sweeper: asyncio.Task | None = None
@@ -200,11 +200,18 @@ class Service(Dispatching, Deliveries):
             key = "chat_not_allowed"
         else:
             return None
-        if known is not None:
-            lang = self.language(known)
-        else:
-            lang = language_for(caller.language) if caller.language else self.settings.default_language
+        lang = self._language_of(caller, known)
         return Reply(t(key, lang), lang, alert=True)
+
+    async def language_of(self, caller: Caller) -> str:
+        """The caller's language without creating a user row, for answering someone who may be a
+        stranger (a forged press, a failure): their stored choice, else their client's."""
+        return self._language_of(caller, await self.db.users.find(caller.platform, caller.user_id))
+
+    def _language_of(self, caller: Caller, known: User | None) -> str:
+        if known is not None:
+            return self.language(known)
+        return language_for(caller.language) if caller.language else self.settings.default_language
 
     async def _run(self, caller: Caller, command: Any, reply_to: dict, idempotency_key: str | None) -> Reply:
         from bot import handlers
@@ -270,9 +277,15 @@ class Service(Dispatching, Deliveries):
         if refusal is not None:
             return refusal  # before their words are read
         # A batch shown as one message (Discord's gallery, Telegram's button message): "#3 words"
-        # names its picture.
+        # names its picture.  Under one picture of the batch, "#3" is just words.
         pick = PICK.match(text)
-        if pick and len(parent.image_paths) > 1 and 1 <= int(pick[1]) <= len(parent.image_paths):
+        batch = len(parent.image_paths)
+        if (
+            pick
+            and batch > 1
+            and 1 <= int(pick[1]) <= batch
+            and await self._shows_whole_batch(caller.platform, chat_id, message_id, parent, picture)
+        ):
             picture, text = int(pick[1]) - 1, text[pick.end() :]
         try:
             command = parse(text, self.profile, bot_username=bot_username)
@@ -292,6 +305,12 @@ class Service(Dispatching, Deliveries):
         draw = Draw(request, parent_id=parent.id, style=command.style)
         return await self._run(caller, draw, reply_to, idempotency_key)
 
+    async def _shows_whole_batch(self, platform: str, chat_id: str, message_id: str, job: Job, picture: int) -> bool:
+        """Whether a message of a batch job shows all of its pictures: one that shows a single
+        picture carries no other picture's buttons (storage.jobs.Jobs.shows)."""
+        other = (picture + 1) % len(job.image_paths)
+        return await self.db.jobs.shows(platform, chat_id, message_id, job.id, other)
+
     async def _parse_error(self, caller: Caller, text: str, error: UserError) -> Reply:
         """How to fix the command, unless it holds a blocked word: the fix would repeat it back."""
         user = await self.user_for(caller)
@@ -310,18 +329,21 @@ class Service(Dispatching, Deliveries):
         message_id: str | None,
     ) -> Reply:
         """A button press on `message_id` in the caller's chat.  The id is checked against the
-        database and against the message it was pressed on: forged or stale ones get an alert."""
-        from bot.handlers import ButtonPress
+        database and against the message it was pressed on: forged or stale ones get an alert,
+        before a user row is made for whoever sent them."""
+        from bot.handlers import ButtonPress, pressed_job
 
         refusal = await self.turned_away(caller)
         if refusal is not None:
             return refusal
         parsed = parse_button_id(data)
-        if parsed is None:
-            user = await self.user_for(caller)
-            return Reply(t("stale_button", self.language(user)), self.language(user), alert=True)
-        action, job_id, picture = parsed
-        press = ButtonPress(action, job_id, picture, message_id=None if message_id is None else str(message_id))
+        press = None
+        if parsed is not None:
+            action, job_id, picture = parsed
+            press = ButtonPress(action, job_id, picture, message_id=None if message_id is None else str(message_id))
+        if press is None or await pressed_job(self, caller, press) is None:
+            lang = await self.language_of(caller)
+            return Reply(t("stale_button", lang), lang, alert=True)
         return await self._run(caller, press, reply_to, idempotency_key)
 
     async def attach_status_message(self, job_id: int, **where: Any) -> None:
@@ -352,9 +374,11 @@ class Service(Dispatching, Deliveries):
         parent_id: int | None = None,
         idempotency_key: str | None = None,
         style: str | None = None,
+        own_words: bool = True,
     ) -> Reply:
         """Moderate the user's words, apply the style, validate and pace; then check quota and
-        pending atomically, persist, and queue.  Stored before 'queued'."""
+        pending atomically, persist, and queue.  Stored before 'queued'.  `own_words` False: the
+        words are someone else's (a button under their picture), refused but never a strike."""
         if self.cannot_draw is not None:  # known at start: queueing would only fail later
             raise self.cannot_draw
         lang = self.language(user)
@@ -364,7 +388,7 @@ class Service(Dispatching, Deliveries):
         sensitive = False
         if not resent:
             # The user's own words are judged, before a preset adds its (trusted) template.
-            sensitive = await self._moderate(caller, user, request, parent_id, idempotency_key)
+            sensitive = await self._moderate(caller, user, request, parent_id, idempotency_key, own_words)
         if style is not None:
             request = await self._styled(caller, request, style)
             stored["style"] = style.lower()
@@ -424,13 +448,21 @@ class Service(Dispatching, Deliveries):
         return Reply(self.queued_text(job, lang), lang, job_id=job.id)
 
     async def _moderate(
-        self, caller: Caller, user: User, request: DrawRequest, parent_id: int | None, idempotency_key: str | None
+        self,
+        caller: Caller,
+        user: User,
+        request: DrawRequest,
+        parent_id: int | None,
+        idempotency_key: str | None,
+        own_words: bool = True,
     ) -> bool:
         """Refuse blocked words, and sensitive words outside age-restricted Discord channels when the
         server asks for that; True when the picture must go out behind a spoiler (as must anything
         made from a sensitive picture).  Every refused request is a strike: a blocked word in the
-        prompt or in `--no`, in a reply to a picture, or through a button (its stored words may
-        predate the list, but pressing again and again is what a raid looks like)."""
+        prompt or in `--no`, in a reply to a picture, or through a button on one's own picture (its
+        stored words may predate the list, but pressing again and again is what a raid looks like).
+        A button on someone else's picture is refused without a strike: the words are not the
+        presser's, and anyone in a group can press it."""
         admin = self.is_admin(caller)
         scope = scope_for(caller)
         if not admin and (left := await self.moderator.limited_for(user.id, scope)) > 0:
@@ -439,7 +471,7 @@ class Service(Dispatching, Deliveries):
         if verdict.blocked is not None:
             log.info("refused a prompt from %s:%s: it matches a blocked entry", caller.platform, caller.user_id)
             self.metrics.refusals.labels("blocked").inc()
-            if not admin:
+            if not admin and own_words:
                 await self.moderator.strike(user.id, scope, idempotency_key)
             raise UserError("blocked_prompt")
         sensitive = verdict.sensitive

@@ -52,6 +52,7 @@ class GpuWorker:
     async def run(self, job_id: int, request: DrawRequest, on_step: ProgressCallback | None = None) -> Any:
         """Generate on the GPU thread; `cancel(job_id)` stops it within a step."""
         loop = asyncio.get_running_loop()
+        # Registered here and removed in `finally`, so no path leaves one behind.
         stop = self._stop_flags.setdefault(job_id, threading.Event())
 
         def step(index: int, total: int) -> None:
@@ -73,8 +74,13 @@ class GpuWorker:
         return await asyncio.get_running_loop().run_in_executor(self._thread, function, *args)
 
     def cancel(self, job_id: int) -> bool:
-        """Stop a job that is running or about to run (the service only asks for dispatched jobs)."""
-        self._stop_flags.setdefault(job_id, threading.Event()).set()
+        """Stop a running job within a step; False if this worker is not running it.  A job
+        cancelled before it runs is the dispatcher's to skip (Service._cancel_requested): a flag
+        kept for it here would stay for good if it never ran."""
+        stop = self._stop_flags.get(job_id)
+        if stop is None:
+            return False
+        stop.set()
         return True
 
     def _generate(self, request: DrawRequest, on_step: ProgressCallback, should_stop: Callable[[], bool]) -> Any:

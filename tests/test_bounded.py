@@ -70,6 +70,39 @@ async def test_ten_thousand_callers_leave_bounded_state_behind(make_app, monkeyp
     assert not app.service._cancel_requested and not app.worker._stop_flags
 
 
+async def test_a_cancel_that_lands_before_the_job_runs_leaves_no_stop_flag(make_app, monkeypatch):
+    import asyncio
+
+    from storage.jobs import JobStatus
+
+    app = await make_app(EASEL_COOLDOWN_S="0")
+    app.service.register(RecordingAdapter(service=app.service))
+    entered, gate = asyncio.Event(), asyncio.Event()
+    real = app.db.jobs.mark_running
+
+    async def held(job_id):  # the job has left the queue; the GPU thread has not started it
+        entered.set()
+        await gate.wait()
+        return await real(job_id)
+
+    monkeypatch.setattr(app.db.jobs, "mark_running", held)
+    await app.service.start()
+    caller = Caller("telegram", "500", chat_id="500")
+    reply = await app.service.handle_text(caller, "/draw a kite --steps 1 --size 64x64", {})
+    await asyncio.wait_for(entered.wait(), 10)
+    await app.service.handle_text(caller, f"/cancel {reply.job_id}", {})
+    gate.set()
+    for _ in range(500):
+        if (await app.db.jobs.get(reply.job_id)).status is JobStatus.CANCELLED and not app.service._dispatched:
+            break
+        await asyncio.sleep(0.02)
+    assert (await app.db.jobs.get(reply.job_id)).status is JobStatus.CANCELLED
+    assert not app.worker._stop_flags
+    # A cancel for a job this worker never runs leaves nothing behind either.
+    app.worker.cancel(987654)
+    assert not app.worker._stop_flags
+
+
 def test_cooldowns_are_forgotten_once_they_are_over():
     from bot.moderation import Moderator
     from bot.settings import Settings

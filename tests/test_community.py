@@ -247,6 +247,25 @@ async def test_a_batch_paints_n_pictures_costs_n_and_each_picture_has_its_button
     assert not any(app.service.images.resolve(path).exists() for path in job.image_paths)
 
 
+async def test_hash_n_picks_a_picture_only_in_reply_to_a_whole_batch_message(make_app):
+    app, _ = await started(make_app, EASEL_DAILY_QUOTA="10", EASEL_COOLDOWN_S="0")
+    reply = await draw(app, alice(), "/draw a lighthouse --n 2 --seed 40 --steps 1")
+    job = await settled(app, reply.job_id)
+    pictures = [str(app.service.images.resolve(path)) for path in job.image_paths]
+    # The batch's first picture also went out as a message of its own (Telegram's album).
+    await app.service.record_message(job.id, "telegram", "1", "single-0", picture=0)
+
+    async def vary(text: str, message_id: str):
+        varied = await app.service.vary_from_picture(alice(), text, "1", message_id, {"chat_id": "1"}, None)
+        assert varied.job_id is not None, varied.text
+        return await app.db.jobs.get(varied.job_id)
+
+    on_single = await vary("#2 at night", "single-0")
+    assert (on_single.request["prompt"], on_single.request["source_image"]) == ("#2 at night", pictures[0])
+    on_batch = await vary("#2 at dawn", shown_on(job.id))
+    assert (on_batch.request["prompt"], on_batch.request["source_image"]) == ("at dawn", pictures[1])
+
+
 async def test_pictures_missing_from_a_batch_result_are_not_charged(make_app):
     """A worker of an older version draws one picture of a batch: the rest is given back."""
     app, adapter = await started(make_app)

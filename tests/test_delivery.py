@@ -12,6 +12,7 @@ import pytest
 
 import bot.delivery as delivery_module
 from bot.messages import t
+from bot.service import Caller
 from storage.jobs import Job
 from tests import test_discord_adapter as discord_harness
 from tests import test_telegram_adapter as telegram_harness
@@ -19,7 +20,7 @@ from tests.fakes.discord_server import FakeDiscord
 from tests.fakes.telegram_server import FakeTelegram
 from tests.test_discord_adapter import ADMIN_ID, CHANNEL_ID, USER_ID, answer, command, draw, hold_gpu
 from tests.test_service import RecordingAdapter, alice
-from tests.test_telegram_adapter import ADMIN, ALICE, SLOW, jobs_of, quota_used, said, say, settled
+from tests.test_telegram_adapter import ADMIN, ALICE, GROUP, SLOW, jobs_of, quota_used, said, say, settled
 
 tg = telegram_harness.tg  # fixtures
 easel = telegram_harness.easel
@@ -124,6 +125,37 @@ async def test_a_reply_target_that_is_gone_sends_the_picture_without_the_reply(e
     assert uploads(tg, mark) == [("sendPhoto", False), ("sendPhoto", True)]  # no document fallback spent on it
 
 
+MIGRATED = -1009876543210  # the supergroup a basic group became
+
+
+async def test_a_picture_for_a_group_that_became_a_supergroup_goes_to_the_supergroup(easel, tg: FakeTelegram):
+    app, _ = await easel.start(**SHORT)
+    upgraded = "Bad Request: group chat was upgraded to a supergroup chat"
+    tg.fail_next("sendPhoto", status=400, description=upgraded, migrate_to_chat_id=MIGRATED)
+
+    mark = said(tg, GROUP, ALICE, "/draw a calm sea --size 64x64 --steps 1")
+    job = await settled(app, (await only_job(app, ALICE)).id)
+    first, second = [c for c in tg.calls[mark:] if c.method == "sendPhoto"]
+    assert (first.params["chat_id"], first.ok) == (GROUP, False)
+    assert (second.params["chat_id"], second.ok) == (MIGRATED, True)  # this picture, in the supergroup
+    assert not second.params.get("reply_parameters")  # what it answered stayed in the old group
+    assert job.delivered_at and job.delivery_error is None and job.delivery_failures == 0
+    assert job.reply_to["chat_id"] == MIGRATED  # and anything more for this job goes there too
+    assert [m.photo is not None for m in tg.chat_messages(MIGRATED)] == [True]
+
+
+async def test_a_group_that_moves_twice_at_once_is_given_up(easel, tg: FakeTelegram):
+    app, _ = await easel.start(**SHORT)
+    upgraded = "Bad Request: group chat was upgraded to a supergroup chat"
+    tg.fail_next("sendPhoto", status=400, description=upgraded, migrate_to_chat_id=MIGRATED, count=50)
+
+    mark = said(tg, GROUP, ALICE, "/draw a calm sea --size 64x64 --steps 1")
+    job = await given_up(app, (await only_job(app, ALICE)).id)
+    await asyncio.sleep(PAST_SWEEPS)
+    assert uploads(tg, mark) == [("sendPhoto", False)] * 2  # the group, the supergroup, then no more
+    assert str(MIGRATED) in job.delivery_error and job.delivery_failures == 0
+
+
 # -- Telegram: transient ----------------------------------------------------------------------------
 
 
@@ -180,8 +212,8 @@ def channel_posts(fake: FakeDiscord, since: int = 0):
 
 @pytest.mark.parametrize(
     ("status", "code"),
-    [(403, 50013), (403, 50001), (404, 10003)],
-    ids=["missing-permissions", "missing-access", "unknown-channel"],
+    [(403, 50013), (403, 50001), (404, 10003), (400, 50035), (400, 40005), (413, 40005)],
+    ids=["missing-permissions", "missing-access", "unknown-channel", "invalid-form-body", "too-large", "413"],
 )
 async def test_a_discord_channel_that_refuses_is_given_up_not_swept(start_bot, fake: FakeDiscord, status, code):
     bot = await start_bot(**SHORT)
@@ -201,6 +233,26 @@ async def test_a_discord_channel_that_refuses_is_given_up_not_swept(start_bot, f
     assert posts[0].files and not posts[1].files
     assert str(code) in job.delivery_error and job.delivery_failures == 0
     assert await bot.app.db.quota.used(job.user_id, bot.app.service.today()) == used > 0
+
+
+@pytest.mark.parametrize(("status", "code"), [(400, 50035), (400, 40005)], ids=["invalid-form-body", "too-large"])
+async def test_a_discord_follow_up_refused_for_what_it_is_is_given_up_not_retried(
+    start_bot, fake: FakeDiscord, status, code
+):
+    bot = await start_bot(**SHORT)
+    gate = hold_gpu(bot)
+    interaction = await draw(fake)
+    await answer(fake, interaction)
+    job = await discord_job(bot.app)
+    fake.fail_next("POST", r"^/webhooks/", status=status, code=code, count=50)  # the token is alive
+    gate.set()
+
+    job = await given_up(bot.app, job.id)
+    await asyncio.sleep(PAST_SWEEPS)
+    posts = [r for r in fake.requests if r.method == "POST" and r.path.startswith(("/webhooks/", "/channels/"))]
+    assert [r.status for r in posts] == [status, status]  # the picture once, then one try at saying so
+    assert posts[0].files and not posts[1].files
+    assert str(code) in job.delivery_error and job.delivery_failures == 0
 
 
 async def test_discord_5xx_backs_off_and_ends_as_a_dead_delivery_admins_see(start_bot, fake: FakeDiscord, monkeypatch):
@@ -256,6 +308,80 @@ async def test_failed_rounds_are_counted_across_a_restart(make_app, monkeypatch)
     await asyncio.sleep(PAST_SWEEPS)
     assert job.delivery_failures == counted + 1 and job.delivery_error.startswith(f"failed {counted + 1} delivery")
     assert still_failing.fail_deliveries == 1000 - 1  # one round of one attempt, then nothing
+
+
+# -- no adapter for the platform: counted like any transient failure --------------------------------
+
+
+async def test_a_job_whose_adapter_never_starts_ends_as_a_dead_delivery(make_app, monkeypatch):
+    """No adapter (not started, or no longer configured) must not be "settled": the rounds are
+    counted, so the sweep stops trying instead of spawning deliveries forever."""
+    monkeypatch.setattr(delivery_module, "DELIVERY_RETRIES", 1)
+    app = await make_app(EASEL_MAX_DELIVERY_SWEEPS="2", **SHORT)
+    await app.service.start()  # no adapter registered, ever
+    reply = await app.service.handle_text(alice(), "/draw an empty stage --steps 1", {"chat_id": "1"})
+
+    job = await given_up(app, reply.job_id, timeout=15)
+    await asyncio.sleep(PAST_SWEEPS)
+    assert (await app.db.jobs.get(job.id)).delivery_failures == job.delivery_failures == 2
+    assert job.delivery_error.startswith("failed 2 delivery rounds") and "no telegram adapter" in job.delivery_error
+    assert job.id not in app.service._sweep_after and job.id not in app.service._delivering
+
+
+# -- the sweep's memory of gaps stays bounded and ends with each delivery ---------------------------
+
+
+async def waiting_jobs(app, count: int) -> list[int]:
+    """`count` finished jobs by different users, each with at least one failed round behind it."""
+    jobs = []
+    for user in range(count):
+        caller = Caller("telegram", str(700 + user), chat_id=str(-700 - user), public=True)
+        reply = await app.service.handle_text(caller, f"/draw a kite {user} --steps 1 --size 64x64", {})
+        assert reply.job_id is not None, reply.text
+        jobs.append(reply.job_id)
+
+    async def all_failed_once() -> bool:
+        return all([(await app.db.jobs.get(job_id)).delivery_failures >= 1 for job_id in jobs])
+
+    await telegram_harness.until(all_failed_once)
+    return jobs
+
+
+async def test_sweep_gaps_stay_bounded_and_are_gone_once_the_deliveries_end(make_app, monkeypatch):
+    monkeypatch.setattr(delivery_module, "DELIVERY_RETRIES", 1)
+    monkeypatch.setattr(delivery_module, "SWEEP_GAPS_KEPT", 3)
+    app = await make_app(EASEL_MAX_DELIVERY_SWEEPS="1000", **SHORT)
+    adapter = RecordingAdapter()
+    adapter.fail_deliveries = 10**6
+    app.service.register(adapter)
+    await app.service.start()
+    jobs = await waiting_jobs(app, 6)
+    assert 0 < len(app.service._sweep_after) <= 3  # six jobs between rounds, three gaps remembered
+
+    adapter.fail_deliveries = 0
+    for job_id in jobs:
+        await settled(app, job_id)
+    assert len(app.service._sweep_after) == 0
+    assert app.service._sweep_after.ttl_s == delivery_module.MAX_SWEEP_GAP_S  # and none outlives its gap
+
+
+async def test_a_job_deleted_between_rounds_leaves_no_sweep_gap_behind(make_app, monkeypatch):
+    monkeypatch.setattr(delivery_module, "DELIVERY_RETRIES", 1)
+    app = await make_app(EASEL_MAX_DELIVERY_SWEEPS="1000", EASEL_DELIVERY_RETRY_S="0.05", EASEL_DELIVERY_SWEEP_S="60")
+    adapter = RecordingAdapter()
+    adapter.fail_deliveries = 10**6
+    app.service.register(adapter)
+    await app.service.start()
+    [job_id] = await waiting_jobs(app, 1)
+
+    async def between_rounds() -> bool:
+        return job_id in app.service._sweep_after
+
+    await telegram_harness.until(between_rounds)
+
+    assert await app.db.jobs.mark_deleted(job_id)
+    await app.service._deliver(job_id)  # what a sweep (or a late round) does with it
+    assert job_id not in app.service._sweep_after and job_id not in app.service._delivering
 
 
 # -- a picture file that is gone: ours to refund ---------------------------------------------------

@@ -80,6 +80,22 @@ async def test_an_admin_command_in_reply_targets_the_sender_of_that_message(make
     assert "telegram:300" in (await draw(app, replying, "/unban telegram:300")).text
 
 
+async def test_a_bare_number_in_a_reply_ban_is_reason_text_and_only_an_explicit_id_overrides(make_app):
+    app = await make_app(EASEL_ADMINS="telegram:900")
+    await draw(app, caller("200", "bob"), "/quota")
+    replying = caller("900", "root", replied_user_id="200")
+
+    done = await draw(app, replying, "/ban 3 times spamming")
+    assert done.text == t("admin_done", "en", action=t("action.ban", "en"), target="bob (telegram:200)")
+    [entry] = await app.db.audit.recent()
+    assert (entry.target, entry.details) == ("telegram:200", {"reason": "3 times spamming"})
+    assert await app.db.users.find("telegram", "3") is None
+    # A platform-qualified id or a mention still names someone else than the replied-to sender.
+    assert "telegram:300" in (await draw(app, replying, "/ban telegram:300 spam")).text
+    assert "discord:42" in (await draw(app, replying, "/ban <@42> spam")).text
+    assert [entry.target for entry in await app.db.audit.recent()] == ["discord:42", "telegram:300", "telegram:200"]
+
+
 # -- 2. turned away before anything is read --------------------------------------------------------
 
 
@@ -148,6 +164,29 @@ async def test_blocked_words_through_no_replies_and_buttons_are_strikes(make_app
         )
         assert pressed.text == t("blocked_prompt", "en")
     assert await strikes(app, alice()) == 4
+
+
+async def test_a_blocked_word_on_someone_elses_picture_is_refused_without_a_strike(make_app):
+    app, adapter = await started(make_app, EASEL_ADMINS="telegram:900", EASEL_STRIKE_LIMIT="2")
+    first = await draw(app, alice(), "/draw a kraken at sea --steps 1")
+    await adapter.wait_until(lambda: len(adapter.delivered) == 1)
+    await settled(app, first.job_id)
+    assert (await draw(app, ADMIN, "/block add kraken")).text.startswith("Added")
+
+    # Bob presses Reroll under Alice's picture in the group: the words are hers, not his.
+    bob = caller("200", "bob", public=True)
+    for key in ("cb1", "cb2", "cb3", "cb4"):
+        pressed = await app.service.press(
+            bob, button_id(Action.REROLL, first.job_id), {}, idempotency_key=key, message_id=shown_on(first.job_id)
+        )
+        assert pressed.text == t("blocked_prompt", "en") and pressed.job_id is None
+    assert await strikes(app, bob) == 0
+    assert (await draw(app, bob, "/draw a calm lake --steps 1")).job_id is not None  # not rate-limited
+    # Her own press on her own picture still counts.
+    await app.service.press(
+        alice(), button_id(Action.REROLL, first.job_id), {}, idempotency_key="cb5", message_id=shown_on(first.job_id)
+    )
+    assert await strikes(app, alice()) == 1
 
 
 # -- 4. word-list files fail closed -----------------------------------------------------------------

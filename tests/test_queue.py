@@ -70,6 +70,22 @@ def test_removing_a_users_last_job_takes_them_out_of_the_rotation():
     assert queue.snapshot() == [(2, "b"), (3, "a")]
 
 
+def test_cancelling_a_big_job_does_not_let_its_saved_up_deficit_burst_ahead():
+    queue = FairQueue()
+    queue.push(1, "big", cost=10)
+    for job_id in range(2, 7):
+        queue.push(job_id, "big", cost=1)
+    for job_id in range(100, 110):
+        queue.push(job_id, "small", cost=1)
+    for _ in range(6):  # "small" dispatches while "big" saves up for its 10-unit job
+        assert queue.pop_nowait()[1] == "small"
+
+    assert queue.remove(1) is True
+    order = [user for _, user in drain(queue)]
+    # Round-robin again: the credit earned for the cancelled job is not spent on the others.
+    assert order[:8] == ["big", "small"] * 4 or order[:8] == ["small", "big"] * 4
+
+
 def test_remove_of_dispatched_or_unknown_job_is_false():
     queue = FairQueue()
     queue.push(1, "a")

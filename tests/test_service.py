@@ -255,6 +255,20 @@ async def test_forged_button_data_gets_an_alert(make_app):
         assert reply.alert and reply.job_id is None
 
 
+async def test_a_forged_press_from_a_stranger_creates_no_user_row(make_app):
+    app, adapter = await started(make_app)
+    job = await app.service.handle_text(alice(), "/draw a quiet harbour --steps 1", {"chat_id": "1"})
+    await settled(app, job.job_id)
+    users = await app.db.users.count()
+    stranger = Caller("telegram", "777", name="mallory", language="zh-CN", chat_id="1", public=True)
+
+    forged = ("nonsense", "", button_id(Action.PARAMS, job.job_id), button_id(Action.REROLL, 999999))
+    for data, message_id in [(data, "m-elsewhere") for data in forged] + [(forged[3], shown_on(job.job_id))]:
+        reply = await app.service.press(stranger, data, {}, message_id=message_id)
+        assert (reply.text, reply.alert, reply.job_id) == (t("stale_button", "zh"), True, None), data
+    assert await app.db.users.find("telegram", "777") is None and await app.db.users.count() == users
+
+
 async def test_oom_everywhere_reaches_the_user_and_refunds(make_app, engine):
     app, adapter = await started(make_app, EASEL_DAILY_QUOTA=3)
 

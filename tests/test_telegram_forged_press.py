@@ -98,3 +98,16 @@ async def test_a_batch_button_works_on_its_own_message_and_a_pictures_button_onl
     other = await press(tg, BOB, BOB, bobs["message_id"], button_id(Action.REROLL, batch.id))
     assert stale(other)
     assert len(await app.db.jobs.children(batch.id)) == 1
+
+
+async def test_a_forged_press_from_a_stranger_is_answered_without_a_user_row(easel, tg):  # noqa: F811
+    app, _ = await easel.start()
+    stranger = 4040
+    greeting = await post_as_bot(tg, "sendMessage", chat_id=GROUP, text="hi", reply_markup=_keyboard(["x"]))
+    users = await app.db.users.count()
+
+    for data in ("easel:nonsense", "", button_id(Action.PARAMS, 1), button_id(Action.REROLL, 999999)):
+        answer = await press(tg, GROUP, stranger, greeting["message_id"], data)
+        assert stale(answer), data
+    assert await app.db.users.find("telegram", str(stranger)) is None
+    assert await app.db.users.count() == users

@@ -5,6 +5,7 @@ take), echoed words never mention anyone, and Params too long for an alert goes 
 from __future__ import annotations
 
 import re
+import time
 
 from bot.adapters.telegram import fitting
 from bot.adapters.telegram.outbox import SHORT_ANSWER
@@ -118,3 +119,63 @@ async def test_params_too_long_for_an_alert_go_privately_paced_or_short_in_the_g
     paced = await press(tg, GROUP, BOB, picture_id, data)
     assert paced.params["text"].startswith(t("private_answer_wait", "en", wait="X").split("X")[0])
     assert not [c for c in tg.calls_of("sendMessage") if c.index >= mark]
+
+
+# -- forum topics: the topic's first message is no reply anyone chose -------------------------------
+
+TOPIC = 500  # the id of the service message that created the topic, and so the topic's thread id
+
+
+def in_forum(message_id: int, user: int, text: str | None = None, **fields) -> dict:
+    """A message in GROUP as a forum supergroup, as Telegram sends it (the fake has no topics)."""
+    message = {
+        "message_id": message_id,
+        "date": int(time.time()),
+        "chat": {"id": GROUP, "type": "supergroup", "title": "Forum", "is_forum": True},
+        "from": {"id": user, "is_bot": False, "first_name": f"user {user}", "language_code": "en"},
+        **fields,
+    }
+    if text is not None:
+        message["text"] = text
+        if text.startswith("/"):
+            message["entities"] = [{"type": "bot_command", "offset": 0, "length": len(text.split()[0])}]
+    return message
+
+
+def in_topic(message_id: int, user: int, text: str, replied: dict) -> dict:
+    return in_forum(message_id, user, text, message_thread_id=TOPIC, is_topic_message=True, reply_to_message=replied)
+
+
+async def test_a_ban_in_a_forum_topic_without_a_reply_does_not_ban_the_topics_creator(easel, tg):
+    app, _ = await easel.start(serve=False)
+    for user in (ALICE, BOB):
+        await say(tg, GROUP, user, "/quota")
+    created = in_forum(TOPIC, ALICE, message_thread_id=TOPIC, forum_topic_created={"name": "Art", "icon_color": 0})
+    bobs = in_topic(TOPIC + 1, BOB, "buy cheap followers", created)
+
+    # Every message of the topic replies to the message that created it: not a target.
+    mark = len(tg.calls)
+    tg.inject_raw_update({"message": in_topic(TOPIC + 2, ADMIN, "/ban spam", created)})
+    refused = await harness.answer_after(tg, GROUP, mark)
+    assert f"telegram:{ALICE}" not in refused.params["text"]
+    assert not (await app.db.users.find("telegram", str(ALICE))).banned
+    assert await app.db.audit.recent() == []
+
+    # A real reply inside the topic still names whom it answers.
+    mark = len(tg.calls)
+    tg.inject_raw_update({"message": in_topic(TOPIC + 3, ADMIN, "/ban spam", bobs)})
+    done = await harness.answer_after(tg, GROUP, mark)
+    assert f"telegram:{BOB}" in done.params["text"] and (await app.db.users.find("telegram", str(BOB))).banned
+    assert not (await app.db.users.find("telegram", str(ALICE))).banned
+
+
+async def test_a_reply_in_a_plain_supergroups_thread_still_names_its_target(easel, tg):
+    """Outside forums a reply's thread id is the message it answers: that reply was chosen."""
+    app, _ = await easel.start(serve=False)
+    await say(tg, GROUP, BOB, "/quota")
+    bobs = in_forum(TOPIC, BOB, "buy cheap followers", chat={"id": GROUP, "type": "supergroup", "title": "Group"})
+    reply = in_forum(TOPIC + 1, ADMIN, "/ban spam", chat=bobs["chat"], message_thread_id=TOPIC, reply_to_message=bobs)
+    mark = len(tg.calls)
+    tg.inject_raw_update({"message": reply})
+    done = await harness.answer_after(tg, GROUP, mark)
+    assert f"telegram:{BOB}" in done.params["text"] and (await app.db.users.find("telegram", str(BOB))).banned

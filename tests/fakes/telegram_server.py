@@ -122,6 +122,7 @@ class _Fault:
     status: int | None  # None: drop the connection
     description: str = ""
     retry_after: int | None = None
+    migrate_to_chat_id: int | None = None
 
     @property
     def label(self) -> str:
@@ -169,16 +170,21 @@ class _CallbackQuery:
 
 
 class _ApiError(Exception):
-    def __init__(self, code: int, description: str, retry_after: int | None = None):
+    def __init__(
+        self, code: int, description: str, retry_after: int | None = None, migrate_to_chat_id: int | None = None
+    ):
         super().__init__(description)
         self.code = code
         self.description = description
         self.retry_after = retry_after
+        self.migrate_to_chat_id = migrate_to_chat_id
 
     def body(self) -> dict[str, Any]:
         body: dict[str, Any] = {"ok": False, "error_code": self.code, "description": self.description}
         if self.retry_after is not None:
             body["parameters"] = {"retry_after": self.retry_after}
+        if self.migrate_to_chat_id is not None:
+            body["parameters"] = {"migrate_to_chat_id": self.migrate_to_chat_id}
         return body
 
 
@@ -541,15 +547,17 @@ class FakeTelegram:
         retry_after: int = 1,
         description: str | None = None,
         count: int = 1,
+        migrate_to_chat_id: int | None = None,
     ) -> None:
-        """Answer the next `count` calls of `method` with an error (429 carries `retry_after`)."""
+        """Answer the next `count` calls of `method` with an error (429 carries `retry_after`; a 400
+        with `migrate_to_chat_id` says the group became that supergroup, as Telegram does)."""
         if description is None:
             description = {
                 429: f"Too Many Requests: retry after {retry_after}",
                 400: "Bad Request: injected fault",
                 403: "Forbidden: bot was blocked by the user",
             }.get(status, f"{HTTPStatus(status).phrase}: injected fault")
-        fault = _Fault(status, description, retry_after if status == 429 else None)
+        fault = _Fault(status, description, retry_after if status == 429 else None, migrate_to_chat_id)
         self._faults.setdefault(method, []).extend([fault] * count)
 
     def drop_next(self, method: str, count: int = 1) -> None:
@@ -577,7 +585,7 @@ class FakeTelegram:
                 if fault.status is None:
                     request.transport.close()
                     return web.Response()  # never reaches the client
-                raise _ApiError(fault.status, fault.description, fault.retry_after)
+                raise _ApiError(fault.status, fault.description, fault.retry_after, fault.migrate_to_chat_id)
             handler = self._handlers.get(method)
             if handler is None:
                 raise _ApiError(404, f"Not Found: the fake does not implement {method}")

@@ -40,6 +40,8 @@ ANSWER_TIMEOUT_S = 10.0  # how long an outcome waits for the command's own answe
 STATUS_EDIT_TIMEOUT_S = 5.0  # progress is best-effort: a rate-limited edit is dropped, not waited for
 # Missing Access, Missing Permissions, Unknown Channel, archived thread: retrying cannot help.
 NEVER_DELIVERABLE = {50001, 50013, 10003, 50083}
+# Request entity too large, Invalid Form Body: the message itself is refused, wherever it is posted.
+BODY_REFUSED = {40005, 50035}
 TOKEN_DEAD = 50027  # "Invalid Webhook Token": the 15 minutes are over
 # What one message's files may add up to (commonly reported as 25 MiB; boosted servers raise the
 # per-file limit, and the budget with it).
@@ -306,12 +308,15 @@ class DiscordAdapter:
         """A follow-up while the interaction token lives, else (or when Discord says it died) a channel
         message; a job from a message replies to that message.  A refused follow-up raises (tried again
         later, and after 15 minutes in the channel); a channel the bot may not post in, or that is gone,
-        is Undeliverable; 5xx and timeouts raise as they are."""
+        is Undeliverable, and so is a message refused as too large or malformed, wherever it goes;
+        5xx and timeouts raise as they are."""
         if origin.token_alive(self.clock()):
             try:
                 webhook = self._webhook(origin)
                 return await webhook.send(content=content, wait=True, allowed_mentions=MENTIONS, **parts())
             except discord.HTTPException as error:
+                if error.code in BODY_REFUSED:
+                    raise _undeliverable(origin, error) from error
                 if not _token_dead(error):
                     raise
                 log.info("interaction token dead (%s %s); posting to the channel", error.status, error.code)
@@ -328,9 +333,7 @@ class DiscordAdapter:
             )
         except discord.HTTPException as error:
             if _never_deliverable(error):
-                raise Undeliverable(
-                    f"discord channel {origin.channel_id}: {error.status} {error.code} {error.text}"
-                ) from error
+                raise _undeliverable(origin, error) from error
             raise
 
     async def _edit_status(self, origin: Origin, text: str) -> None:
@@ -426,9 +429,14 @@ def _is_nsfw(channel: object) -> bool:
 
 
 def _never_deliverable(error: discord.HTTPException) -> bool:
-    """403 (no access or permission) or 404 (channel gone), or a code that says as much: the same
-    request gets the same answer every time."""
-    return isinstance(error, discord.Forbidden | discord.NotFound) or error.code in NEVER_DELIVERABLE
+    """403 (no access or permission) or 404 (channel gone), or a code that says as much, or a message
+    refused for what it is: the same request gets the same answer every time."""
+    forbidden = isinstance(error, discord.Forbidden | discord.NotFound)
+    return forbidden or error.code in NEVER_DELIVERABLE or error.code in BODY_REFUSED
+
+
+def _undeliverable(origin: Origin, error: discord.HTTPException) -> Undeliverable:
+    return Undeliverable(f"discord channel {origin.channel_id}: {error.status} {error.code} {error.text}")
 
 
 def _token_dead(error: discord.HTTPException) -> bool:

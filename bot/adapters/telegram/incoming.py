@@ -134,7 +134,7 @@ class Incoming:
         lang = language_for(user.language_code if user else None)
         try:
             if user is not None:
-                lang = self.service.language(await self.service.user_for(caller_for(user, chat)))
+                lang = await self.service.language_of(caller_for(user, chat))
         except Exception:
             log.debug("telegram: no stored language for the apology", exc_info=True)
         message = update.effective_message
@@ -158,9 +158,15 @@ def caller_for(user: User, chat: Chat | None, chat_admin: bool = False, replied_
 
 
 def _replied_sender(message: Message) -> str | None:
-    """Who wrote the message this one replies to (an admin's `/ban` in reply names them); never a bot."""
+    """Who wrote the message this one replies to (an admin's `/ban` in reply names them); never a bot,
+    and never the topic's creator: in a forum every message of a topic "replies" to the service
+    message that created it, though nobody chose to answer it.  (Outside forums a thread's id is the
+    message a reply chain started at, which was chosen: that reply counts.)"""
     replied = message.reply_to_message
     if replied is None or replied.from_user is None or replied.from_user.is_bot:
+        return None
+    topic_root = message.is_topic_message and replied.message_id == message.message_thread_id
+    if replied.forum_topic_created is not None or topic_root:
         return None
     return str(replied.from_user.id)
 

@@ -15,7 +15,7 @@ import logging
 import math
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TypeVar
 
@@ -218,7 +218,10 @@ class Outbox:
 
     async def deliver(self, delivery: Delivery) -> None:
         """Send the picture (or a batch as an album) with its buttons as a reply to the request, then
-        clear the status message."""
+        clear the status message; to the supergroup when the job's group has become one."""
+        await self._following_moves(delivery.job, lambda job: self._deliver(replace(delivery, job=job)))
+
+    async def _deliver(self, delivery: Delivery) -> None:
         pictures = [await asyncio.to_thread(_read_picture, path) for path in delivery.image_paths]
         if delivery.spoiler:  # a document would show it unhidden: every picture goes as a photo
             pictures = [
@@ -382,6 +385,9 @@ class Outbox:
 
     async def notify_failure(self, job: Job, text: str) -> None:
         """Turn the status message into the failure, or reply with it when there is none."""
+        await self._following_moves(job, lambda moved: self._notify_failure(moved, text))
+
+    async def _notify_failure(self, job: Job, text: str) -> None:
         where = _where(job)
         text = fit(text, MAX_TEXT)
         if where.status_message_id is not None:
@@ -403,6 +409,23 @@ class Outbox:
             raise Undeliverable(f"telegram chat {where.chat_id}: text refused: {error}") from error
 
     # -- helpers ----------------------------------------------------------------------------------
+
+    async def _following_moves(self, job: Job, send: Callable[[Job], Awaitable[None]]) -> None:
+        """`send(job)`, and once more to the supergroup a group became meanwhile (ChatMigrated): the
+        job is told its new chat, so a later try, a status edit or the failure goes there too.  The
+        status message and the request stay behind in the old group, so the picture replies to none."""
+        try:
+            return await send(job)
+        except ChatMigrated as error:
+            moved = error.new_chat_id
+        old = _where(job).chat_id
+        log.info("telegram: chat %s became supergroup %s; sending job %s there", old, moved, job.id)
+        where = {"chat_id": moved, "reply_to_message_id": None, "status_message_id": None}
+        await self.service.attach_status_message(job.id, **where)
+        try:
+            return await send(replace(job, reply_to={**job.reply_to, **where}))
+        except ChatMigrated as error:  # moved twice at once: not a chat we will find
+            raise Undeliverable(f"telegram chat {old}: moved to {moved}, then to {error.new_chat_id}") from error
 
     async def _patiently(self, chat_id: int, call: Callable[[], Awaitable[T]]) -> T:
         """Make an API call that must not be skipped: wait out flood control (a few times), then call."""
@@ -514,11 +537,10 @@ def _named(data: bytes, filename: str) -> str:
 
 async def _unless_gone(chat_id: int, attempt: Awaitable[T]) -> T:
     """The attempt's result; Forbidden (blocked, kicked) or a chat that is gone or closed to the bot
-    becomes Undeliverable, since no retry and no other form of the picture will ever land."""
+    becomes Undeliverable, since no retry and no other form of the picture will ever land.  A group
+    that became a supergroup (ChatMigrated) is no such chat: `_following_moves` sends there."""
     try:
         return await attempt
-    except ChatMigrated as error:  # a group that became a supergroup: the job names the old id
-        raise Undeliverable(f"telegram chat {chat_id}: moved to {error.new_chat_id}") from error
     except (Forbidden, BadRequest) as error:
         if isinstance(error, Forbidden) or _chat_closed(error):
             raise Undeliverable(f"telegram chat {chat_id}: {error}") from error
