@@ -63,7 +63,7 @@ async def run(args) -> None:
         busy_seconds = time.perf_counter() - started
         stop.set()
         busy = await sampler
-        worker.close()
+        await worker.close()
 
     print(
         f"event-loop lag, tick {TICK_S * 1000:.0f} ms; {args.jobs} jobs {args.size}x{args.size} in {busy_seconds:.1f}s"

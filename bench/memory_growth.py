@@ -6,7 +6,7 @@ Target: < 5% growth between job 50 (warm) and the last job.
 `--users N` spreads the jobs over N distinct users, each in a chat of their own (with as many
 users as jobs a cooldown is on too, so every user leaves per-user and per-chat state behind):
 `--jobs 10000 --users 10000` checks that such state is bounded, not kept for everyone ever seen.
-The in-memory maps of the service and the moderator are listed with their sizes at the end.
+The in-memory maps of the service's parts (moderator included) are listed with their sizes at the end.
 """
 
 from __future__ import annotations
@@ -86,7 +86,9 @@ async def run(jobs: int, users: int) -> None:
                 samples[i] = process.memory_info().rss / 2**20
                 print(f"  job {i}: {samples[i]:.1f} MiB RSS, {time.perf_counter() - started:.0f}s", flush=True)
         elapsed = time.perf_counter() - started
-        sizes = state_sizes({"service": app.service, "moderator": app.service.moderator, "worker": app.worker})
+        service = app.service
+        parts = ("scheduler", "dispatcher", "deliverer", "notices", "background", "moderator")
+        sizes = state_sizes({**{name: getattr(service, name) for name in parts}, "worker": app.worker})
         await app.stop()
 
     print(f"RSS over {jobs} consecutive jobs from {users} users in as many chats (tiny model 64x64, 1 step)")

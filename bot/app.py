@@ -8,10 +8,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from bot.contract import Worker
 from bot.moderation import check_files
 from bot.service import Service
 from bot.settings import Settings
-from bot.worker import GpuWorker
+from bot.worker import GpuWorker, engine_loader
 from engine.request import profile_for
 from storage.db import Database
 from storage.images import ImageStore
@@ -19,30 +20,16 @@ from storage.images import ImageStore
 log = logging.getLogger(__name__)
 
 
-def engine_factory(settings: Settings) -> Callable[[], Any]:
-    def load():
-        from engine.engine import Engine
-
-        log.info("loading model %s on %s", settings.model, settings.device)
-        return Engine.load(settings.model, device=settings.device)
-
-    return load
-
-
 @dataclass
 class App:
     settings: Settings
     db: Database
-    worker: GpuWorker
+    worker: Worker
     service: Service
 
     async def stop(self) -> None:
         await self.service.stop()
-        closing = getattr(self.worker, "aclose", None)
-        if closing is not None:
-            await closing()
-        else:
-            self.worker.close()
+        await self.worker.close()
         await self.db.close()
 
 
@@ -58,9 +45,9 @@ async def build_app(settings: Settings, factory: Callable[[], Any] | None = None
     if settings.redis_url:  # scale-out: `easel worker` processes draw; this process only hands out
         from bot.scale.pool import WorkerPool
 
-        worker = WorkerPool.from_settings(settings)
+        worker: Worker = WorkerPool.from_settings(settings)
     else:
-        worker = GpuWorker(factory or engine_factory(settings))
+        worker = GpuWorker(factory or engine_loader(settings.model, settings.device))
     service = Service(settings, db, images, worker, profile_for(settings.model), model_name=_model_name(settings))
     if not settings.redis_url and factory is None:
         service.cannot_draw = await asyncio.to_thread(_why_drawing_cannot_run, settings)

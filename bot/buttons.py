@@ -9,6 +9,9 @@ from __future__ import annotations
 from enum import StrEnum
 
 PREFIX = "easel"
+# The same ids as a pattern, for platforms that route presses by regular expression (Discord's
+# DynamicItem templates); `parse_button_id` still judges each id.
+TEMPLATE = rf"{PREFIX}:(?P<action>[a-z_]+):(?P<job_id>[0-9]+)(?::(?P<picture>[0-9]+))?"
 
 
 class Action(StrEnum):

@@ -15,7 +15,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
 
+from bot.buttons import Action, parse_button_id
 from bot.errors import ParseError
+from bot.text import clip
 from engine.errors import InvalidRequest
 from engine.request import MAX_SEED, DrawRequest, ModelProfile, clean_text, size_for_ratio, validate
 
@@ -104,6 +106,25 @@ class Styles:
 
 
 @dataclass(frozen=True)
+class ButtonPress:
+    """A press of one of our buttons (bot/buttons.py), checked against the message it was pressed on."""
+
+    action: Action
+    job_id: int
+    picture: int = 0  # which picture of a batch (0-based)
+    message_id: str | None = None  # the message the button was pressed on, in the caller's chat
+
+    @classmethod
+    def of(cls, data: str | None, message_id: str | int | None) -> ButtonPress | None:
+        """A button id (bot/buttons.py) pressed on `message_id`; None for a forged or foreign id."""
+        parsed = parse_button_id(data)
+        if parsed is None:
+            return None
+        action, job_id, picture = parsed
+        return cls(action, job_id, picture, message_id=None if message_id is None else str(message_id))
+
+
+@dataclass(frozen=True)
 class WordListCmd:
     """`/block add|remove|list [term]` and `/sensitive ...`: this chat's or server's own lists."""
 
@@ -130,6 +151,8 @@ Command = (
     | Styles
     | WordListCmd
 )
+
+SETTINGS = {"lang": ("en", "zh"), "png": ("on", "off")}  # what /settings may change, and to what
 
 # 2. Draw flags
 
@@ -351,7 +374,7 @@ def _to_pair(pattern: re.Pattern[str], text: str) -> tuple[int, int] | None:
 
 def _shown(text: str) -> str:
     """User text echoed in a message, cut so a hostile token cannot flood the chat."""
-    return text if len(text) <= _SHOWN_CHARS else text[: _SHOWN_CHARS - 1] + "\u2026"
+    return clip(text, _SHOWN_CHARS)
 
 
 # 3. Examples: the user's command, repaired

@@ -1,13 +1,26 @@
-"""What adapters and the service say to each other: who is talking, what to answer, what to send,
-and the three calls every chat platform implements."""
+"""What the parts of the bot say to each other: who is talking, what to answer, what to send; the
+three calls every chat platform implements (`Adapter`), the calls adapters make on the service
+(`ChatService`), and what the service needs from whatever draws (`Worker`: one GPU thread in this
+process, or a pool of `easel worker` processes)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from storage.jobs import Job
+
+if TYPE_CHECKING:
+    from bot.settings import Settings
+    from bot.styles import StyleBook
+    from engine.request import DrawRequest, ModelProfile
+    from engine.result import Result
+    from storage.db import Database
+    from storage.users import User
+
+ProgressCallback = Callable[[int, int], None]  # (step, total), called on the event loop
 
 
 @dataclass(frozen=True)
@@ -70,3 +83,89 @@ class Adapter(Protocol):
 
     async def notify_failure(self, job: Job, text: str) -> None:
         """Tell the owner their job failed; raise if it did not go out."""
+
+
+class ChatService(Protocol):
+    """What adapters call on the service (bot/service.py).  Replies come back as `Reply`; None means
+    the text was not meant for this bot, and nothing is said."""
+
+    settings: Settings
+    profile: ModelProfile
+    styles: StyleBook
+    db: Database  # adapters read jobs only (their status message, whether a job has settled)
+
+    async def handle_text(
+        self,
+        caller: Caller,
+        text: str,
+        reply_to: dict,
+        idempotency_key: str | None = None,
+        bot_username: str | None = None,
+        shared_chat: bool = False,
+    ) -> Reply | None:
+        """A line of the command language."""
+
+    async def press(
+        self, caller: Caller, data: str, reply_to: dict, idempotency_key: str | None = None, *, message_id: str | None
+    ) -> Reply:
+        """A button press on `message_id`; `data` is the button id (bot/buttons.py)."""
+
+    async def vary_from_picture(
+        self,
+        caller: Caller,
+        text: str,
+        chat_id: str,
+        message_id: str,
+        reply_to: dict,
+        idempotency_key: str | None,
+        bot_username: str | None = None,
+    ) -> Reply | None:
+        """A reply with new words to one of our pictures."""
+
+    async def language_of(self, caller: Caller) -> str:
+        """The caller's language, without creating a user row."""
+
+    async def user_for(self, caller: Caller) -> User:
+        """The caller's user row, created on first sight."""
+
+    async def attach_status_message(self, job_id: int, **where: Any) -> None:
+        """Remember where the job's status message is, so progress edits find it."""
+
+    async def record_message(
+        self, job_id: int, platform: str, chat_id: str, message_id: str, picture: int = 0, whole_batch: bool = False
+    ) -> None:
+        """Remember a posted message of a job: replies and presses are honoured only there."""
+
+    async def messages_of(self, job_id: int, platform: str) -> list[tuple[str, str]]:
+        """Every (chat, message) posted for a job."""
+
+
+class Worker(Protocol):
+    """What draws: `bot.worker.GpuWorker` (one GPU thread here) or `bot.scale.pool.WorkerPool`."""
+
+    # Whether a stopping service must cancel running jobs (they run again after the restart).
+    cancel_on_shutdown: bool
+
+    async def start(self) -> None:
+        """Get ready (load the model, or start watching the workers); may fail and be retried."""
+
+    async def acquire_slot(self) -> None:
+        """Wait until a job can start at once; the dispatcher takes the next job only then."""
+
+    def release_slot(self) -> None:
+        """The slot taken by `acquire_slot` is free again."""
+
+    async def run(self, job_id: int, request: DrawRequest, on_step: ProgressCallback | None = None) -> Result:
+        """Draw; raises what `engine.generate` raises (bot/worker.py `failure_of` reads it)."""
+
+    def cancel(self, job_id: int) -> bool:
+        """Stop a running job within a step; False if this worker is not running it."""
+
+    def healthy(self) -> bool:
+        """False while what draws cannot be reached (scale-out: Redis is down)."""
+
+    def live_workers(self) -> int:
+        """How many workers can take jobs now."""
+
+    async def close(self) -> None:
+        """Stop for good."""

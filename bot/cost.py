@@ -56,8 +56,8 @@ def request_cost(request: DrawRequest | Mapping[str, Any], unit: Unit = STANDARD
     """The cost of a validated request, or of a stored job's request dict (`Job.request`)."""
     if isinstance(request, DrawRequest):
         return job_cost(request.width, request.height, request.steps, request.cfg, request.count, unit)
-    cfg, count = request.get("cfg") or 1.0, request.get("count") or 1
-    return job_cost(request["width"], request["height"], request["steps"], cfg, count, unit)
+    stored = DrawRequest.from_dict(request)
+    return job_cost(stored.width, stored.height, stored.steps, stored.cfg or 1.0, stored.count or 1, unit)
 
 
 def largest_count(width: int, height: int, steps: int, cfg: float, limit: int, unit: Unit = STANDARD) -> int:

@@ -10,8 +10,7 @@ The rules (docs/OPERATIONS.md, "Delivery"):
 - No adapter for the job's platform (not started yet, or no longer configured) is a failed attempt
   like any other, so such a job ends dead too instead of being swept forever.
 - An adapter that knows the platform will never take it raises Undeliverable: given up at once,
-  the chat told where it can be.  The picture was drawn, so it is not refunded; it stays in /history.
-Mixed into `Service`."""
+  the chat told where it can be.  The picture was drawn, so it is not refunded; it stays in /history."""
 
 from __future__ import annotations
 
@@ -19,12 +18,19 @@ import asyncio
 import logging
 import time
 
+from bot.background import Background
 from bot.bounded import BoundedMap
 from bot.buttons import BATCH_PER_PICTURE, BATCH_ROW, BUTTON_ROW, button_id
-from bot.contract import Delivery, Undeliverable
+from bot.contract import Adapter, Delivery, Undeliverable
 from bot.logs import current_job
+from bot.members import Members
 from bot.messages import t
-from engine.request import seed_for
+from bot.metrics import Metrics
+from bot.settings import Settings
+from bot.text import clip
+from engine.request import DrawRequest, seed_for
+from storage.db import Database
+from storage.images import ImageStore
 from storage.jobs import Job, JobStatus
 
 log = logging.getLogger(__name__)
@@ -45,11 +51,30 @@ class PictureMissing(Exception):
     """A finished job's image file is gone from disk: no platform and no retry can send it."""
 
 
-class Deliveries:
-    """Needs from its host: db, adapters, images, metrics, settings, _delivering, _sweep_after,
-    _spawn, _owner_language (all on `Service`)."""
+class Deliverer:
+    """Sends finished jobs' outcomes to their platforms, in rounds, and sweeps up what is left."""
 
-    async def _redeliver_every(self, seconds: float) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        db: Database,
+        images: ImageStore,
+        adapters: dict[str, Adapter],
+        members: Members,
+        metrics: Metrics,
+        background: Background,
+    ) -> None:
+        self.settings = settings
+        self.db = db
+        self.images = images
+        self.adapters = adapters  # the service's own map: adapters registered later are seen
+        self.members = members
+        self.metrics = metrics
+        self.background = background
+        self._delivering: set[int] = set()  # an in-process guard: one round per job at a time
+        self._sweep_after = sweep_gaps()  # job -> monotonic time its next delivery round may start
+
+    async def redeliver_every(self, seconds: float) -> None:
         """A platform outage longer than one round must not strand pictures until a restart."""
         while True:
             await asyncio.sleep(seconds)
@@ -64,9 +89,9 @@ class Deliveries:
         now = time.monotonic()
         for job in await self.db.jobs.undelivered():
             if job.id not in self._delivering and self._sweep_after.get(job.id, 0.0) <= now:
-                self._spawn(self._deliver(job.id))
+                self.background.spawn(self.deliver(job.id))
 
-    async def _deliver(self, job_id: int) -> None:
+    async def deliver(self, job_id: int) -> None:
         """Start a round: one attempt now; if it fails, the rest of the round in the background."""
         current_job.set(job_id)
         if job_id in self._delivering:
@@ -79,11 +104,11 @@ class Deliveries:
             if failure is None:
                 self._delivering.discard(job_id)
         if failure is not None:
-            self._spawn(self._finish_round(job_id, failure))
+            self.background.spawn(self._finish_round(job_id, failure))
 
     async def _finish_round(self, job_id: int, failure: str) -> None:
         """The round's other attempts, backing off; if they all fail, the round is counted.  The job
-        stays in `_delivering` (handed over by `_deliver`) until the round ends, so no sweep doubles it."""
+        stays in `_delivering` (handed over by `deliver`) until the round ends, so no sweep doubles it."""
         current_job.set(job_id)
         try:
             for attempt in range(1, DELIVERY_RETRIES):
@@ -108,7 +133,7 @@ class Deliveries:
             if adapter is None:  # not started (yet), or no longer configured: a failed try like any other
                 log.warning("job %s: no %s adapter to deliver with (attempt %d)", job_id, job.platform, attempt + 1)
                 return f"no {job.platform} adapter running"
-            lang = await self._owner_language(job)
+            lang = await self.members.owner_language(job)
             if job.status is JobStatus.DONE:
                 await adapter.deliver(await self.delivery_for(job, lang))
             elif job.status is JobStatus.FAILED:
@@ -166,34 +191,12 @@ class Deliveries:
         """A chat that refuses the picture (but not text) hears why its status went quiet; a chat that
         is gone refuses this too, which is fine."""
         try:
-            lang = await self._owner_language(job)
+            lang = await self.members.owner_language(job)
             await adapter.notify_failure(job, t(key, lang, job_id=job.id))
         except Exception as error:
             log.info("job %s: could not say it was undeliverable either: %s", job.id, error)
 
     async def delivery_for(self, job: Job, lang: str) -> Delivery:
-        request = job.request
-        prompt = request["prompt"]
-        excerpt = prompt if len(prompt) <= 200 else prompt[:199] + "…"
-        seconds = (job.timings or {}).get("total", 0.0)
-        pictures = len(job.image_paths)
-        shared = dict(prompt=excerpt, width=request["width"], height=request["height"], seconds=f"{seconds:.1f}")
-        if pictures > 1:
-            last = seed_for(job.seed, pictures - 1)
-            seeds = dict(first_seed=job.seed, last_seed=last)
-            caption = t("batch_caption", lang, job_id=job.id, count=pictures, **seeds, **shared)
-        else:
-            caption = t("done_caption", lang, job_id=job.id, seed=job.seed, **shared)
-        notes = []
-        plan = job.plan or {}
-        if plan.get("fallbacks"):
-            notes.append(t("fallback_note", lang, fallback=plan.get("placement", "")))
-        if plan.get("retries"):
-            notes.append(t("retry_note", lang))
-        if job.sensitive:
-            notes.append(t("spoiler_note", lang))
-        if job.count > pictures:
-            notes.append(t("missing_note", lang, drawn=pictures, count=job.count))
         owner = await self.db.users.get(job.user_id)
         paths = [self.images.resolve(path) for path in job.image_paths]
         if not paths or not all(path.is_file() for path in paths):
@@ -201,13 +204,42 @@ class Deliveries:
         return Delivery(
             job=job,
             image_paths=paths,
-            caption=caption,
-            buttons=button_rows(job.id, pictures, lang),
+            caption=caption_for(job, lang),
+            buttons=button_rows(job.id, len(job.image_paths), lang),
             language=lang,
             send_png=bool(owner and owner.settings.get("png")),
-            notes=notes,
+            notes=notes_for(job, lang),
             spoiler=job.sensitive,
         )
+
+
+def caption_for(job: Job, lang: str) -> str:
+    """What the picture (or the batch) says under it: its job, prompt, size, seed(s) and time."""
+    request = DrawRequest.from_dict(job.request)
+    excerpt = clip(request.prompt, 200)
+    seconds = (job.timings or {}).get("total", 0.0)
+    pictures = len(job.image_paths)
+    shared = dict(prompt=excerpt, width=request.width, height=request.height, seconds=f"{seconds:.1f}")
+    if pictures > 1:
+        seeds = dict(first_seed=job.seed, last_seed=seed_for(job.seed, pictures - 1))
+        return t("batch_caption", lang, job_id=job.id, count=pictures, **seeds, **shared)
+    return t("done_caption", lang, job_id=job.id, seed=job.seed, **shared)
+
+
+def notes_for(job: Job, lang: str) -> list[str]:
+    """What else the owner should know: a fallback or retry, a spoiler, pictures missing from a batch."""
+    notes = []
+    plan = job.plan or {}
+    if plan.get("fallbacks"):
+        notes.append(t("fallback_note", lang, fallback=plan.get("placement", "")))
+    if plan.get("retries"):
+        notes.append(t("retry_note", lang))
+    if job.sensitive:
+        notes.append(t("spoiler_note", lang))
+    pictures = len(job.image_paths)
+    if job.count > pictures:
+        notes.append(t("missing_note", lang, drawn=pictures, count=job.count))
+    return notes
 
 
 def button_rows(job_id: int, pictures: int, lang: str) -> list[list[tuple[str, str]]]:

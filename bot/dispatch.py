@@ -1,5 +1,6 @@
-"""Running jobs: the dispatcher takes the next job from the fair queue only when a worker slot is
-free, runs it, records the outcome and refunds system failures.  Mixed into `Service`."""
+"""Running jobs: the dispatcher takes the next job from the scheduler only when a worker slot is
+free, runs it, records the outcome and refunds system failures.  It also recovers what a dead
+process left, and stops jobs that users cancel."""
 
 from __future__ import annotations
 
@@ -8,35 +9,99 @@ import logging
 import time
 from dataclasses import replace
 
+from bot.background import Background
+from bot.contract import Worker
 from bot.cost import guidance_factor
+from bot.delivery import Deliverer
 from bot.logs import current_job
-from bot.messages import t
-from engine.errors import Cancelled, EngineError
+from bot.metrics import Metrics
+from bot.notices import Notices
+from bot.scheduler import Scheduler
+from bot.worker import failure_of
 from engine.metadata import parameters_text
 from engine.request import DrawRequest, seed_for
-from storage.jobs import Job, JobStatus
+from storage.images import ImageStore
+from storage.jobs import Job, Jobs, JobStatus
 
 log = logging.getLogger(__name__)
 
 PROGRESS_INTERVAL_S = 1.0
-POSITION_PUSH_LIMIT = 10
+MAX_ATTEMPTS = 3  # starts of one job across crashes before it is failed instead of run again
 
 
-class Dispatching:
-    """Needs from its host (`Service`): queue, worker, db, images, eta, metrics, adapters,
-    model_name, the bookkeeping dicts and sets set up in `Service.__init__`, `_spawn`, `_status`,
-    `_owner_language`, `_deliver`, `_tell_cancelled`, `queued_text`, `cost_of`."""
+class Dispatcher:
+    def __init__(
+        self,
+        jobs: Jobs,
+        images: ImageStore,
+        worker: Worker,
+        scheduler: Scheduler,
+        deliverer: Deliverer,
+        notices: Notices,
+        metrics: Metrics,
+        background: Background,
+        model_name: str,
+    ) -> None:
+        self.jobs = jobs
+        self.images = images
+        self.worker = worker
+        self.scheduler = scheduler
+        self.deliverer = deliverer
+        self.notices = notices
+        self.metrics = metrics
+        self.background = background
+        self.model_name = model_name
+        self._dispatched: set[int] = set()  # taken from the queue, generation not yet returned
+        self._cancel_requested: set[int] = set()  # user cancels of dispatched jobs
+        self._last_progress: dict[int, float] = {}
 
-    async def _dispatch_loop(self) -> None:
+    async def recover(self) -> int:
+        """Queue again what a dead process left unfinished; fail a job that was running at every
+        crash.  Returns how many jobs are queued now."""
+        for job in await self.jobs.unfinished():
+            # Remote workers keep drawing while the bot restarts, so there a restart proves nothing.
+            crash_looping = self.worker.cancel_on_shutdown and job.attempts >= MAX_ATTEMPTS
+            if job.status is JobStatus.RUNNING and crash_looping:
+                # It was running every time the process died: it may be what kills it.  Stop the loop.
+                log.error("job %s was running at %d crashes; giving up on it", job.id, job.attempts)
+                await self._fail(job, "error.unexpected", {})
+                continue
+            if job.status is JobStatus.RUNNING:
+                await self.jobs.requeue(job.id)
+            if job.id not in self.scheduler.queue:
+                self.scheduler.enqueue(job)
+        return len(self.scheduler.queue)
+
+    async def cancel(self, job: Job) -> bool:
+        """A user's cancel: a queued job is dropped and refunded, a dispatched one stopped within a
+        step.  False when it is neither (finished, or not ours to stop)."""
+        if self.scheduler.remove(job.id):
+            await self._cancel_before_start(job)
+            self.background.spawn(self.notices.push_positions())
+            return True
+        if job.id in self._dispatched:  # about to start or generating: stop it within a step
+            self._cancel_requested.add(job.id)
+            self.worker.cancel(job.id)
+            return True
+        return False
+
+    def stop_running(self) -> None:
+        """At shutdown: an embedded GPU thread must be stopped to exit; remote workers finish the job
+        and the restarted bot adopts the result (WorkerPool.cancel_on_shutdown is False)."""
+        if self.worker.cancel_on_shutdown:
+            for job_id in self.scheduler.running_jobs():
+                self.worker.cancel(job_id)
+
+    async def dispatch_loop(self) -> None:
         """Fairness is decided when a slot frees up, so the queue order holds however many GPUs serve it."""
         while True:
             await self.worker.acquire_slot()
             try:
-                job_id, _ = await self.queue.get()
+                job_id = await self.scheduler.next_job()
             except BaseException:
                 self.worker.release_slot()
                 raise
-            self._spawn(self._run_in_slot(job_id))
+            self.background.spawn(self._run_in_slot(job_id))
 
     async def _run_in_slot(self, job_id: int) -> None:
         current_job.set(job_id)  # this task's own context: every line it logs names the job
@@ -51,38 +116,30 @@ class Dispatching:
             self.worker.release_slot()
 
     async def _run_job(self, job_id: int) -> None:
-        cost = self._costs.pop(job_id, 0.0)
-        enqueued = self._enqueued_at.pop(job_id, None)
-        if not await self.db.jobs.mark_running(job_id):
+        estimate, enqueued = self.scheduler.taken(job_id)
+        if not await self.jobs.mark_running(job_id):
             return
-        job = await self.db.jobs.get(job_id)
+        job = await self.jobs.get(job_id)
         if job_id in self._cancel_requested:  # cancelled between leaving the queue and starting
             await self._cancel_before_start(job)
             return
         # No await from here until worker.run registers the job: a later cancel reaches the worker.
-        self._running[job_id] = (time.monotonic(), cost)
-        if enqueued is not None:
-            self.metrics.wait_seconds.observe(time.monotonic() - enqueued)
-        self._spawn(self._push_positions())
+        waited = self.scheduler.started(job_id, estimate, enqueued)
+        if waited is not None:
+            self.metrics.wait_seconds.observe(waited)
+        self.background.spawn(self.notices.push_positions())
         try:
             request = DrawRequest.from_dict(job.request)
             result = await self.worker.run(job_id, request, on_step=lambda step, total: self._on_step(job, step, total))
-        except Cancelled:
-            if self._stopping and job_id not in self._cancel_requested:
-                await self.db.jobs.requeue(job_id)  # shutting down, not a user's cancel: runs after the restart
-            elif await self.db.jobs.mark_cancelled(job_id):
-                self.metrics.jobs.labels("cancelled").inc()
-                await self._tell_cancelled(job)
-            return
-        except EngineError as error:
-            await self._fail(job, error.key, error.params)
-            return
-        except Exception:
-            log.exception("job %s: generation crashed", job_id)
-            await self._fail(job, "error.unexpected", {})
+        except Exception as error:
+            failure = failure_of(error, job_id)
+            if failure.status is JobStatus.CANCELLED:
+                await self._cancelled(job)
+            else:
+                await self._fail(job, failure.key, failure.params)
             return
         finally:
-            self._running.pop(job_id, None)
+            self.scheduler.ended(job_id)
             self._last_progress.pop(job_id, None)
             self._dispatched.discard(job_id)  # from here on it is too late to cancel
         try:
@@ -91,13 +148,19 @@ class Dispatching:
             log.exception("job %s: saving the finished picture failed", job_id)
             await self._fail(job, "error.unexpected", {})
 
+    async def _cancelled(self, job: Job) -> None:
+        """The worker stopped the job: a user's cancel, or the bot shutting down."""
+        if self.background.stopping and job.id not in self._cancel_requested:
+            await self.jobs.requeue(job.id)  # shutting down, not a user's cancel: runs after the restart
+        elif await self.jobs.mark_cancelled(job.id):
+            self.metrics.jobs.labels("cancelled").inc()
+            await self.notices.tell_cancelled(job)
+
     async def _finish(self, job: Job, result) -> None:
+        """Save the pictures, record the job done (refunding pictures missing from the result), learn
+        its run time, then deliver it."""
         request = result.request
-        paths = []
-        for index, image in enumerate(result.images):
-            # Each picture of a batch carries its own seed, so any one can be drawn again alone.
-            parameters = parameters_text(request, seed_for(result.seed, index), self.model_name)
-            paths.append(self.images.relative(await asyncio.to_thread(self.images.save, job.id, image, parameters)))
+        paths = await self._save_pictures(job, result)
         timings = dict(result.timings)
         plan = {
             **result.plan.to_dict(),
@@ -110,7 +173,7 @@ class Dispatching:
         missing = max(0, job.count - len(paths))
         if missing:
             log.warning("%d of %d pictures missing from the result; refunding them", missing, job.count)
-        await self.db.jobs.mark_done(
+        await self.jobs.mark_done(
             job.id, seed=result.seed, image_paths=paths, plan=plan, timings=timings, missing=missing
         )
         log.info(
@@ -122,60 +185,49 @@ class Dispatching:
         )
         # The estimator learns unguided seconds per picture; a guided one ran the model twice per step.
         seconds = timings["total"] / max(1, len(paths)) / guidance_factor(request.cfg)
-        self.eta.record(request.width, request.height, request.steps, seconds)
-        if paths:
-            self.metrics.work_units.labels("done").inc(self.cost_of(replace(request, count=len(paths))))
+        self.scheduler.eta.record(request.width, request.height, request.steps, seconds)
+        self._count_done(result, len(paths))
+        await self.deliverer.deliver(job.id)
+
+    async def _save_pictures(self, job: Job, result) -> list[str]:
+        """Each picture of a batch carries its own seed, so any one can be drawn again alone."""
+        paths = []
+        for index, image in enumerate(result.images):
+            parameters = parameters_text(result.request, seed_for(result.seed, index), self.model_name)
+            paths.append(self.images.relative(await asyncio.to_thread(self.images.save, job.id, image, parameters)))
+        return paths
+
+    def _count_done(self, result, pictures: int) -> None:
+        request = result.request
+        if pictures:
+            self.metrics.work_units.labels("done").inc(self.scheduler.cost_of(replace(request, count=pictures)))
         self.metrics.job_done(
             request.width,
             request.height,
-            timings["total"],
+            result.timings["total"],
             len(result.fallbacks),
             len(result.retries),
             result.peak_memory_gb,
             learned_start=result.learned_start,
             prompt_cached=result.prompt_cached,
         )
-        await self._deliver(job.id)
 
     async def _fail(self, job: Job, key: str, params: dict) -> None:
         log.warning("failed: %s %s", key, params or "")
-        if await self.db.jobs.mark_failed(job.id, key, params, refund=f"system failure: {key}"):
+        if await self.jobs.mark_failed(job.id, key, params, refund=f"system failure: {key}"):
             self.metrics.jobs.labels("failed").inc()
-        await self._deliver(job.id)
+        await self.deliverer.deliver(job.id)
 
     async def _cancel_before_start(self, job: Job) -> None:
-        if await self.db.jobs.mark_cancelled(job.id, refund="cancelled before start"):
+        if await self.jobs.mark_cancelled(job.id, refund="cancelled before start"):
             self.metrics.jobs.labels("cancelled").inc()
-            self._spawn(self._tell_cancelled(job))
+            self.background.spawn(self.notices.tell_cancelled(job))
 
     def _on_step(self, job: Job, step: int, total: int) -> None:
-        if job.id not in self._running:  # a step that hopped over after the job ended: nothing to show
+        if not self.scheduler.is_running(job.id):  # a step that hopped over after the job ended: nothing to show
             return
         now = time.monotonic()
         if step < total and now - self._last_progress.get(job.id, 0.0) < PROGRESS_INTERVAL_S:
             return
         self._last_progress[job.id] = now
-        self._spawn(self._show_progress(job.id, step, total))
-
-    async def _show_progress(self, job_id: int, step: int, total: int) -> None:
-        job = await self.db.jobs.get(job_id)
-        adapter = self.adapters.get(job.platform) if job else None
-        if adapter is None or job.status is not JobStatus.RUNNING:
-            return
-        lang = await self._owner_language(job)
-        await self._status(adapter, job, t("running", lang, job_id=job_id, step=step, steps=total))
-
-    async def _push_positions(self) -> None:
-        """Tell the first few queued users their new place in line, once per change."""
-        positions = self.queue.positions()
-        for job_id, position in sorted(positions.items(), key=lambda item: item[1])[:POSITION_PUSH_LIMIT]:
-            if self._last_position.get(job_id) == position:
-                continue
-            self._last_position[job_id] = position
-            job = await self.db.jobs.get(job_id)
-            adapter = self.adapters.get(job.platform) if job else None
-            if adapter is not None and job.reply_to.get("status_message_id") is not None:
-                await self._status(adapter, job, self.queued_text(job, await self._owner_language(job)))
-        for job_id in list(self._last_position):
-            if job_id not in positions:
-                del self._last_position[job_id]
+        self.background.spawn(self.notices.show_progress(job.id, step, total))

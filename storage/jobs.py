@@ -21,6 +21,8 @@ if TYPE_CHECKING:
 
 
 class JobStatus(StrEnum):
+    """A job's state, here and in Redis when it is handed to `easel worker`s (bot/scale/protocol.py)."""
+
     QUEUED = "queued"
     RUNNING = "running"
     DONE = "done"

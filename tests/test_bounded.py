@@ -6,7 +6,7 @@ import pytest
 
 from bot.bounded import BoundedMap
 from bot.service import Caller
-from tests.test_service import RecordingAdapter, settled
+from tests.support.service import RecordingAdapter, settled
 
 
 class Clock:
@@ -65,9 +65,18 @@ async def test_ten_thousand_callers_leave_bounded_state_behind(make_app, monkeyp
     assert len(moderator._last_drawing) == 4 and len(moderator._scoped) <= 3
     # The newest users are still held back; the evicted oldest are not remembered at all.
     assert moderator.cooldown_left(app_user := (await app.service.user_for(caller)).id) > 0, app_user
-    for name in ("_costs", "_running", "_last_progress", "_last_position", "_enqueued_at", "_dispatched"):
-        assert not getattr(app.service, name), name
-    assert not app.service._cancel_requested and not app.worker._stop_flags
+    service = app.service
+    owners = {
+        "_costs": service.scheduler,
+        "_running": service.scheduler,
+        "_enqueued_at": service.scheduler,
+        "_last_progress": service.dispatcher,
+        "_dispatched": service.dispatcher,
+        "_last_position": service.notices,
+    }
+    for name, owner in owners.items():
+        assert not getattr(owner, name), name
+    assert not service.dispatcher._cancel_requested and not app.worker._stop_flags
 
 
 async def test_a_cancel_that_lands_before_the_job_runs_leaves_no_stop_flag(make_app, monkeypatch):
@@ -93,7 +102,8 @@ async def test_a_cancel_that_lands_before_the_job_runs_leaves_no_stop_flag(make_
     await app.service.handle_text(caller, f"/cancel {reply.job_id}", {})
     gate.set()
     for _ in range(500):
-        if (await app.db.jobs.get(reply.job_id)).status is JobStatus.CANCELLED and not app.service._dispatched:
+        settled = (await app.db.jobs.get(reply.job_id)).status is JobStatus.CANCELLED
+        if settled and not app.service.dispatcher._dispatched:
             break
         await asyncio.sleep(0.02)
     assert (await app.db.jobs.get(reply.job_id)).status is JobStatus.CANCELLED

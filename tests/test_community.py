@@ -9,7 +9,7 @@ from bot.buttons import Action, button_id
 from bot.messages import t
 from bot.service import Caller
 from engine.request import seed_for
-from tests.test_service import alice, settled, shown_on, started
+from tests.support.service import alice, settled, shown_on, started
 
 ADMIN = Caller("telegram", "900", name="root", language="en", chat_id="1")
 
@@ -297,7 +297,7 @@ async def test_batch_counts_are_checked_with_an_example(make_app):
 
 async def test_a_cancelled_batch_gives_back_its_whole_cost(make_app):
     app, _ = await started(make_app)
-    app.service._dispatcher.cancel()  # nothing starts: the batch stays queued
+    app.service.background.loops["dispatch"].cancel()  # nothing starts: the batch stays queued
     reply = await draw(app, alice(), "/draw a fox --n 3")
     user = await app.db.users.find("telegram", "100")
     assert await app.db.quota.used(user.id, app.service.today()) == 3

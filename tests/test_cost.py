@@ -20,7 +20,7 @@ from bot.scale.protocol import Handout
 from bot.scale.remote import RemoteWorker, _Progress
 from bot.service import Caller
 from engine.request import TINY, Z_IMAGE_TURBO, DrawRequest, validate
-from tests.test_service import alice, settled, started
+from tests.support.service import alice, settled, started
 
 ADMIN = Caller("telegram", "900", name="root", language="en", chat_id="1")
 _keys = itertools.count()
@@ -126,7 +126,7 @@ async def test_no_cap_when_the_max_job_cost_is_zero(make_app):
 
     assert reply.job_id is not None
     assert await used(app) == 64
-    assert app.service.queue.cost_of(reply.job_id) == 64
+    assert app.service.scheduler.queue.cost_of(reply.job_id) == 64
 
 
 async def test_not_enough_quota_says_units_and_what_fits(make_app):
@@ -151,10 +151,10 @@ async def test_quota_race_gives_exactly_the_units_left(make_app):
 
     accepted = [reply.job_id for reply in replies if reply.job_id is not None]
     jobs = [await app.db.jobs.get(job_id) for job_id in accepted]
-    assert sum(app.service.cost_of(job.request) for job in jobs) == 5
+    assert sum(app.service.scheduler.cost_of(DrawRequest.from_dict(job.request)) for job in jobs) == 5
     assert await used(app) == 9
     assert all("work units" in reply.text for reply in replies if reply.job_id is None)
-    assert len(app.service.queue) == len(accepted) + 1
+    assert len(app.service.scheduler.queue) == len(accepted) + 1
 
 
 async def test_recovered_jobs_are_queued_with_their_cost(make_app):
@@ -167,9 +167,9 @@ async def test_recovered_jobs_are_queued_with_their_cost(make_app):
     await restarted.service.worker.acquire_slot()  # the one GPU slot is busy: both stay queued
     await restarted.service.start()
 
-    assert restarted.service.queue.cost_of(big.job_id) == 8
-    assert restarted.service.queue.cost_of(small.job_id) == 1
-    assert restarted.service.queue.snapshot()[0][0] == small.job_id  # the big one waits its turn
+    assert restarted.service.scheduler.queue.cost_of(big.job_id) == 8
+    assert restarted.service.scheduler.queue.cost_of(small.job_id) == 1
+    assert restarted.service.scheduler.queue.snapshot()[0][0] == small.job_id  # the big one waits its turn
 
 
 # -- remote workers: timeouts scale with the job ---------------------------------------------------

@@ -14,13 +14,12 @@ import bot.delivery as delivery_module
 from bot.messages import t
 from bot.service import Caller
 from storage.jobs import Job
-from tests import test_discord_adapter as discord_harness
-from tests import test_telegram_adapter as telegram_harness
 from tests.fakes.discord_server import FakeDiscord
 from tests.fakes.telegram_server import FakeTelegram
-from tests.test_discord_adapter import ADMIN_ID, CHANNEL_ID, USER_ID, answer, command, draw, hold_gpu
-from tests.test_service import RecordingAdapter, alice
-from tests.test_telegram_adapter import ADMIN, ALICE, GROUP, SLOW, jobs_of, quota_used, said, say, settled
+from tests.support import discord_harness, telegram_harness
+from tests.support.discord_harness import ADMIN_ID, CHANNEL_ID, USER_ID, answer, command, draw, hold_gpu
+from tests.support.service import RecordingAdapter, alice
+from tests.support.telegram_harness import ADMIN, ALICE, GROUP, SLOW, jobs_of, quota_used, said, say, settled
 
 tg = telegram_harness.tg  # fixtures
 easel = telegram_harness.easel
@@ -325,7 +324,7 @@ async def test_a_job_whose_adapter_never_starts_ends_as_a_dead_delivery(make_app
     await asyncio.sleep(PAST_SWEEPS)
     assert (await app.db.jobs.get(job.id)).delivery_failures == job.delivery_failures == 2
     assert job.delivery_error.startswith("failed 2 delivery rounds") and "no telegram adapter" in job.delivery_error
-    assert job.id not in app.service._sweep_after and job.id not in app.service._delivering
+    assert job.id not in app.service.deliverer._sweep_after and job.id not in app.service.deliverer._delivering
 
 
 # -- the sweep's memory of gaps stays bounded and ends with each delivery ---------------------------
@@ -356,13 +355,13 @@ async def test_sweep_gaps_stay_bounded_and_are_gone_once_the_deliveries_end(make
     app.service.register(adapter)
     await app.service.start()
     jobs = await waiting_jobs(app, 6)
-    assert 0 < len(app.service._sweep_after) <= 3  # six jobs between rounds, three gaps remembered
+    assert 0 < len(app.service.deliverer._sweep_after) <= 3  # six jobs between rounds, three gaps remembered
 
     adapter.fail_deliveries = 0
     for job_id in jobs:
         await settled(app, job_id)
-    assert len(app.service._sweep_after) == 0
-    assert app.service._sweep_after.ttl_s == delivery_module.MAX_SWEEP_GAP_S  # and none outlives its gap
+    assert len(app.service.deliverer._sweep_after) == 0
+    assert app.service.deliverer._sweep_after.ttl_s == delivery_module.MAX_SWEEP_GAP_S  # and none outlives its gap
 
 
 async def test_a_job_deleted_between_rounds_leaves_no_sweep_gap_behind(make_app, monkeypatch):
@@ -375,13 +374,13 @@ async def test_a_job_deleted_between_rounds_leaves_no_sweep_gap_behind(make_app,
     [job_id] = await waiting_jobs(app, 1)
 
     async def between_rounds() -> bool:
-        return job_id in app.service._sweep_after
+        return job_id in app.service.deliverer._sweep_after
 
     await telegram_harness.until(between_rounds)
 
     assert await app.db.jobs.mark_deleted(job_id)
-    await app.service._deliver(job_id)  # what a sweep (or a late round) does with it
-    assert job_id not in app.service._sweep_after and job_id not in app.service._delivering
+    await app.service.deliverer.deliver(job_id)  # what a sweep (or a late round) does with it
+    assert job_id not in app.service.deliverer._sweep_after and job_id not in app.service.deliverer._delivering
 
 
 # -- a picture file that is gone: ours to refund ---------------------------------------------------

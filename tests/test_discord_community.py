@@ -11,9 +11,9 @@ from PIL import Image
 
 from bot.buttons import Action, button_id
 from bot.messages import t
-from tests import test_discord_adapter as harness
 from tests.fakes.discord_server import FakeDiscord, StoredMessage
-from tests.test_discord_adapter import (
+from tests.support import discord_harness as harness
+from tests.support.discord_harness import (
     ADMIN_ID,
     CHANNEL_ID,
     GUILD_ID,

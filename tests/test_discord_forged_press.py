@@ -8,7 +8,7 @@ from __future__ import annotations
 from bot.buttons import Action, button_id
 from bot.messages import t
 from tests.fakes.discord_server import EPHEMERAL, FakeDiscord
-from tests.test_discord_adapter import (
+from tests.support.discord_harness import (
     GUILD_ID,
     OTHER_ID,
     USER_ID,

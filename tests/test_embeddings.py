@@ -10,7 +10,7 @@ import torch
 from engine.embeddings import EmbeddingCache
 from engine.engine import Engine
 from engine.request import DrawRequest, Kind
-from tests.test_engine import pixels
+from tests.support.pipeline import pixels
 
 SMALL = dict(width=128, height=128, steps=2)
 

@@ -13,7 +13,7 @@ from engine.errors import Cancelled, InvalidRequest, OutOfMemory
 from engine.planner import HEADROOM_GB, DeviceFacts, Placement, estimate_peak_gb, ladder
 from engine.request import MAX_SEED, TINY, Z_IMAGE_TURBO, DrawRequest, Kind, seed_for, validate
 from engine.tiny import build_pipeline
-from tests.test_engine import pixels, transformer_fault
+from tests.support.pipeline import pixels, transformer_fault
 
 SMALL = dict(width=128, height=128, steps=3)
 BATCH_OOM = "out of memory with 3 pictures in one call on cpu: drew them one at a time"

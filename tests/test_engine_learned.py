@@ -11,7 +11,7 @@ from engine.learned import LESSON_S, LearnedRungs
 from engine.planner import DeviceFacts, Placement
 from engine.request import TINY, DrawRequest
 from engine.tiny import build_pipeline
-from tests.test_engine import transformer_fault
+from tests.support.pipeline import transformer_fault
 
 SMALL = dict(width=128, height=128, steps=2)
 

@@ -14,7 +14,7 @@ from engine.errors import BadOutput
 from engine.planner import DeviceFacts, Placement, fits_in_ram, plan_for, ram_needed_gb
 from engine.request import TINY, Z_IMAGE_TURBO, DrawRequest
 from engine.tiny import build_pipeline
-from tests.test_engine import transformer_fault
+from tests.support.pipeline import transformer_fault
 
 FULL_SIZED = dataclasses.replace(TINY, transformer_gb=11.5, text_encoder_gb=7.5, vae_gb=0.16)
 

@@ -18,7 +18,7 @@ from bot.cli import main
 from bot.messages import t
 from bot.moderation import WordListUnreadable
 from bot.service import Caller
-from tests.test_service import alice, settled, shown_on, started
+from tests.support.service import alice, settled, shown_on, started
 
 ADMIN = Caller("telegram", "900", name="root", language="en", chat_id="1")
 

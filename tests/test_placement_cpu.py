@@ -19,7 +19,7 @@ from engine.engine import Engine
 from engine.errors import OutOfMemory
 from engine.planner import Placement, Plan
 from engine.request import DrawRequest, Kind
-from tests.test_engine import transformer_fault
+from tests.support.pipeline import transformer_fault
 
 OFFLOADS = [Placement.MODEL_OFFLOAD, Placement.GROUP_OFFLOAD, Placement.SEQUENTIAL_OFFLOAD]
 

@@ -7,64 +7,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import shutil
-import socket
-import subprocess
-import time
-from pathlib import Path
 
 import pytest
-import redis
 
 from bot.buttons import Action, button_id
 from bot.messages import t
-from bot.service import Caller
 from engine.request import DrawRequest, seed_for
 from storage.jobs import JobStatus
 from tests.support.faults import FaultyEngine
-from tests.test_service import RecordingAdapter, alice, bob, settled, shown_on
-
-FAST = {"EASEL_HEARTBEAT_S": 0.25, "EASEL_CLAIM_IDLE_S": 2, "EASEL_MAX_DELIVERIES": 2}
-
-
-def carol() -> Caller:
-    return Caller("telegram", "300", name="carol", language="en", chat_id="1")
-
-
-class RedisServer:
-    """A throwaway redis-server on a free loopback port, without persistence (like a crash)."""
-
-    def __init__(self, folder: Path) -> None:
-        if shutil.which("redis-server") is None:
-            pytest.skip("redis-server is not installed (apt-get install redis-server)")
-        self.folder = folder
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            self.port = probe.getsockname()[1]
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.process: subprocess.Popen | None = None
-
-    def start(self) -> RedisServer:
-        self.process = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", str(self.folder), "--logfile", str(self.folder / "redis.log")],
-            stdout=subprocess.DEVNULL,
-        )  # fmt: skip
-        client = self.client()
-        for _ in range(250):
-            with contextlib.suppress(redis.ConnectionError):
-                client.ping()
-                return self
-            time.sleep(0.02)
-        raise RuntimeError("redis-server did not start")
-
-    def kill(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
-
-    def client(self) -> redis.Redis:
-        return redis.Redis(port=self.port, socket_connect_timeout=1)
+from tests.support.scale import RedisServer, ScaleApps, eventually, job_hash, scale_settings
+from tests.support.service import alice, bob, settled, shown_on
 
 
 @pytest.fixture
@@ -72,47 +24,6 @@ def redis_server(tmp_path):
     server = RedisServer(tmp_path).start()
     yield server
     server.kill()
-
-
-def scale_settings(make_settings, redis_url: str, **overrides):
-    """Bot-side settings: the test's data dir and tiny model, plus Redis and fast scale knobs."""
-    from bot.scale.config import ScaleSettings
-
-    base = make_settings()
-    values = {
-        "EASEL_MODEL": base.model,
-        "EASEL_DATA_DIR": str(base.data_dir),
-        "EASEL_DEVICE": "cpu",
-        "EASEL_REDIS_URL": redis_url,
-        **FAST,
-        **overrides,
-    }
-    return ScaleSettings(_env_file=None, **values)
-
-
-class ScaleApps:
-    """Real bot apps (SQLite, service, `WorkerPool`) on Redis, each with a recording adapter."""
-
-    def __init__(self, make_settings) -> None:
-        self.make_settings = make_settings
-        self.apps = []
-
-    async def make(self, redis_url: str, start: bool = True, **overrides):
-        from bot.app import build_app
-
-        app = await build_app(scale_settings(self.make_settings, redis_url, **overrides))
-        self.apps.append(app)
-        adapter = RecordingAdapter(service=app.service)
-        app.service.register(adapter)
-        if start:
-            await app.service.start()
-        return app, adapter
-
-    async def close(self) -> None:
-        for app in self.apps:
-            with contextlib.suppress(Exception):
-                await app.stop()
-            await app.worker.aclose()
 
 
 @pytest.fixture
@@ -143,22 +54,6 @@ async def run_worker(make_settings, engine):
         worker.stop()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(task, 10)
-
-
-async def eventually(predicate, timeout: float = 20.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return value
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def job_hash(server: RedisServer, job_id: int) -> dict[str, bytes]:
-    return {k.decode(): v for k, v in server.client().hgetall(f"easel:job:{job_id}").items()}
 
 
 async def test_a_job_runs_on_a_worker_with_the_bots_seed_and_image_to_image_works(
@@ -216,8 +111,8 @@ async def test_progress_comes_back_and_cancel_reaches_the_worker_within_a_step(
     run_worker(redis_server.url, slow_on="slowpoke")
     app, adapter = await make_scale_app(redis_server.url)
     steps: list[int] = []
-    original = app.service._on_step
-    app.service._on_step = lambda job, step, total: (steps.append(step), original(job, step, total))
+    original = app.service.dispatcher._on_step
+    app.service.dispatcher._on_step = lambda job, step, total: (steps.append(step), original(job, step, total))
     reply = await app.service.handle_text(alice(), "/draw slowpoke --steps 16", {})
     await eventually(lambda: steps, what="the first progress step")
     await app.service.handle_text(alice(), f"/cancel {reply.job_id}", {})
@@ -256,7 +151,8 @@ async def test_without_redis_jobs_wait_in_the_bot_and_go_out_in_fair_order(tmp_p
 
 
 async def test_outcomes_are_decided_once_and_stale_jobs_are_not_adopted(redis_server):
-    from bot.scale.protocol import Broker, State, connect, fingerprint
+    from bot.scale.protocol import Broker, connect, fingerprint
+    from storage.jobs import JobStatus
 
     broker = Broker(connect(redis_server.url))
     try:
@@ -268,8 +164,8 @@ async def test_outcomes_are_decided_once_and_stale_jobs_are_not_adopted(redis_se
         assert first.job_id == 1 and await broker.read_new("w1", 100) is None
         verdict, payload, _ = await broker.begin(first, "w1")
         assert verdict == "run" and b'"seed": 7' in payload
-        assert await broker.finish(first, State.DONE, {"n": 1}, [b"png"], 60) is True
-        assert await broker.finish(first, State.FAILED, {"n": 2}, [], 60) is False  # a late duplicate
+        assert await broker.finish(first, JobStatus.DONE, {"n": 1}, [b"png"], 60) is True
+        assert await broker.finish(first, JobStatus.FAILED, {"n": 2}, [], 60) is False  # a late duplicate
         fields = await broker.outcome(1)
         assert fields[b"state"] == b"done" and fields[b"image:0"] == b"png" and fields[b"meta"] == b'{"n": 1}'
         assert await broker.redis.xlen("easel:jobs") == 0  # acknowledged and deleted
@@ -277,7 +173,7 @@ async def test_outcomes_are_decided_once_and_stale_jobs_are_not_adopted(redis_se
         cat = DrawRequest("a cat", width=64, height=64, steps=2, seed=7)
         assert await broker.submit(1, fingerprint(1, cat), cat, b"", 60) == "new"
         check = await broker.check(1)
-        assert check.state is State.QUEUED and check.entry_alive
+        assert check.state is JobStatus.QUEUED and check.entry_alive
         # Cancelled before any worker began it: the entry is gone and a worker that read it skips it.
         stale = await broker.read_new("w2", 100)
         assert await broker.cancel(1) == 2

@@ -25,8 +25,8 @@ from bot.doctor import report
 from bot.messages import t
 from bot.service import Caller
 from storage.jobs import JobStatus
-from tests.test_scale_pool import RedisServer, ScaleApps, carol, eventually, job_hash
-from tests.test_service import alice, bob, settled
+from tests.support.scale import RedisServer, ScaleApps, eventually, job_hash
+from tests.support.service import alice, bob, carol, settled
 
 pytestmark = pytest.mark.slow
 
@@ -143,7 +143,7 @@ async def test_two_workers_share_a_burst_in_round_robin_order(two_workers, make_
             (await app.service.handle_text(who(), f"/draw {who().name} {i} --steps 4", {})).job_id for i in range(3)
         ]
     expected = [jobs[user][i] for i in range(3) for user in ("100", "200", "300")]
-    assert [job_id for job_id, _ in app.service.queue.snapshot()] == expected
+    assert [job_id for job_id, _ in app.service.scheduler.queue.snapshot()] == expected
     await app.service.start()
     await adapter.wait_until(lambda: len(adapter.delivered) == 9, timeout=60)
 
@@ -167,11 +167,11 @@ def _entry_order(entry: bytes) -> tuple[int, int]:
 
 async def crash(app) -> None:
     """What a killed bot process leaves behind: no goodbye to Redis, no cancel; its tasks just end."""
-    tasks = [app.service._dispatcher, *app.service._tasks]
+    tasks = [app.service.background.loops["dispatch"], *app.service.background.tasks]
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
-    await app.worker.aclose()
+    await app.worker.close()
     await app.db.close()
 
 

@@ -10,9 +10,10 @@ import pytest
 from PIL import Image
 
 from bot.buttons import Action, button_id
+from bot.variations import upscaled_size
 from engine.request import TINY, Z_IMAGE_TURBO, DrawRequest, Kind, fit_size, validate
 from storage.jobs import JobStatus
-from tests.test_service import alice, settled, shown_on, started
+from tests.support.service import alice, settled, shown_on, started
 
 
 async def press(app, action: Action, job_id: int):
@@ -55,12 +56,8 @@ async def test_upscale_is_2x_and_vary_of_the_upscaled_picture_works(make_app):
 
 @pytest.mark.parametrize("profile", [Z_IMAGE_TURBO, TINY], ids=lambda p: p.name)
 def test_every_official_size_upscales_exactly_2x_and_validates(profile):
-    from bot.service import Service
-
-    service = Service.__new__(Service)
-    service.profile = profile
     for ratio, (width, height) in profile.aspect_ratios.items():
-        up = service.upscaled_size(width, height)
+        up = upscaled_size(width, height, profile)
         assert up == (2 * width, 2 * height), ratio
         request = DrawRequest("x", width=up[0], height=up[1], kind=Kind.UPSCALE, source_image="s.png")
         validate(request, profile)  # raises if the engine would refuse it
@@ -69,14 +66,10 @@ def test_every_official_size_upscales_exactly_2x_and_validates(profile):
 
 
 def test_a_source_too_big_to_double_is_upscaled_as_far_as_allowed():
-    from bot.service import Service
-
-    service = Service.__new__(Service)
-    service.profile = Z_IMAGE_TURBO
-    width, height = service.upscaled_size(1536, 1536)
+    width, height = upscaled_size(1536, 1536, Z_IMAGE_TURBO)
     assert (width, height) == (2048, 2048)  # 1.33x: the pixel budget, shown in the caption's size
     validate(DrawRequest("x", width=width, height=height, kind=Kind.UPSCALE, source_image="s.png"), Z_IMAGE_TURBO)
-    assert service.upscaled_size(2048, 2048) == (2048, 2048)
+    assert upscaled_size(2048, 2048, Z_IMAGE_TURBO) == (2048, 2048)
 
 
 @pytest.mark.parametrize(

@@ -10,8 +10,8 @@ import re
 from bot.adapters.telegram import fitting
 from bot.buttons import Action, button_id
 from bot.messages import t
-from tests import test_telegram_adapter as harness
-from tests.test_telegram_adapter import (
+from tests.support import telegram_harness as harness
+from tests.support.telegram_harness import (
     ADMIN,
     ALICE,
     BOB,

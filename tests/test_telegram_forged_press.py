@@ -7,14 +7,14 @@ from __future__ import annotations
 from bot.buttons import Action, button_id
 from bot.messages import t
 from tests.fakes.telegram_server import Call, FakeTelegram
-from tests.test_telegram_adapter import (
+from tests.support.telegram_harness import (
     ALICE,
     BOB,
     GROUP,
     OTHER_GROUP,
-    _keyboard,
     easel,  # noqa: F401  (fixture)
     jobs_of,
+    markup,
     picture,
     post_as_bot,
     say,
@@ -60,7 +60,7 @@ async def test_a_press_naming_another_chats_job_reveals_nothing_creates_nothing_
     answer = await press(tg, GROUP, MALLORY, victim_picture, button_id(Action.DELETE, own.id))
     assert stale(answer)
     # Even her own job's buttons work only on her own picture, not on a copy somewhere else.
-    copy = await post_as_bot(tg, "sendMessage", chat_id=OTHER_GROUP, text="x", reply_markup=_keyboard(["x"]))
+    copy = await post_as_bot(tg, "sendMessage", chat_id=OTHER_GROUP, text="x", reply_markup=markup(["x"]))
     answer = await press(tg, OTHER_GROUP, ALICE, copy["message_id"], button_id(Action.PARAMS, victim.id))
     assert stale(answer)
 
@@ -94,7 +94,7 @@ async def test_a_batch_button_works_on_its_own_message_and_a_pictures_button_onl
     forged = await press(tg, ALICE, ALICE, album[1].message_id, button_id(Action.UPSCALE, batch.id, 2))
     assert stale(forged)
     # Rerolls of another user's batch from one's own chat: refused.
-    bobs = await post_as_bot(tg, "sendMessage", chat_id=BOB, text="hello", reply_markup=_keyboard(["x"]))
+    bobs = await post_as_bot(tg, "sendMessage", chat_id=BOB, text="hello", reply_markup=markup(["x"]))
     other = await press(tg, BOB, BOB, bobs["message_id"], button_id(Action.REROLL, batch.id))
     assert stale(other)
     assert len(await app.db.jobs.children(batch.id)) == 1
@@ -103,7 +103,7 @@ async def test_a_batch_button_works_on_its_own_message_and_a_pictures_button_onl
 async def test_a_forged_press_from_a_stranger_is_answered_without_a_user_row(easel, tg):  # noqa: F811
     app, _ = await easel.start()
     stranger = 4040
-    greeting = await post_as_bot(tg, "sendMessage", chat_id=GROUP, text="hi", reply_markup=_keyboard(["x"]))
+    greeting = await post_as_bot(tg, "sendMessage", chat_id=GROUP, text="hi", reply_markup=markup(["x"]))
     users = await app.db.users.count()
 
     for data in ("easel:nonsense", "", button_id(Action.PARAMS, 1), button_id(Action.REROLL, 999999)):

@@ -12,8 +12,8 @@ import getpass
 import sys
 from typing import TextIO
 
+from bot.contract import Caller, ChatService, Delivery
 from bot.messages import t
-from bot.service import Caller, Delivery, Service
 from storage.jobs import Job
 
 BAR_WIDTH = 24
@@ -22,7 +22,7 @@ BAR_WIDTH = 24
 class ConsoleAdapter:
     platform = "console"
 
-    def __init__(self, service: Service, stdin: TextIO = sys.stdin, stdout: TextIO = sys.stdout) -> None:
+    def __init__(self, service: ChatService, stdin: TextIO = sys.stdin, stdout: TextIO = sys.stdout) -> None:
         self.service = service
         self._in = stdin
         self._out = stdout

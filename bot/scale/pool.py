@@ -1,4 +1,4 @@
-"""`WorkerPool`: the bot's side of scale-out, with the same interface as `bot.worker.GpuWorker`.
+"""`WorkerPool`: the bot's side of scale-out, the same `Worker` (bot/contract.py) as `bot.worker.GpuWorker`.
 
 The service keeps deciding fairness: it takes the next job from its own round-robin queue only after
 `acquire_slot()` returns, and that waits until a live worker has a free slot.  So Redis never holds
@@ -18,25 +18,24 @@ import json
 import logging
 import random
 import time
-from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
+from bot.contract import ProgressCallback
 from bot.logs import safe_url
 from bot.scale.config import ScaleSettings
-from bot.scale.protocol import TERMINAL, Broker, State, WorkerInfo, WorkerLost, connect, fingerprint
+from bot.scale.protocol import TERMINAL, Broker, WorkerInfo, WorkerLost, connect, fingerprint
 from bot.scale.results import decode_png, result_from
 from bot.settings import Settings
 from engine.errors import Cancelled, EngineError, InvalidRequest
 from engine.request import MAX_SEED, RANDOM_SEED, DrawRequest
 from engine.result import Result
+from storage.jobs import JobStatus
 
 log = logging.getLogger(__name__)
-
-ProgressCallback = Callable[[int, int], None]
 
 # Once the bot has read an outcome it keeps it this long (not a day), for a crash before it is saved.
 COLLECTED_TTL_S = 600
@@ -87,7 +86,7 @@ class WorkerPool:
     def from_settings(cls, settings: Settings) -> WorkerPool:
         return cls(ScaleSettings.from_settings(settings))
 
-    # -- the GpuWorker interface ----------------------------------------------------------------
+    # -- the Worker interface -------------------------------------------------------------------
 
     async def start(self) -> None:
         """Start watching workers and events (idempotent; Redis may still be down)."""
@@ -108,6 +107,9 @@ class WorkerPool:
     @property
     def capacity(self) -> int:
         return sum(worker.slots for worker in self._workers) if self.redis_ok else 0
+
+    def healthy(self) -> bool:
+        return self.redis_ok
 
     def live_workers(self) -> int:
         return len(self._workers) if self.redis_ok else 0
@@ -134,13 +136,7 @@ class WorkerPool:
         follower.wake()
         return True
 
-    def close(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        with contextlib.suppress(RuntimeError):
-            asyncio.get_running_loop().create_task(self.broker.redis.aclose())
-
-    async def aclose(self) -> None:
+    async def close(self) -> None:
         for task in self._tasks:
             task.cancel()
         if self._tasks:
@@ -195,11 +191,11 @@ class WorkerPool:
         if b"state" not in fields:
             return None
         await self.broker.keep_for(job_id, COLLECTED_TTL_S)
-        state = State(fields[b"state"].decode())
-        if state is State.CANCELLED:
+        state = JobStatus(fields[b"state"].decode())
+        if state is JobStatus.CANCELLED:
             raise Cancelled()
         meta = json.loads(fields.get(b"meta") or b"{}")
-        if state is State.FAILED:
+        if state is JobStatus.FAILED:
             key, params = meta.get("error_key", "error.internal"), meta.get("error_params") or {}
             raise WorkerLost(**params) if key == WorkerLost.key else EngineError(key, **params)
         count = int(fields.get(b"images", b"0"))

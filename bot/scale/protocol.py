@@ -23,7 +23,6 @@ import logging
 import re
 import time
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import Any
 
 from redis.asyncio import Redis
@@ -34,6 +33,7 @@ from redis.exceptions import ResponseError
 from bot.scale.scripts import BEGIN, CANCEL, CHECK, FINISH, FORGET, HEARTBEAT, SUBMIT
 from engine.errors import EngineError
 from engine.request import DrawRequest
+from storage.jobs import JobStatus
 
 log = logging.getLogger(__name__)
 
@@ -52,15 +52,8 @@ def job_key(job_id: int) -> str:
     return f"easel:job:{job_id}"
 
 
-class State(StrEnum):
-    QUEUED = "queued"
-    RUNNING = "running"
-    DONE = "done"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-
-
-TERMINAL = {State.DONE, State.FAILED, State.CANCELLED}
+# A job's state in Redis is its state in the database (storage.jobs.JobStatus), the same five words.
+TERMINAL = {JobStatus.DONE, JobStatus.FAILED, JobStatus.CANCELLED}
 
 
 class WorkerLost(EngineError):
@@ -127,7 +120,7 @@ class WorkerInfo:
 class Check:
     """A job's state in Redis; `entry_alive` says its stream entry still exists."""
 
-    state: State
+    state: JobStatus
     fingerprint: str | None
     entry_alive: bool
 
@@ -189,7 +182,7 @@ class Broker:
         answer = await self._check(keys=[job_key(job_id), JOBS])
         if not answer:
             return None
-        return Check(State(_text(answer[0])), _text(answer[1]), bool(answer[2]))
+        return Check(JobStatus(_text(answer[0])), _text(answer[1]), bool(answer[2]))
 
     async def outcome(self, job_id: int) -> dict[bytes, bytes]:
         return await self.redis.hgetall(job_key(job_id))
@@ -284,7 +277,7 @@ class Broker:
     async def finish(
         self,
         handout: Handout,
-        state: State,
+        state: JobStatus,
         meta: dict[str, Any],
         images: list[bytes],
         ttl: int,
@@ -304,7 +297,7 @@ class Broker:
     async def dead_letter(self, handout: Handout, ttl: int) -> bool:
         meta = {"error_key": WorkerLost.key, "error_params": {"job_id": handout.job_id}}
         reason = f"delivered {handout.deliveries} times; every worker that took it stopped"
-        return await self.finish(handout, State.FAILED, meta, [], ttl, dead_reason=reason)
+        return await self.finish(handout, JobStatus.FAILED, meta, [], ttl, dead_reason=reason)
 
     async def drop(self, entry: str) -> None:
         await self.redis.xack(JOBS, GROUP, entry)

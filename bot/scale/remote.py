@@ -24,7 +24,6 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -35,17 +34,19 @@ from redis.exceptions import RedisError, ResponseError
 from bot.cost import Unit, request_cost
 from bot.logs import safe_url
 from bot.scale.config import ScaleSettings
-from bot.scale.protocol import Broker, Handout, RedisTooOld, State, WorkerInfo, connect
+from bot.scale.protocol import Broker, Handout, RedisTooOld, WorkerInfo, connect
 from bot.scale.results import done_meta, encode_png
 from bot.settings import Settings
-from engine.errors import Cancelled, EngineError
+from bot.worker import Failure, GpuThread, engine_loader, failure_of
+from engine.errors import EngineError
 from engine.request import DrawRequest
+from storage.jobs import JobStatus
 
 log = logging.getLogger(__name__)
 
 
 class _Progress:
-    """The latest (step, total), written by the engine thread and read by the heartbeat."""
+    """The latest (step, total) the engine reported (on the loop, through `GpuThread`), read by the heartbeat."""
 
     latest: tuple[int, int] | None = None
 
@@ -62,9 +63,7 @@ class RemoteWorker:
         self.config = config
         self.id = config.worker_id
         self.broker = Broker(redis or connect(config.redis_url))
-        self._factory = engine_factory or _engine_loader(config)
-        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="easel-gpu")
-        self._engine = None
+        self._gpu = GpuThread(engine_factory or engine_loader(config.model, config.device))
         self._info: WorkerInfo | None = None
         self._busy: int | None = None
         self._busy_since: float | None = None
@@ -80,15 +79,14 @@ class RemoteWorker:
         try:
             await self._check_server()
         except RedisTooOld:
-            self._thread.shutdown(wait=False)
+            self._gpu.shutdown()
             await self.broker.redis.aclose()
             raise
         except RedisError as exc:  # not up yet: checked again before the first take
             self._set_redis_ok(False, exc)
 
         # 2. Load the model once, off the event loop
-        loop = asyncio.get_running_loop()
-        self._engine = await loop.run_in_executor(self._thread, self._factory)
+        await self._gpu.load()
         self._info = self._describe()
         log.info("worker %s ready: %s, model %s", self.id, self._info.device, self._info.model)
 
@@ -102,7 +100,7 @@ class RemoteWorker:
                 await announcer
             with contextlib.suppress(RedisError):
                 await self.broker.withdraw(self.id)  # gone from /stats at once, not after the TTL
-            self._thread.shutdown(wait=False, cancel_futures=True)
+            self._gpu.shutdown()
             await self.broker.redis.aclose()
             log.info("worker %s stopped", self.id)
 
@@ -186,32 +184,25 @@ class RemoteWorker:
     def timeout_for(self, request: DrawRequest) -> float:
         """How long this job may run here before it is given up (see ScaleSettings.job_timeout_for)."""
         try:
-            cost = request_cost(request, Unit.of(getattr(self._engine, "profile", None)))
+            cost = request_cost(request, Unit.of(getattr(self._gpu.engine, "profile", None)))
         except (TypeError, ValueError):  # not validated (an older bot): count it as one unit
             cost = 1
         return self.config.job_timeout_for(cost)
 
     async def _draw(
         self, job_id: int, request: DrawRequest, stop: threading.Event, progress: _Progress
-    ) -> tuple[State, dict, list[bytes]]:
-        loop = asyncio.get_running_loop()
+    ) -> tuple[JobStatus, dict, list[bytes]]:
+        """Draw on the GPU thread, then encode the PNGs there too (off the event loop)."""
         try:
-            result, images = await loop.run_in_executor(self._thread, self._generate, request, stop, progress)
-        except Cancelled:
-            return State.CANCELLED, {"worker": self.id}, []
-        except EngineError as error:
-            return State.FAILED, {"error_key": error.key, "error_params": error.params, "worker": self.id}, []
-        except Exception:
-            log.exception("job %s: generation crashed", job_id)
-            return State.FAILED, {"error_key": "error.internal", "error_params": {"job_id": job_id}}, []
-        return State.DONE, done_meta(result, self.id), images
+            result = await self._gpu.generate(request, stop, progress.update)
+            images = await self._gpu.call(_encode_all, result.images)
+        except Exception as error:
+            # The bot has no traceback to show: a crash here is told as "our side, #job, refunded".
+            failure = failure_of(error, job_id, crash=Failure(JobStatus.FAILED, "error.internal", {"job_id": job_id}))
+            return failure.status, _failure_meta(failure, self.id), []
+        return JobStatus.DONE, done_meta(result, self.id), images
 
-    def _generate(self, request: DrawRequest, stop: threading.Event, progress: _Progress) -> tuple[Any, list[bytes]]:
-        """On the GPU thread: draw, then encode the PNGs there too (off the event loop)."""
-        result = self._engine.generate(request, on_step=progress.update, should_stop=stop.is_set)
-        return result, [encode_png(image) for image in result.images]
-
-    async def _report(self, handout: Handout, state: State, meta: dict, images: list[bytes]) -> None:
+    async def _report(self, handout: Handout, state: JobStatus, meta: dict, images: list[bytes]) -> None:
         """Record the outcome; retried while Redis is away (a result for a lost job is simply late)."""
         failures = 0
         while True:
@@ -278,7 +269,7 @@ class RemoteWorker:
             await asyncio.sleep(self.config.heartbeat_s)
 
     def _describe(self) -> WorkerInfo:
-        engine = self._engine
+        engine = self._gpu.engine
         device = getattr(engine, "device", self.config.device)
         try:
             facts = engine.device_facts()
@@ -302,14 +293,15 @@ class RemoteWorker:
                 await self._stopping.wait()
 
 
-def _engine_loader(config: ScaleSettings) -> Callable[[], Any]:
-    def load():
-        from engine.engine import Engine
+def _encode_all(images: list) -> list[bytes]:
+    return [encode_png(image) for image in images]
 
-        log.info("loading model %s on %s", config.model, config.device)
-        return Engine.load(config.model, device=config.device)
 
-    return load
+def _failure_meta(failure: Failure, worker_id: str) -> dict[str, Any]:
+    """A failure on the wire; the pool raises it again as the engine would have (bot/scale/pool.py)."""
+    if failure.status is JobStatus.CANCELLED:
+        return {"worker": worker_id}
+    return {"error_key": failure.key, "error_params": failure.params, "worker": worker_id}
 
 
 def main(settings: Settings) -> int:

@@ -22,14 +22,16 @@ from typing import Any
 import discord
 from discord import app_commands
 
-from bot.adapters.discord.buttons import TEMPLATE, ResultButton, result_view
+from bot.adapters.discord.buttons import ResultButton, result_view
 from bot.adapters.discord.fitting import fit_to_limit
 from bot.adapters.discord.origin import ORIGINAL, Origin
 from bot.adapters.discord.slash import build_commands
 from bot.adapters.discord.translator import CatalogueTranslator
+from bot.buttons import TEMPLATE
+from bot.contract import Caller, ChatService, Delivery, Reply, Undeliverable
 from bot.messages import language_for, t
-from bot.service import Caller, Delivery, Reply, Service, Undeliverable
 from bot.settings import Settings
+from bot.text import clip
 from storage.jobs import Job
 
 log = logging.getLogger(__name__)
@@ -91,7 +93,7 @@ class EaselClient(discord.Client):
 class DiscordAdapter:
     platform = "discord"
 
-    def __init__(self, service: Service, settings: Settings, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, service: ChatService, settings: Settings, *, clock: Callable[[], float] = time.time) -> None:
         self.service = service
         self.settings = settings
         self.clock = clock
@@ -167,14 +169,7 @@ class DiscordAdapter:
         if reference is None or reference.message_id is None or all(user.id != me.id for user in message.mentions):
             return
         origin = Origin.from_message(message)
-        caller = Caller(
-            self.platform,
-            origin.user_id,
-            message.author.name,
-            chat_id=origin.channel_id,
-            guild_id=origin.guild_id,
-            nsfw_channel=_is_nsfw(message.channel),
-        )
+        caller = _caller(origin, message.author, message.channel)
         text = re.sub(rf"<@!?{me.id}>", " ", message.content).strip()
         reply = await self.service.vary_from_picture(
             caller,
@@ -203,7 +198,7 @@ class DiscordAdapter:
         landed = self._answering[interaction.token] = asyncio.Event()
         try:
             try:
-                reply = await ask(_caller(interaction), origin.to_reply_to())
+                reply = await ask(_interaction_caller(interaction, origin), origin.to_reply_to())
             except Exception:
                 log.exception("interaction %s: the service failed", interaction.id)
                 reply = Reply(t("error.unexpected", language_for(str(interaction.locale))), alert=True)
@@ -385,20 +380,26 @@ def _intents(settings: Settings) -> discord.Intents:
     return intents
 
 
-def _caller(interaction: discord.Interaction) -> Caller:
-    user = interaction.user
-    in_guild = interaction.guild_id is not None
+def _caller(
+    origin: Origin, user: discord.abc.User, channel: object, locale: object = None, chat_admin: bool = False
+) -> Caller:
+    """Who is talking and where, from a message or an interaction (`Origin` has the ids)."""
     return Caller(
         "discord",
-        str(user.id),
+        origin.user_id,
         name=user.name,
-        language=str(interaction.locale) if interaction.locale else None,
-        chat_id=str(interaction.channel_id),
-        guild_id=str(interaction.guild_id) if in_guild else None,
-        nsfw_channel=_is_nsfw(interaction.channel),
-        # Whoever may manage the server may keep its word lists.
-        chat_admin=in_guild and interaction.permissions.manage_guild,
+        language=str(locale) if locale else None,
+        chat_id=origin.channel_id,
+        guild_id=origin.guild_id,
+        nsfw_channel=_is_nsfw(channel),
+        chat_admin=chat_admin,
     )
+
+
+def _interaction_caller(interaction: discord.Interaction, origin: Origin) -> Caller:
+    # Whoever may manage the server may keep its word lists.
+    manages = interaction.guild_id is not None and interaction.permissions.manage_guild
+    return _caller(origin, interaction.user, interaction.channel, interaction.locale, chat_admin=manages)
 
 
 def _carries(message: discord.Message | None, custom_id: str) -> bool:
@@ -457,4 +458,4 @@ async def _delete_quietly(message: discord.Message) -> bool:
 
 
 def _clip(text: str) -> str:
-    return text if len(text) <= MESSAGE_LIMIT else text[: MESSAGE_LIMIT - 1] + "…"
+    return clip(text, MESSAGE_LIMIT)

@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 
 import discord
 
-TEMPLATE = r"easel:(?P<action>[a-z_]+):(?P<job_id>[0-9]+)(?::(?P<picture>[0-9]+))?"
+from bot.buttons import TEMPLATE
 
 PressHandler = Callable[[discord.Interaction, str], Awaitable[None]]
 

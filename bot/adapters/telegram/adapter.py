@@ -21,7 +21,7 @@ from bot.adapters.telegram.fitting import file_url_for
 from bot.adapters.telegram.incoming import Incoming
 from bot.adapters.telegram.outbox import Outbox
 from bot.adapters.telegram.texts import command_menu, menu_languages
-from bot.service import Delivery, Service
+from bot.contract import ChatService, Delivery
 from bot.settings import Settings
 from storage.jobs import Job
 
@@ -38,7 +38,7 @@ class TelegramAdapter:
 
     def __init__(
         self,
-        service: Service,
+        service: ChatService,
         settings: Settings,
         *,
         rate_limiter: bool = True,

@@ -7,6 +7,8 @@ import re
 
 from PIL import Image
 
+from bot.text import clip
+
 MAX_TEXT = 4096
 MAX_CAPTION = 1024
 MAX_ANSWER = 200  # answerCallbackQuery text
@@ -16,7 +18,6 @@ PHOTO_MAX_SIDES = 10_000  # width + height
 PHOTO_MAX_RATIO = 20
 # A photo Telegram refused all the same (its dimension rules are not all documented) goes again this small.
 CAUTIOUS_PHOTO_SIDE = 2560
-ELLIPSIS = "…"
 WORD_JOINER = "\u2060"  # invisible, and no username character: `@\u2060name` is plain text
 _AUTO_MENTION = re.compile(r"(?<!\w)@(?=\w)")
 
@@ -36,17 +37,7 @@ def unlinked(text: str) -> str:
 def fit(text: str, limit: int) -> str:
     """`text` cut to `limit` UTF-16 units, ending in an ellipsis when cut, never splitting a
     character; no `@name` in it becomes a mention (see `unlinked`)."""
-    text = unlinked(text)
-    if utf16_length(text) <= limit:
-        return text
-    budget = limit - utf16_length(ELLIPSIS)
-    kept, used = [], 0
-    for char in text:
-        used += utf16_length(char)
-        if used > budget:
-            break
-        kept.append(char)
-    return "".join(kept).rstrip() + ELLIPSIS
+    return clip(unlinked(text), limit, length=utf16_length, tidy=True)
 
 
 def caption_for(caption: str, notes: list[str]) -> str:

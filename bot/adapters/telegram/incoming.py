@@ -20,8 +20,8 @@ from telegram.ext import Application, CallbackQueryHandler, ContextTypes, Messag
 from bot.adapters.telegram.outbox import Outbox
 from bot.adapters.telegram.texts import unexpected_error
 from bot.buttons import parse_button_id
+from bot.contract import Caller, ChatService
 from bot.messages import language_for, t
-from bot.service import Caller, Service
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +29,7 @@ _LIST_COMMAND = re.compile(r"[/\uff0f](block|sensitive)(@\w+)?(\s|$)", re.IGNORE
 
 
 class Incoming:
-    def __init__(self, service: Service, outbox: Outbox) -> None:
+    def __init__(self, service: ChatService, outbox: Outbox) -> None:
         self.service = service
         self.outbox = outbox
 

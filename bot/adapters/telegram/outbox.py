@@ -45,8 +45,9 @@ from bot.adapters.telegram.fitting import (
     utf16_length,
 )
 from bot.bounded import BoundedMap
+from bot.contract import ChatService, Delivery, Reply, Undeliverable
 from bot.messages import t
-from bot.service import Delivery, Reply, Service, Undeliverable
+from bot.text import duration
 from storage.jobs import Job, JobStatus
 
 log = logging.getLogger(__name__)
@@ -54,6 +55,7 @@ log = logging.getLogger(__name__)
 FLOOD_RETRIES = 5
 FLOOD_MARGIN_S = 0.1  # a little past the wait Telegram names
 T = TypeVar("T")
+Picture = tuple[bytes, tuple[int, int]]  # the file's bytes, (width, height)
 UPLOAD_TIMEOUTS = {"read_timeout": 60, "write_timeout": 120}
 PRIVATE_ANSWER_INTERVAL_S = 30.0  # per user: answers too long for an alert, sent privately from a group
 CHATS_PACED = 10_000  # chats (and users) whose pacing is remembered at once
@@ -99,7 +101,7 @@ class Where:
 class Outbox:
     """Sends for one bot; remembers, per chat, when the next progress edit is allowed."""
 
-    def __init__(self, bot: Bot, service: Service, edit_interval: float) -> None:
+    def __init__(self, bot: Bot, service: ChatService, edit_interval: float) -> None:
         self.bot = bot
         self.service = service
         self.edit_interval = edit_interval
@@ -155,7 +157,7 @@ class Outbox:
         now = time.monotonic()
         wait = self._private_answer_at.get(user_id, -PRIVATE_ANSWER_INTERVAL_S) + PRIVATE_ANSWER_INTERVAL_S - now
         if wait > 0:
-            await self._answer_query(query, t("private_answer_wait", lang, wait=f"{math.ceil(wait)}s"))
+            await self._answer_query(query, t("private_answer_wait", lang, wait=duration(math.ceil(wait))))
             return True
         self._private_answer_at[user_id] = now
         text = fit(reply.text, MAX_TEXT)
@@ -251,16 +253,28 @@ class Outbox:
             await self._send_png(job.id, where.chat_id, data, filename, sent.message_id)
         await self._clear_status(job.id)
 
-    async def _deliver_album(self, delivery: Delivery, pictures: list[tuple[bytes, tuple[int, int]]]) -> None:
+    async def _deliver_album(self, delivery: Delivery, pictures: list[Picture]) -> None:
         """A batch: one album (photos, or documents when one is too big for a photo), then the
         buttons in a message of their own, as albums cannot carry any."""
-        job = delivery.job
-        where = _where(job)
+        job, chat_id = delivery.job, _where(delivery.job).chat_id
+        names = [f"easel-{job.id}-{index + 1}.png" for index in range(len(pictures))]
+        sent = await self._send_album(delivery, pictures, names)
+        # The pictures are out: nothing below may raise.
+        for index, message in enumerate(sent):
+            await self._remember(job.id, chat_id, message.message_id, picture=index)
+        await self._send_batch_buttons(delivery, chat_id, sent[0].message_id)
+        if delivery.send_png and sent[0].photo and not delivery.spoiler:
+            await self._send_pngs(job.id, chat_id, pictures, names, sent[0].message_id)
+        await self._clear_status(job.id)
+
+    async def _send_album(self, delivery: Delivery, pictures: list[Picture], names: list[str]) -> tuple[Message, ...]:
+        """The album, as a reply to the request; pictures behind a spoiler go again smaller if refused."""
+        where = _where(delivery.job)
+        chat_id = where.chat_id
         as_photos = all(fits_as_photo(len(data), *size) for data, size in pictures)
         caption = caption_for(delivery.caption, delivery.notes)
-        names = [f"easel-{job.id}-{index + 1}.png" for index in range(len(pictures))]
 
-        def album(photos: bool) -> list[InputMediaPhoto | InputMediaDocument]:
+        def album(photos: bool, pictures: list[Picture]) -> list[InputMediaPhoto | InputMediaDocument]:
             media: list[InputMediaPhoto | InputMediaDocument] = []
             for index, ((data, _), name) in enumerate(zip(pictures, names, strict=True)):
                 text = caption if index == 0 else None
@@ -271,10 +285,8 @@ class Outbox:
                     media.append(InputMediaDocument(data, caption=text, filename=name))
             return media
 
-        chat_id = where.chat_id
-
-        async def send(photos: bool) -> tuple[Message, ...]:
-            media = album(photos)
+        async def send(photos: bool, pictures: list[Picture] = pictures) -> tuple[Message, ...]:
+            media = album(photos, pictures)
             return await self._replying_if_there(
                 chat_id,
                 where.reply_to_message_id,
@@ -284,15 +296,14 @@ class Outbox:
             )
 
         async def smaller_photos() -> tuple[Message, ...]:
-            nonlocal pictures
-            pictures = [await asyncio.to_thread(shrink_for_photo, data, CAUTIOUS_PHOTO_SIDE) for data, _ in pictures]
-            return await send(True)
+            smaller = [await asyncio.to_thread(shrink_for_photo, data, CAUTIOUS_PHOTO_SIDE) for data, _ in pictures]
+            return await send(True, smaller)
 
-        sent = await self._with_fallback(chat_id, as_photos, send, smaller_photos if delivery.spoiler else None)
-        # The pictures are out: nothing below may raise.
-        for index, message in enumerate(sent):
-            await self._remember(job.id, chat_id, message.message_id, picture=index)
-        lang = delivery.language
+        return await self._with_fallback(chat_id, as_photos, send, smaller_photos if delivery.spoiler else None)
+
+    async def _send_batch_buttons(self, delivery: Delivery, chat_id: int, album_id: int) -> None:
+        """The batch's buttons, under the album; missing them is not worth a resend."""
+        job, lang = delivery.job, delivery.language
         try:
             keyboard = await self._patiently(
                 chat_id,
@@ -300,28 +311,29 @@ class Outbox:
                     chat_id,
                     t("batch_buttons", lang, job_id=job.id),
                     reply_markup=_keyboard(delivery.buttons),
-                    reply_parameters=_replying(sent[0].message_id),
+                    reply_parameters=_replying(album_id),
                 ),
             )
             await self._remember(job.id, chat_id, keyboard.message_id, whole_batch=True)
         except TelegramError as error:
             log.warning("telegram: buttons of job %s not sent: %s", job.id, error)
-        if delivery.send_png and sent[0].photo and not delivery.spoiler:
-            try:
-                files = [
-                    InputMediaDocument(data, filename=name) for (data, _), name in zip(pictures, names, strict=True)
-                ]
-                documents = await self._patiently(
-                    chat_id,
-                    lambda: self.bot.send_media_group(
-                        chat_id, files, reply_parameters=_replying(sent[0].message_id), **UPLOAD_TIMEOUTS
-                    ),
-                )
-                for index, message in enumerate(documents):
-                    await self._remember(job.id, chat_id, message.message_id, picture=index)
-            except TelegramError as error:
-                log.warning("telegram: PNG files of job %s not sent: %s", job.id, error)
-        await self._clear_status(job.id)
+
+    async def _send_pngs(
+        self, job_id: int, chat_id: int, pictures: list[Picture], names: list[str], album_id: int
+    ) -> None:
+        """The lossless files of a batch, as one album of documents; missing them is not worth a resend."""
+        try:
+            files = [InputMediaDocument(data, filename=name) for (data, _), name in zip(pictures, names, strict=True)]
+            documents = await self._patiently(
+                chat_id,
+                lambda: self.bot.send_media_group(
+                    chat_id, files, reply_parameters=_replying(album_id), **UPLOAD_TIMEOUTS
+                ),
+            )
+            for index, message in enumerate(documents):
+                await self._remember(job_id, chat_id, message.message_id, picture=index)
+        except TelegramError as error:
+            log.warning("telegram: PNG files of job %s not sent: %s", job_id, error)
 
     async def _send_picture(
         self, chat_id: int, reply_to: int | None, data: bytes, as_photo: bool, options: dict, spoiler: bool = False
@@ -524,7 +536,7 @@ def _replying(message_id: int | None) -> ReplyParameters | None:
     return ReplyParameters(message_id, allow_sending_without_reply=True)
 
 
-def _read_picture(path: Path) -> tuple[bytes, tuple[int, int]]:
+def _read_picture(path: Path) -> Picture:
     data = path.read_bytes()
     with Image.open(io.BytesIO(data)) as image:
         return data, image.size

@@ -1,0 +1,227 @@
+"""A drawing request on its way in: moderate -> style -> validate -> pace -> accept.
+
+Accepting writes the job and its quota in one transaction (storage.jobs.accept: duplicate, pending
+and quota checked there) BEFORE the user hears "queued"; then the job joins the scheduler's queue."""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+from bot.background import Background
+from bot.contract import Caller, Reply
+from bot.cost import largest_count, largest_size
+from bot.errors import UserError
+from bot.members import Members
+from bot.messages import t
+from bot.metrics import Metrics
+from bot.moderation import Moderator, scope_for
+from bot.notices import Notices
+from bot.scheduler import Scheduler
+from bot.settings import Settings
+from bot.styles import PLACEHOLDER, StyleBook
+from bot.text import duration
+from engine.errors import EngineError
+from engine.request import DrawRequest, ModelProfile, validate
+from storage.jobs import Acceptance, Jobs, Outcome
+from storage.users import User
+
+log = logging.getLogger(__name__)
+
+
+class Intake:
+    def __init__(
+        self,
+        settings: Settings,
+        jobs: Jobs,
+        profile: ModelProfile,
+        moderator: Moderator,
+        styles: StyleBook,
+        members: Members,
+        scheduler: Scheduler,
+        notices: Notices,
+        metrics: Metrics,
+        background: Background,
+    ) -> None:
+        self.settings = settings
+        self.jobs = jobs
+        self.profile = profile
+        self.moderator = moderator
+        self.styles = styles
+        self.members = members
+        self.scheduler = scheduler
+        self.notices = notices
+        self.metrics = metrics
+        self.background = background
+        # Set when this process's own GPU thread can never draw (the full model on a machine
+        # without a GPU): every new job is refused with it instead of being queued to fail.
+        self.cannot_draw: EngineError | None = None
+
+    async def submit(
+        self,
+        caller: Caller,
+        user: User,
+        request: DrawRequest,
+        reply_to: dict,
+        *,
+        parent_id: int | None = None,
+        idempotency_key: str | None = None,
+        style: str | None = None,
+        own_words: bool = True,
+    ) -> Reply:
+        """Moderate the user's words, apply the style, validate and pace; then check quota and
+        pending atomically, persist, and queue.  Stored before 'queued'.  `own_words` False: the
+        words are someone else's (a button under their picture), refused but never a strike."""
+        if self.cannot_draw is not None:  # known at start: queueing would only fail later
+            raise self.cannot_draw
+        lang = self.members.language(user)
+        stored: dict[str, Any] = {}
+        # A re-sent update must get its job back, never a cooldown or a second strike.
+        resent = idempotency_key is not None and await self.jobs.find_by_key(idempotency_key) is not None
+        sensitive = False
+        if not resent:
+            # The user's own words are judged, before a preset adds its (trusted) template.
+            sensitive = await self._moderate(caller, user, request, parent_id, idempotency_key, own_words)
+        if style is not None:
+            request = await self._styled(caller, request, style)
+            stored["style"] = style.lower()
+        request = validate(request, self.profile)
+        cost = self.scheduler.cost_of(request)
+        if not resent:
+            self._check_job_cost(request, cost, lang)
+        marks = None if resent else self._pace(caller, user)
+        try:
+            acceptance = await self.jobs.accept(
+                user_id=user.id,
+                platform=caller.platform,
+                reply_to=reply_to,
+                request={**request.to_dict(), **stored},
+                kind=request.kind.value,
+                day=self.members.today(),
+                daily_limit=self.members.daily_limit(caller, user),
+                max_pending=self.settings.max_pending,
+                parent_id=parent_id,
+                idempotency_key=idempotency_key,
+                cost=cost,
+                sensitive=sensitive,
+            )
+        except BaseException:
+            if marks is not None:
+                self.moderator.undo_cooldown(user.id, marks)
+            raise
+        if acceptance.outcome is not Outcome.ACCEPTED and marks is not None:
+            self.moderator.undo_cooldown(user.id, marks)
+        return self._answer(caller, user, request, cost, acceptance, lang)
+
+    def _answer(
+        self, caller: Caller, user: User, request: DrawRequest, cost: int, acceptance: Acceptance, lang: str
+    ) -> Reply:
+        """Queue an accepted job and say where it stands; refuse one over quota or pending."""
+        if acceptance.outcome is Outcome.QUOTA:
+            limit = self.members.daily_limit(caller, user)
+            left = max(0, (limit or 0) - acceptance.used)
+            if left > 0:  # some left, not enough for the whole job
+                raise UserError("quota_not_enough", cost=cost, left=left, hint=self._what_fits(request, left, lang))
+            raise UserError("quota_exceeded", limit=limit, resets=self.members.resets_in())
+        if acceptance.outcome is Outcome.PENDING:
+            jobs = ", ".join(f"#{job.id}" for job in acceptance.pending)
+            raise UserError("pending_limit", max_pending=self.settings.max_pending, jobs=jobs)
+        job = acceptance.job
+        if acceptance.outcome is Outcome.ACCEPTED:
+            log.info(
+                "accepted %s %sx%s from %s:%s",
+                request.kind.value,
+                request.width,
+                request.height,
+                caller.platform,
+                caller.user_id,
+                extra={"job": job.id},
+            )
+            self.scheduler.enqueue(job)
+            self.metrics.accepted.inc()
+            self.metrics.work_units.labels("accepted").inc(cost)
+            self.background.spawn(self.notices.push_positions())
+        if acceptance.outcome is Outcome.DUPLICATE and job.id not in self.scheduler.queue:
+            status = t(f"status.{job.status.value}", lang)
+            return Reply(t("already_have", lang, job_id=job.id, status=status), lang, job_id=job.id)
+        return Reply(self.scheduler.queued_text(job, lang), lang, job_id=job.id)
+
+    async def _moderate(
+        self,
+        caller: Caller,
+        user: User,
+        request: DrawRequest,
+        parent_id: int | None,
+        idempotency_key: str | None,
+        own_words: bool = True,
+    ) -> bool:
+        """Refuse blocked words, and sensitive words outside age-restricted Discord channels when the
+        server asks for that; True when the picture must go out behind a spoiler (as must anything
+        made from a sensitive picture).  Every refused request is a strike: a blocked word in the
+        prompt or in `--no`, in a reply to a picture, or through a button on one's own picture (its
+        stored words may predate the list, but pressing again and again is what a raid looks like).
+        A button on someone else's picture is refused without a strike: the words are not the
+        presser's, and anyone in a group can press it."""
+        admin = self.members.is_admin(caller)
+        scope = scope_for(caller)
+        if not admin and (left := await self.moderator.limited_for(user.id, scope)) > 0:
+            raise UserError("rate_limited", wait=duration(math.ceil(left)))
+        verdict = await self.moderator.judge(scope, request.prompt, request.negative_prompt)
+        if verdict.blocked is not None:
+            log.info("refused a prompt from %s:%s: it matches a blocked entry", caller.platform, caller.user_id)
+            self.metrics.refusals.labels("blocked").inc()
+            if not admin and own_words:
+                await self.moderator.strike(user.id, scope, idempotency_key)
+            raise UserError("blocked_prompt")
+        sensitive = verdict.sensitive
+        if not sensitive and parent_id is not None:
+            parent = await self.jobs.get(parent_id)
+            sensitive = parent is not None and parent.sensitive
+        needs_nsfw = self.settings.nsfw_channels_only and caller.platform == "discord"
+        if sensitive and needs_nsfw and caller.nsfw_channel is not True:
+            self.metrics.refusals.labels("sensitive").inc()
+            raise UserError("sensitive_nsfw_only")
+        return sensitive
+
+    async def _styled(self, caller: Caller, request: DrawRequest, name: str) -> DrawRequest:
+        preset = self.styles.get(name)
+        if preset is None:
+            if await self.moderator.blocks(scope_for(caller), name):  # never echo a blocked word
+                raise UserError("blocked_prompt")
+            names = ", ".join(style.name for style in self.styles.all())
+            raise UserError("unknown_style", name=name[:40], styles=names, example="/styles")
+        # The template's words count towards the model's limit, so the user's budget is smaller.
+        budget = self.profile.max_prompt_chars - (len(preset.prompt) - len(PLACEHOLDER))
+        if len(request.prompt) > budget:
+            raise UserError("error.prompt_too_long", length=len(request.prompt), limit=budget)
+        return preset.apply(request, self.profile)
+
+    def _pace(self, caller: Caller, user: User) -> tuple[float | None, float] | None:
+        """The per-user cooldown against raids; admins never wait.  Returns the marks to undo with."""
+        if self.members.is_admin(caller):
+            return None
+        left = self.moderator.cooldown_left(user.id)
+        if left > 0:
+            self.metrics.refusals.labels("cooldown").inc()
+            raise UserError("cooldown", wait=duration(math.ceil(left)))
+        return self.moderator.start_cooldown(user.id)
+
+    def _check_job_cost(self, request: DrawRequest, cost: int, lang: str) -> None:
+        """EASEL_MAX_JOB_COST: refuse a job bigger than one turn may be, saying what would fit."""
+        limit = self.settings.max_job_cost
+        if limit and cost > limit:
+            self.metrics.refusals.labels("too_big").inc()
+            raise UserError("job_too_big", cost=cost, limit=limit, hint=self._what_fits(request, limit, lang))
+
+    def _what_fits(self, request: DrawRequest, units: int, lang: str) -> str:
+        """A hint for a job of at most `units`: fewer pictures at this size, else a smaller size."""
+        w, h, steps, cfg, unit = request.width, request.height, request.steps, request.cfg, self.scheduler.unit
+        count = largest_count(w, h, steps, cfg, units, unit)
+        if count >= 1:
+            return t("fits_count", lang, count=count)
+        for count in dict.fromkeys((request.count, 1)):
+            size = largest_size(w, h, steps, cfg, count, units, unit, self.profile.multiple, self.profile.min_side)
+            if size is not None:
+                return t("fits_size", lang, count=count, width=size[0], height=size[1])
+        return t("fits_fewer_steps", lang)
