@@ -17,8 +17,8 @@ from pathlib import Path
 sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 from bot.adapters.telegram import TelegramAdapter  # noqa: E402
-from bot.app import build_app  # noqa: E402
-from bot.settings import Settings  # noqa: E402
+from bot.runtime.app import build_app  # noqa: E402
+from bot.runtime.settings import Settings  # noqa: E402
 from engine.engine import Engine  # noqa: E402
 from engine.tiny import write_tiny_model  # noqa: E402
 from tests.fakes.telegram_server import FakeTelegram  # noqa: E402

@@ -19,9 +19,9 @@ from pathlib import Path
 
 sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-from bot.moderation import Moderator  # noqa: E402
-from bot.settings import Settings  # noqa: E402
-from bot.wordlist import Prepared, WordList  # noqa: E402
+from bot.community.moderation import Moderator  # noqa: E402
+from bot.community.wordlist import Prepared, WordList  # noqa: E402
+from bot.runtime.settings import Settings  # noqa: E402
 from storage.db import Database  # noqa: E402
 
 TICK_S = 0.005

@@ -16,7 +16,7 @@ from pathlib import Path
 
 sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-from bot.worker import GpuWorker  # noqa: E402
+from bot.runtime.worker import GpuWorker  # noqa: E402
 from engine.engine import Engine  # noqa: E402
 from engine.request import DrawRequest  # noqa: E402
 from engine.tiny import write_tiny_model  # noqa: E402

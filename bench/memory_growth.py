@@ -25,9 +25,9 @@ sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 import psutil  # noqa: E402
 
-from bot.app import build_app  # noqa: E402
-from bot.service import Caller  # noqa: E402
-from bot.settings import Settings  # noqa: E402
+from bot.core.service import Caller  # noqa: E402
+from bot.runtime.app import build_app  # noqa: E402
+from bot.runtime.settings import Settings  # noqa: E402
 from engine.engine import Engine  # noqa: E402
 from engine.tiny import write_tiny_model  # noqa: E402
 

@@ -1,7 +1,7 @@
 """FairQueue under a crowd: 1,000 users each submit 10 jobs at once, in random user order.
 
 Prints the cost of dispatch and of position look-ups, and how long each user's first job waits
-compared with a plain FIFO; then the same crowd with mixed job costs (work units, bot/cost.py):
+compared with a plain FIFO; then the same crowd with mixed job costs (work units, bot/core/cost.py):
 the same timings, and how evenly GPU time is shared while everyone still has work queued.
 Run: `python bench/queue.py` (a few seconds).
 """
@@ -19,7 +19,7 @@ from pathlib import Path
 # `queue` (concurrent.futures imports it on first use); put the repository root there instead.
 sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
-from bot.queue import FairQueue  # noqa: E402
+from bot.core.queue import FairQueue  # noqa: E402
 
 USERS = 1_000
 JOBS_PER_USER = 10

@@ -14,7 +14,7 @@ from pathlib import Path
 
 sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
-from bot.wordlist import Prepared, WordList  # noqa: E402
+from bot.community.wordlist import Prepared, WordList  # noqa: E402
 
 SIZES = (100, 1_000, 5_000)
 RUNS = 200

@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 from storage.jobs import Job
 
 if TYPE_CHECKING:
-    from bot.settings import Settings
-    from bot.styles import StyleBook
+    from bot.community.styles import StyleBook
+    from bot.runtime.settings import Settings
     from engine.request import DrawRequest, ModelProfile
     from engine.result import Result
     from storage.db import Database
@@ -67,7 +67,7 @@ class Delivery:
 
 class Undeliverable(Exception):
     """The platform will never take this outcome (bot blocked or removed, chat gone, no permission):
-    adapters raise it so the service gives the delivery up at once (bot/delivery.py); a drawn
+    adapters raise it so the service gives the delivery up at once (bot/core/delivery.py); a drawn
     picture is not refunded for it.  Anything else an adapter raises is retried, a bounded number
     of times."""
 
@@ -86,7 +86,7 @@ class Adapter(Protocol):
 
 
 class ChatService(Protocol):
-    """What adapters call on the service (bot/service.py).  Replies come back as `Reply`; None means
+    """What adapters call on the service (bot/core/service.py).  Replies come back as `Reply`; None means
     the text was not meant for this bot, and nothing is said."""
 
     settings: Settings
@@ -108,7 +108,7 @@ class ChatService(Protocol):
     async def press(
         self, caller: Caller, data: str, reply_to: dict, idempotency_key: str | None = None, *, message_id: str | None
     ) -> Reply:
-        """A button press on `message_id`; `data` is the button id (bot/buttons.py)."""
+        """A button press on `message_id`; `data` is the button id (bot/language/buttons.py)."""
 
     async def vary_from_picture(
         self,
@@ -141,7 +141,7 @@ class ChatService(Protocol):
 
 
 class Worker(Protocol):
-    """What draws: `bot.worker.GpuWorker` (one GPU thread here) or `bot.scale.pool.WorkerPool`."""
+    """What draws: `bot.runtime.worker.GpuWorker` (one GPU thread here) or `bot.scale.pool.WorkerPool`."""
 
     # Whether a stopping service must cancel running jobs (they run again after the restart).
     cancel_on_shutdown: bool
@@ -156,7 +156,7 @@ class Worker(Protocol):
         """The slot taken by `acquire_slot` is free again."""
 
     async def run(self, job_id: int, request: DrawRequest, on_step: ProgressCallback | None = None) -> Result:
-        """Draw; raises what `engine.generate` raises (bot/worker.py `failure_of` reads it)."""
+        """Draw; raises what `engine.generate` raises (bot/runtime/worker.py `failure_of` reads it)."""
 
     def cancel(self, job_id: int) -> bool:
         """Stop a running job within a step; False if this worker is not running it."""

@@ -67,7 +67,7 @@ class Job:
     @property
     def count(self) -> int:
         """Pictures this job paints (a batch of `--n`).  What it costs from the quota is in work units
-        (bot/cost.py), reserved in the ledger when it was accepted."""
+        (bot/core/cost.py), reserved in the ledger when it was accepted."""
         return int(self.request.get("count") or 1)
 
 
@@ -257,7 +257,7 @@ class Jobs:
     async def recent_durations(self, limit: int = 50) -> list[tuple[int, int, int, float]]:
         """(width, height, steps, unguided seconds per picture) of the latest `limit` done jobs, oldest
         first, so an ETA estimator fed in order ends on the newest.  A guided picture (cfg > 1) ran the
-        model twice per step, so its time is halved (as bot/cost.py's guidance_factor counts it)."""
+        model twice per step, so its time is halved (as bot/core/cost.py's guidance_factor counts it)."""
         rows = await self._db.fetch_all(
             "SELECT * FROM ("
             "  SELECT id, json_extract(request, '$.width') AS width, json_extract(request, '$.height') AS height,"

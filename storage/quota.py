@@ -1,4 +1,4 @@
-"""The daily quota as a ledger, in work units (bot/cost.py: one unit is one 1024x1024 picture at
+"""The daily quota as a ledger, in work units (bot/core/cost.py: one unit is one 1024x1024 picture at
 8 steps without guidance): +n when a job costing n units is accepted, -k for each refund on it
 (some pictures of a batch now, the rest later), the refunds together never more than the n.
 

@@ -34,7 +34,7 @@ def engine(tiny_model_dir):
 @pytest.fixture
 def make_settings(tmp_path, tiny_model_dir):
     """Settings for a test: the tiny model, a temp data dir, no .env; override with aliases."""
-    from bot.settings import Settings
+    from bot.runtime.settings import Settings
 
     def make(**overrides):
         values = {"EASEL_MODEL": tiny_model_dir, "EASEL_DATA_DIR": str(tmp_path / "data"), "EASEL_DEVICE": "cpu"}
@@ -49,7 +49,7 @@ async def make_app(make_settings, engine):
     """Build the real app (SQLite, image store, GPU thread, service) around the shared tiny engine.
 
     Call `await make_app(**settings_overrides)`; every app is stopped at teardown."""
-    from bot.app import build_app
+    from bot.runtime.app import build_app
 
     apps = []
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from bot.bounded import BoundedMap
-from bot.service import Caller
+from bot.core.service import Caller
+from bot.runtime.bounded import BoundedMap
 from tests.support.service import RecordingAdapter, settled
 
 
@@ -45,10 +45,10 @@ def test_entries_expire_ttl_after_they_were_written():
 async def test_ten_thousand_callers_leave_bounded_state_behind(make_app, monkeypatch):
     """Cooldowns are kept for at most COOLDOWNS_KEPT users, chats' word lists for SCOPED_LISTS_CACHED
     chats, and nothing per job once the jobs are done."""
-    import bot.moderation
+    import bot.community.moderation
 
-    monkeypatch.setattr(bot.moderation, "COOLDOWNS_KEPT", 4)
-    monkeypatch.setattr(bot.moderation, "SCOPED_LISTS_CACHED", 3)
+    monkeypatch.setattr(bot.community.moderation, "COOLDOWNS_KEPT", 4)
+    monkeypatch.setattr(bot.community.moderation, "SCOPED_LISTS_CACHED", 3)
     app = await make_app(EASEL_COOLDOWN_S="600")
     adapter = RecordingAdapter(service=app.service)
     app.service.register(adapter)
@@ -114,8 +114,8 @@ async def test_a_cancel_that_lands_before_the_job_runs_leaves_no_stop_flag(make_
 
 
 def test_cooldowns_are_forgotten_once_they_are_over():
-    from bot.moderation import Moderator
-    from bot.settings import Settings
+    from bot.community.moderation import Moderator
+    from bot.runtime.settings import Settings
 
     clock = Clock()
     moderator = Moderator(Settings(_env_file=None, EASEL_COOLDOWN_S="30"), store=None, clock=clock)

@@ -10,15 +10,15 @@ from pathlib import Path
 
 from PIL import Image
 
-from bot.cli import main
-from bot.settings import Settings
+from bot.cli.main import main
+from bot.runtime.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def run_cli(*args: str, env: dict | None = None, cwd: Path = ROOT) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "bot.cli", *args],
+        [sys.executable, "-m", "bot.cli.main", *args],
         capture_output=True,
         text=True,
         env={**os.environ, "EASEL_LOG_LEVEL": "WARNING", **(env or {})},

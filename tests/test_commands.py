@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from bot.commands import (
+from bot.language.commands import (
     Ban,
     Cancel,
     Draw,
@@ -24,8 +24,8 @@ from bot.commands import (
     parse,
     parse_draw_args,
 )
-from bot.errors import ParseError, UserError
-from bot.messages import CATALOGUE, LANGUAGES, t
+from bot.language.errors import ParseError, UserError
+from bot.language.messages import CATALOGUE, LANGUAGES, t
 from engine.request import MAX_SEED, RANDOM_SEED, TINY, Z_IMAGE_TURBO
 
 PROFILE = Z_IMAGE_TURBO

@@ -10,9 +10,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bot.adapters.discord.slash import draw_text
-from bot.commands import _flag_token, parse
-from bot.errors import UserError
-from bot.messages import t
+from bot.language.commands import _flag_token, parse
+from bot.language.errors import UserError
+from bot.language.messages import t
 from engine.request import MAX_SEED, TINY, Z_IMAGE_TURBO, clean_text
 
 PROFILE = Z_IMAGE_TURBO
@@ -45,7 +45,7 @@ def test_any_text_gives_a_command_none_or_a_user_error(text, username):
     except UserError as error:
         _said(error)
         return
-    assert command is None or type(command).__module__ == "bot.commands"
+    assert command is None or type(command).__module__ == "bot.language.commands"
 
 
 @EXAMPLES

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from PIL import Image
 
-from bot.buttons import Action, button_id
-from bot.messages import t
-from bot.service import Caller
+from bot.core.service import Caller
+from bot.language.buttons import Action, button_id
+from bot.language.messages import t
 from engine.request import seed_for
 from tests.support.service import alice, settled, shown_on, started
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import io
 
 from bot.adapters.console import ConsoleAdapter
-from bot.app import build_app
-from bot.messages import t
+from bot.language.messages import t
+from bot.runtime.app import build_app
 
 
 async def run_console(app, lines: str) -> str:

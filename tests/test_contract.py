@@ -9,13 +9,13 @@ from pathlib import Path
 import pytest
 
 from bot.contract import Worker
+from bot.runtime.worker import GpuWorker, failure_of
 from bot.scale.pool import WorkerPool
-from bot.worker import GpuWorker, failure_of
 from engine.errors import BadOutput, Cancelled
 from storage.jobs import JobStatus
 
 ADAPTERS = Path(__file__).resolve().parent.parent / "bot" / "adapters"
-SERVICE_SIDE = ("bot.service", "bot.handlers", "bot.dispatch", "bot.delivery", "bot.queue")
+SERVICE_SIDE = ("bot.core.service", "bot.core.handlers", "bot.core.dispatch", "bot.core.delivery", "bot.core.queue")
 
 
 def imported_modules(path: Path) -> set[str]:

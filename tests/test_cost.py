@@ -1,4 +1,4 @@
-"""Work units (bot/cost.py): the formula, and everything that counts in it with the tiny real model:
+"""Work units (bot/core/cost.py): the formula, and everything that counts in it with the tiny real model:
 quota, the per-job cap, /quota, /show, /stats, metrics, and remote workers' timeouts.
 
 The tiny model's unit is its default picture, 256x256 at 8 steps (a quarter of the real 1024x1024
@@ -13,12 +13,12 @@ import time
 
 import pytest
 
-from bot.cost import STANDARD, Unit, job_cost, largest_count, largest_size, request_cost
-from bot.messages import t
+from bot.core.cost import STANDARD, Unit, job_cost, largest_count, largest_size, request_cost
+from bot.core.service import Caller
+from bot.language.messages import t
 from bot.scale.config import MAX_JOB_TIMEOUT_S, ScaleSettings
 from bot.scale.protocol import Handout
 from bot.scale.remote import RemoteWorker, _Progress
-from bot.service import Caller
 from engine.request import TINY, Z_IMAGE_TURBO, DrawRequest, validate
 from tests.support.service import alice, settled, started
 

@@ -1,6 +1,6 @@
 import pytest
 
-from bot.eta import EtaEstimator, eta_for_position, finish_etas, size_bucket
+from bot.core.eta import EtaEstimator, eta_for_position, finish_etas, size_bucket
 
 
 def test_default_rate_is_used_before_any_data():

@@ -12,12 +12,12 @@ import threading
 
 import pytest
 
-from bot import moderation
-from bot.buttons import Action, button_id
-from bot.cli import main
-from bot.messages import t
-from bot.moderation import WordListUnreadable
-from bot.service import Caller
+from bot.cli.main import main
+from bot.community import moderation
+from bot.community.moderation import WordListUnreadable
+from bot.core.service import Caller
+from bot.language.buttons import Action, button_id
+from bot.language.messages import t
 from tests.support.service import alice, settled, shown_on, started
 
 ADMIN = Caller("telegram", "900", name="root", language="en", chat_id="1")
@@ -223,7 +223,7 @@ async def test_a_word_list_file_that_breaks_while_running_keeps_the_last_good_li
     app, _ = await started(make_app, EASEL_BLOCKED_WORDS_FILE=str(words), EASEL_STRIKE_LIMIT="0")
     assert (await draw(app, alice(), "/draw a kraken")).text == t("blocked_prompt", "en")
 
-    with caplog.at_level(logging.ERROR, logger="bot.moderation"):
+    with caplog.at_level(logging.ERROR, logger="bot.community.moderation"):
         words.write_bytes(b"kraken\nsquid\n\xff\xfe broken")  # not UTF-8 any more
         assert (await draw(app, alice(), "/draw a kraken")).text == t("blocked_prompt", "en")
         words.unlink()

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from bot.errors import UserError
-from bot.messages import CATALOGUE, LANGUAGES, language_for, t
+from bot.language.errors import UserError
+from bot.language.messages import CATALOGUE, LANGUAGES, language_for, t
 
 ROOT = Path(__file__).resolve().parent.parent
 # The brief's contract: every key the code can raise is a literal like "error.size_range".
@@ -103,7 +103,7 @@ def test_unknown_language_falls_back_to_english():
 
 
 def test_missing_key_returns_the_key_and_warns(caplog):
-    with caplog.at_level(logging.WARNING, logger="bot.messages"):
+    with caplog.at_level(logging.WARNING, logger="bot.language.messages"):
         assert t("no.such.key", "zh") == "no.such.key"
     assert "no.such.key" in caplog.text
 

@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bot.queue import FairQueue
+from bot.core.queue import FairQueue
 
 
 def drain(queue: FairQueue) -> list[tuple[int, str]]:

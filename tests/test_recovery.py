@@ -27,7 +27,7 @@ def console(tmp_path: Path, model: str) -> subprocess.Popen:
         "EASEL_LOG_LEVEL": "WARNING",
     }
     return subprocess.Popen(
-        [sys.executable, "-m", "bot.cli", "console"],
+        [sys.executable, "-m", "bot.cli.main", "console"],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

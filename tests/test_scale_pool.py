@@ -10,8 +10,8 @@ import contextlib
 
 import pytest
 
-from bot.buttons import Action, button_id
-from bot.messages import t
+from bot.language.buttons import Action, button_id
+from bot.language.messages import t
 from engine.request import DrawRequest, seed_for
 from storage.jobs import JobStatus
 from tests.support.faults import FaultyEngine
@@ -183,7 +183,7 @@ async def test_outcomes_are_decided_once_and_stale_jobs_are_not_adopted(redis_se
 
 
 def test_safe_url_hides_any_password():
-    from bot.logs import safe_url
+    from bot.runtime.logs import safe_url
 
     assert safe_url("redis://:ab/cd+ef=@redis:6379/0") == "redis://***@redis:6379/0"  # base64 holds '/'
     assert safe_url("redis://:p@ss@host/0") == "redis://***@host/0"

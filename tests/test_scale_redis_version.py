@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from bot.doctor import _redis_status
-from bot.logs import safe_url
+from bot.cli.doctor import _redis_status
+from bot.runtime.logs import safe_url
 from bot.scale.protocol import too_old
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -122,7 +122,7 @@ async def test_a_worker_refuses_redis_6_2_in_one_line_and_exits(tmp_path, tiny_m
             HF_HUB_OFFLINE="1",
         )
         process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "bot.cli", "worker", cwd=ROOT, env=env,
+            sys.executable, "-m", "bot.cli.main", "worker", cwd=ROOT, env=env,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
         )  # fmt: skip
         try:
@@ -190,7 +190,7 @@ def test_safe_url_hides_every_password(url, shown):
 
 
 def test_settings_do_not_print_the_redis_url():
-    from bot.settings import Settings
+    from bot.runtime.settings import Settings
 
     settings = Settings(_env_file=None, EASEL_REDIS_URL="redis://:hunter2@h/0")
     assert "hunter2" not in repr(settings) and "hunter2" not in str(settings)

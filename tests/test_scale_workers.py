@@ -21,9 +21,9 @@ from pathlib import Path
 
 import pytest
 
-from bot.doctor import report
-from bot.messages import t
-from bot.service import Caller
+from bot.cli.doctor import report
+from bot.core.service import Caller
+from bot.language.messages import t
 from storage.jobs import JobStatus
 from tests.support.scale import RedisServer, ScaleApps, eventually, job_hash
 from tests.support.service import alice, bob, carol, settled

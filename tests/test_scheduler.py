@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from bot.cost import Unit
-from bot.messages import t
-from bot.scheduler import Scheduler
-from bot.text import duration
+from bot.core.cost import Unit
+from bot.core.scheduler import Scheduler
+from bot.language.messages import t
+from bot.language.text import duration
 from engine.request import Z_IMAGE_TURBO, DrawRequest, validate
 from storage.jobs import Job, JobStatus
 
@@ -61,7 +61,7 @@ def scheduler_with(workers: list[int] | None = None, clock: Clock | None = None)
 
 def test_the_scheduler_imports_no_storage():
     code = (
-        "import sys, bot.scheduler\n"
+        "import sys, bot.core.scheduler\n"
         "loaded = [m for m in sys.modules if m.split('.')[0] in ('storage', 'aiosqlite', 'sqlite3')]\n"
         "assert not loaded, loaded"
     )

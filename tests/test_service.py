@@ -7,9 +7,9 @@ import asyncio
 
 import torch
 
-from bot.buttons import BUTTON_ROW, Action, button_id
-from bot.messages import t
-from bot.service import Caller
+from bot.core.service import Caller
+from bot.language.buttons import BUTTON_ROW, Action, button_id
+from bot.language.messages import t
 from storage.jobs import JobStatus
 from tests.support.service import RecordingAdapter, alice, bob, settled, shown_on, started
 
@@ -219,7 +219,7 @@ async def test_oom_everywhere_reaches_the_user_and_refunds(make_app, engine):
 
 
 async def test_delivery_is_retried_until_the_platform_takes_it(make_app, monkeypatch):
-    import bot.delivery as delivery_module
+    import bot.core.delivery as delivery_module
 
     monkeypatch.setattr(delivery_module, "DELIVERY_RETRIES", 3)
     app, adapter = await started(make_app)

@@ -9,8 +9,8 @@ from dataclasses import replace
 import pytest
 from PIL import Image
 
-from bot.buttons import Action, button_id
-from bot.variations import upscaled_size
+from bot.core.variations import upscaled_size
+from bot.language.buttons import Action, button_id
 from engine.request import TINY, Z_IMAGE_TURBO, DrawRequest, Kind, fit_size, validate
 from storage.jobs import JobStatus
 from tests.support.service import alice, settled, shown_on, started

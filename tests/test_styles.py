@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from bot.styles import BUILT_IN, StyleBook
+from bot.community.styles import BUILT_IN, StyleBook
 from engine.request import TINY, DrawRequest
 
 

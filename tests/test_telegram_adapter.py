@@ -19,8 +19,8 @@ import torch
 from bot.adapters.telegram import TelegramAdapter, fitting
 from bot.adapters.telegram.fitting import caption_for, file_url_for, fit, fits_as_photo, utf16_length
 from bot.adapters.telegram.texts import COMMANDS, unexpected_error
-from bot.buttons import BUTTON_ROW, Action, button_id
-from bot.messages import t
+from bot.language.buttons import BUTTON_ROW, Action, button_id
+from bot.language.messages import t
 from storage.jobs import JobStatus
 from tests.fakes.telegram_server import FakeTelegram
 from tests.support import telegram_harness as harness
@@ -576,9 +576,9 @@ async def test_a_rejected_token_turns_telegram_off_without_printing_it(make_app,
     secret = "999:THIS-IS-SECRET"
     app = await make_app(TELEGRAM_TOKEN=secret, TELEGRAM_API_URL=tg.base_url)
     adapter = TelegramAdapter(app.service, app.settings, rate_limiter=False, poll_timeout=1)
-    from bot.logs import QUIET
+    from bot.runtime.logs import QUIET
 
-    for name in QUIET:  # as bot.logs.configure() sets them in production, at any EASEL_LOG_LEVEL
+    for name in QUIET:  # as bot.runtime.logs.configure() sets them in production, at any EASEL_LOG_LEVEL
         caplog.set_level(logging.WARNING, logger=name)
     with caplog.at_level(logging.DEBUG, logger="bot"), caplog.at_level(logging.DEBUG, logger="telegram"):
         await asyncio.wait_for(adapter.run(), 10)  # returns: the rest of the process keeps running

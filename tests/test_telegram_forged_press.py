@@ -4,8 +4,8 @@ nothing, create nothing and delete nothing."""
 
 from __future__ import annotations
 
-from bot.buttons import Action, button_id
-from bot.messages import t
+from bot.language.buttons import Action, button_id
+from bot.language.messages import t
 from tests.fakes.telegram_server import Call, FakeTelegram
 from tests.support.telegram_harness import (
     ALICE,

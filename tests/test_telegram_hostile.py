@@ -9,8 +9,8 @@ import time
 
 from bot.adapters.telegram import fitting
 from bot.adapters.telegram.outbox import SHORT_ANSWER
-from bot.buttons import Action, button_id
-from bot.messages import t
+from bot.language.buttons import Action, button_id
+from bot.language.messages import t
 from tests.support import telegram_harness as harness
 from tests.support.telegram_harness import (
     ADMIN,

@@ -1,11 +1,11 @@
-"""bot/text.py: cutting user text to a limit, and durations as users read them."""
+"""bot/language/text.py: cutting user text to a limit, and durations as users read them."""
 
 from __future__ import annotations
 
 import pytest
 
 from bot.adapters.telegram.fitting import utf16_length
-from bot.text import clip, duration, minutes
+from bot.language.text import clip, duration, minutes
 
 
 def test_clip_keeps_what_fits_and_ends_a_cut_in_an_ellipsis():

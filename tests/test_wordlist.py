@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bot.wordlist import InvalidTerm, WordList, check_term, normalize
+from bot.community.wordlist import InvalidTerm, WordList, check_term, normalize
 
 LIST = WordList(["badword", "ass", "坏词", "re:b[a4]d+ c[a4]t", "two words", "Crème"])
 

@@ -13,7 +13,7 @@ import sys
 from typing import TextIO
 
 from bot.contract import Caller, ChatService, Delivery
-from bot.messages import t
+from bot.language.messages import t
 from storage.jobs import Job
 
 BAR_WIDTH = 24

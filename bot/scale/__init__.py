@@ -2,6 +2,6 @@
 
 `config` holds the knobs; `protocol` the keys and typed Redis calls both sides share, `scripts` the
 Lua behind them and `results` the outcome on the wire; `pool` is the bot's side (same interface as
-`bot.worker.GpuWorker`) and `remote` the worker process.
+`bot.runtime.worker.GpuWorker`) and `remote` the worker process.
 See docs/SCALE_OUT.md.
 """

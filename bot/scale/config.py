@@ -10,7 +10,7 @@ import socket
 
 from pydantic import Field, model_validator
 
-from bot.settings import Settings
+from bot.runtime.settings import Settings
 
 # However big a job, a worker gives it up after this long (unless one unit's timeout is longer).
 MAX_JOB_TIMEOUT_S = 6 * 3600.0
@@ -42,7 +42,7 @@ class ScaleSettings(Settings):
         return cls(**values)
 
     def job_timeout_for(self, cost: int) -> float:
-        """How long a job of `cost` work units (bot/cost.py) may run on a worker before the worker
+        """How long a job of `cost` work units (bot/core/cost.py) may run on a worker before the worker
         gives it up: EASEL_JOB_TIMEOUT_S per unit, so a big job that is merely slow is not taken for
         a hung GPU (and dead-lettered as a system failure); never less than one unit's, never more
         than MAX_JOB_TIMEOUT_S."""

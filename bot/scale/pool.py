@@ -1,4 +1,4 @@
-"""`WorkerPool`: the bot's side of scale-out, the same `Worker` (bot/contract.py) as `bot.worker.GpuWorker`.
+"""`WorkerPool`: the bot's side of scale-out, the same `Worker` (bot/contract.py) as `bot.runtime.worker.GpuWorker`.
 
 The service keeps deciding fairness: it takes the next job from its own round-robin queue only after
 `acquire_slot()` returns, and that waits until a live worker has a free slot.  So Redis never holds
@@ -25,11 +25,11 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
 from bot.contract import ProgressCallback
-from bot.logs import safe_url
+from bot.runtime.logs import safe_url
+from bot.runtime.settings import Settings
 from bot.scale.config import ScaleSettings
 from bot.scale.protocol import TERMINAL, Broker, WorkerInfo, WorkerLost, connect, fingerprint
 from bot.scale.results import decode_png, result_from
-from bot.settings import Settings
 from engine.errors import Cancelled, EngineError, InvalidRequest
 from engine.request import MAX_SEED, RANDOM_SEED, DrawRequest
 from engine.result import Result

@@ -31,13 +31,13 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
-from bot.cost import Unit, request_cost
-from bot.logs import safe_url
+from bot.core.cost import Unit, request_cost
+from bot.runtime.logs import safe_url
+from bot.runtime.settings import Settings
+from bot.runtime.worker import Failure, GpuThread, engine_loader, failure_of
 from bot.scale.config import ScaleSettings
 from bot.scale.protocol import Broker, Handout, RedisTooOld, WorkerInfo, connect
 from bot.scale.results import done_meta, encode_png
-from bot.settings import Settings
-from bot.worker import Failure, GpuThread, engine_loader, failure_of
 from engine.errors import EngineError
 from engine.request import DrawRequest
 from storage.jobs import JobStatus

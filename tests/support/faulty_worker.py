@@ -1,5 +1,5 @@
 """`python -m tests.support.faulty_worker [--crash-on TEXT] [--slow-on TEXT]`: the real `easel worker`
-(bot.cli, same settings from the environment) whose loaded engine is a `FaultyEngine`.  For
+(bot.cli.main, same settings from the environment) whose loaded engine is a `FaultyEngine`.  For
 tests/test_scale_workers.py, which needs real worker processes that die or dawdle on cue."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--slow-on", help="a job whose prompt contains this takes 0.2 s longer a step")
     args = parser.parse_args(argv)
 
-    from bot import cli
+    from bot.cli import main as cli
     from engine.engine import Engine
 
     load = Engine.load

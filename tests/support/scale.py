@@ -78,7 +78,7 @@ class ScaleApps:
         self.apps = []
 
     async def make(self, redis_url: str, start: bool = True, **overrides):
-        from bot.app import build_app
+        from bot.runtime.app import build_app
 
         app = await build_app(scale_settings(self.make_settings, redis_url, **overrides))
         self.apps.append(app)

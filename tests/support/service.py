@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from bot.service import Caller, Delivery
+from bot.core.service import Caller, Delivery
 
 
 class RecordingAdapter:

@@ -10,7 +10,7 @@ import aiohttp
 import pytest
 
 from bot.adapters.telegram import TelegramAdapter
-from bot.messages import t
+from bot.language.messages import t
 from storage.jobs import Job
 from tests.fakes.telegram_server import Call, FakeTelegram
 

@@ -27,11 +27,11 @@ from bot.adapters.discord.fitting import fit_to_limit
 from bot.adapters.discord.origin import ORIGINAL, Origin
 from bot.adapters.discord.slash import build_commands
 from bot.adapters.discord.translator import CatalogueTranslator
-from bot.buttons import TEMPLATE
 from bot.contract import Caller, ChatService, Delivery, Reply, Undeliverable
-from bot.messages import language_for, t
-from bot.settings import Settings
-from bot.text import clip
+from bot.language.buttons import TEMPLATE
+from bot.language.messages import language_for, t
+from bot.language.text import clip
+from bot.runtime.settings import Settings
 from storage.jobs import Job
 
 log = logging.getLogger(__name__)

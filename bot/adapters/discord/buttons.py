@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 
 import discord
 
-from bot.buttons import TEMPLATE
+from bot.language.buttons import TEMPLATE
 
 PressHandler = Callable[[discord.Interaction, str], Awaitable[None]]
 

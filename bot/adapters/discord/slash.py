@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable
 import discord
 from discord import app_commands
 
-from bot.commands import SETTINGS
+from bot.language.commands import SETTINGS
 from engine.request import MAX_SEED, ModelProfile
 
 # Runs a command line for an interaction (DiscordAdapter.on_command).

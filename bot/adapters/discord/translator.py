@@ -9,7 +9,7 @@ from __future__ import annotations
 import discord
 from discord import app_commands
 
-from bot.messages import CATALOGUE, DEFAULT_LANGUAGE, language_for, t
+from bot.language.messages import CATALOGUE, DEFAULT_LANGUAGE, language_for, t
 
 SLASH_KEYS = {text: key for key, text in CATALOGUE[DEFAULT_LANGUAGE].items() if key.startswith("slash.")}
 

@@ -22,7 +22,7 @@ from bot.adapters.telegram.incoming import Incoming
 from bot.adapters.telegram.outbox import Outbox
 from bot.adapters.telegram.texts import command_menu, menu_languages
 from bot.contract import ChatService, Delivery
-from bot.settings import Settings
+from bot.runtime.settings import Settings
 from storage.jobs import Job
 
 log = logging.getLogger(__name__)

@@ -7,7 +7,7 @@ import re
 
 from PIL import Image
 
-from bot.text import clip
+from bot.language.text import clip
 
 MAX_TEXT = 4096
 MAX_CAPTION = 1024

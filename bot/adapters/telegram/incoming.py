@@ -19,9 +19,9 @@ from telegram.ext import Application, CallbackQueryHandler, ContextTypes, Messag
 
 from bot.adapters.telegram.outbox import Outbox
 from bot.adapters.telegram.texts import unexpected_error
-from bot.buttons import parse_button_id
 from bot.contract import Caller, ChatService
-from bot.messages import language_for, t
+from bot.language.buttons import parse_button_id
+from bot.language.messages import language_for, t
 
 log = logging.getLogger(__name__)
 

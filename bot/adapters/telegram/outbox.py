@@ -44,10 +44,10 @@ from bot.adapters.telegram.fitting import (
     unlinked,
     utf16_length,
 )
-from bot.bounded import BoundedMap
 from bot.contract import ChatService, Delivery, Reply, Undeliverable
-from bot.messages import t
-from bot.text import duration
+from bot.language.messages import t
+from bot.language.text import duration
+from bot.runtime.bounded import BoundedMap
 from storage.jobs import Job, JobStatus
 
 log = logging.getLogger(__name__)
@@ -105,7 +105,7 @@ class Outbox:
         self.bot = bot
         self.service = service
         self.edit_interval = edit_interval
-        # Per chat or user, so bounded (bot/bounded.py); an entry forgotten only allows a send sooner.
+        # Per chat or user, so bounded (bot/runtime/bounded.py); an entry forgotten only allows a send sooner.
         # chat id -> monotonic time of the next allowed progress edit
         self._next_edit: BoundedMap[int, float] = BoundedMap(CHATS_PACED, ttl_s=PACING_KEPT_S)
         # chat id -> when Telegram's last "retry after" ends

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bot.messages import DEFAULT_LANGUAGE, LANGUAGES, t
+from bot.language.messages import DEFAULT_LANGUAGE, LANGUAGES, t
 
 COMMANDS = ("draw", "cancel", "history", "show", "quota", "styles", "settings", "help")
 

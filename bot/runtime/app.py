@@ -8,11 +8,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from bot.community.moderation import check_files
 from bot.contract import Worker
-from bot.moderation import check_files
-from bot.service import Service
-from bot.settings import Settings
-from bot.worker import GpuWorker, engine_loader
+from bot.core.service import Service
+from bot.runtime.settings import Settings
+from bot.runtime.worker import GpuWorker, engine_loader
 from engine.request import profile_for
 from storage.db import Database
 from storage.images import ImageStore

@@ -6,8 +6,8 @@ from __future__ import annotations
 import re
 from dataclasses import replace
 
-from bot.buttons import Action
-from bot.commands import Draw
+from bot.language.buttons import Action
+from bot.language.commands import Draw
 from engine.request import DrawRequest, Kind, ModelProfile, fit_size, seed_for
 from storage.images import ImageStore
 from storage.jobs import Job, Jobs, JobStatus

@@ -15,9 +15,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
 
-from bot.buttons import Action, parse_button_id
-from bot.errors import ParseError
-from bot.text import clip
+from bot.language.buttons import Action, parse_button_id
+from bot.language.errors import ParseError
+from bot.language.text import clip
 from engine.errors import InvalidRequest
 from engine.request import MAX_SEED, DrawRequest, ModelProfile, clean_text, size_for_ratio, validate
 
@@ -28,7 +28,7 @@ from engine.request import MAX_SEED, DrawRequest, ModelProfile, clean_text, size
 class Draw:
     request: DrawRequest
     parent_id: int | None = None  # set for variations of an earlier picture (lineage)
-    style: str | None = None  # a preset's name, applied by the service (bot/styles.py)
+    style: str | None = None  # a preset's name, applied by the service (bot/community/styles.py)
 
 
 @dataclass(frozen=True)
@@ -107,7 +107,7 @@ class Styles:
 
 @dataclass(frozen=True)
 class ButtonPress:
-    """A press of one of our buttons (bot/buttons.py), checked against the message it was pressed on."""
+    """A press of one of our buttons (bot/language/buttons.py), checked against the message it was pressed on."""
 
     action: Action
     job_id: int
@@ -116,7 +116,7 @@ class ButtonPress:
 
     @classmethod
     def of(cls, data: str | None, message_id: str | int | None) -> ButtonPress | None:
-        """A button id (bot/buttons.py) pressed on `message_id`; None for a forged or foreign id."""
+        """A button id (bot/language/buttons.py) pressed on `message_id`; None for a forged or foreign id."""
         parsed = parse_button_id(data)
         if parsed is None:
             return None

@@ -10,11 +10,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from bot.bounded import BoundedMap
+from bot.community.watched import WatchedFile
+from bot.community.wordlist import Prepared, WordList, term_key
 from bot.contract import Caller
-from bot.settings import Settings
-from bot.watched import WatchedFile
-from bot.wordlist import Prepared, WordList, term_key
+from bot.runtime.bounded import BoundedMap
+from bot.runtime.settings import Settings
 from storage.moderation import ModerationStore
 
 log = logging.getLogger(__name__)
@@ -152,7 +152,7 @@ class Moderator:
                 "EASEL_SENSITIVE_WORDS_FILE", settings.sensitive_words_file, settings.sensitive_words
             ),
         }
-        # Per chat or server, so bounded (bot/bounded.py): a list dropped from the cache is read again.
+        # Per chat or server, so bounded (bot/runtime/bounded.py): a list dropped from the cache is read again.
         self._scoped: BoundedMap[tuple[str, str], WordList] = BoundedMap(SCOPED_LISTS_CACHED)
         self._compiling: dict[tuple[str, str], asyncio.Future[WordList]] = {}
         # bumped by every edit of a scope's list

@@ -1,19 +1,19 @@
-"""What a command handler gets (bot/handlers.py): who asked, where to answer, and the parts of the
+"""What a command handler gets (bot/core/handlers.py): who asked, where to answer, and the parts of the
 service it may use.  The service builds one per command; handlers never see the service itself."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from bot.community.moderation import Moderator
+from bot.community.styles import StyleBook
 from bot.contract import Adapter, Caller, Reply, Worker
-from bot.dispatch import Dispatcher
-from bot.intake import Intake
-from bot.members import Members
-from bot.metrics import Metrics
-from bot.moderation import Moderator
-from bot.scheduler import Scheduler
-from bot.settings import Settings
-from bot.styles import StyleBook
+from bot.core.dispatch import Dispatcher
+from bot.core.intake import Intake
+from bot.core.members import Members
+from bot.core.scheduler import Scheduler
+from bot.runtime.metrics import Metrics
+from bot.runtime.settings import Settings
 from engine.request import ModelProfile
 from storage.db import Database
 from storage.images import ImageStore

@@ -6,9 +6,9 @@ from __future__ import annotations
 import logging
 
 from bot.contract import Adapter
-from bot.members import Members
-from bot.messages import t
-from bot.scheduler import Scheduler
+from bot.core.members import Members
+from bot.core.scheduler import Scheduler
+from bot.language.messages import t
 from storage.jobs import Job, Jobs, JobStatus
 
 log = logging.getLogger(__name__)

@@ -20,7 +20,7 @@ import tomllib
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from bot.watched import WatchedFile
+from bot.community.watched import WatchedFile
 from engine.errors import InvalidRequest
 from engine.request import DrawRequest, ModelProfile, size_for_ratio
 

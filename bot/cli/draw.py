@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
-from bot.errors import UserError
-from bot.messages import t
-from bot.settings import Settings
+from bot.language.errors import UserError
+from bot.language.messages import t
+from bot.runtime.settings import Settings
 from engine.errors import EngineError
 from engine.metadata import parameters_text, save_png
 from engine.request import profile_for
 
 
 def draw_once(args: argparse.Namespace, settings: Settings) -> int:
-    from bot.cli import write_path
-    from bot.commands import parse_draw_args
+    from bot.language.commands import parse_draw_args
     from engine.engine import Engine
 
     model = args.model or settings.model
@@ -39,3 +39,9 @@ def draw_once(args: argparse.Namespace, settings: Settings) -> int:
     path = save_png(result.image, write_path(args.out), parameters_text(result.request, result.seed, model))
     print(f"{path}  seed {result.seed}  {result.request.width}x{result.request.height}  {result.timings['total']:.1f}s")
     return 0
+
+
+def write_path(path: str) -> Path:
+    target = Path(path).expanduser()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    return target

@@ -1,6 +1,6 @@
 """The fair scheduler: one FIFO per user, deficit round-robin by cost between users.
 
-Users share GPU time, not turns.  Every job carries its cost in work units (bot/cost.py).  Dispatch
+Users share GPU time, not turns.  Every job carries its cost in work units (bot/core/cost.py).  Dispatch
 goes in rounds: each visit to the user at the front of the rotation adds one unit (the quantum) to
 their deficit; they give up their oldest jobs while the oldest costs no more than the deficit,
 paying for each, then move to the back.  So a 36-unit job waits about as long as 36 one-unit jobs

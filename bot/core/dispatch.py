@@ -9,15 +9,15 @@ import logging
 import time
 from dataclasses import replace
 
-from bot.background import Background
 from bot.contract import Worker
-from bot.cost import guidance_factor
-from bot.delivery import Deliverer
-from bot.logs import current_job
-from bot.metrics import Metrics
-from bot.notices import Notices
-from bot.scheduler import Scheduler
-from bot.worker import failure_of
+from bot.core.background import Background
+from bot.core.cost import guidance_factor
+from bot.core.delivery import Deliverer
+from bot.core.notices import Notices
+from bot.core.scheduler import Scheduler
+from bot.runtime.logs import current_job
+from bot.runtime.metrics import Metrics
+from bot.runtime.worker import failure_of
 from engine.metadata import parameters_text
 from engine.request import DrawRequest, seed_for
 from storage.images import ImageStore

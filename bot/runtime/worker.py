@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bot.contract import ProgressCallback
+from bot.runtime.heap import release_freed_memory
 from engine.errors import Cancelled, EngineError
 from engine.request import DrawRequest
 from storage.jobs import JobStatus
@@ -63,7 +64,7 @@ def engine_loader(model: str, device: str) -> Callable[[], Any]:
 
 class GpuThread:
     """One thread owns the engine: it loads it once, and every call runs there in order, carrying the
-    caller's context (the job id in log lines, bot/logs.py)."""
+    caller's context (the job id in log lines, bot/runtime/logs.py)."""
 
     def __init__(self, engine_factory: Callable[[], Any]) -> None:
         self._factory = engine_factory
@@ -100,7 +101,10 @@ class GpuThread:
         self._executor.shutdown(wait=False, cancel_futures=True)
 
     def _generate(self, request: DrawRequest, on_step: ProgressCallback, should_stop: Callable[[], bool]) -> Any:
-        return self._ensure_engine().generate(request, on_step=on_step, should_stop=should_stop)
+        try:
+            return self._ensure_engine().generate(request, on_step=on_step, should_stop=should_stop)
+        finally:
+            release_freed_memory()  # months of jobs must not creep up in RSS (bot/runtime/heap.py)
 
     def _ensure_engine(self):
         """Runs on the GPU thread only, so the model is loaded once however the calls interleave."""

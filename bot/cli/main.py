@@ -6,9 +6,8 @@ import argparse
 import asyncio
 import json
 import sys
-from pathlib import Path
 
-from bot.settings import Settings
+from bot.runtime.settings import Settings
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,11 +34,11 @@ def main(argv: list[str] | None = None) -> int:
     settings = Settings()
     _configure_logging(settings.log_level)
     if args.command == "draw":
-        from bot.cli_draw import draw_once
+        from bot.cli.draw import draw_once
 
         return draw_once(args, settings)
     if args.command == "doctor":
-        from bot.doctor import report
+        from bot.cli.doctor import report
 
         result = report(settings)
         print(json.dumps(result, indent=2) if args.json else _format_report(result))
@@ -52,8 +51,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 async def _serve(settings: Settings, console: bool) -> int:
-    from bot.app import build_app, run_forever
-    from bot.moderation import WordListUnreadable
+    from bot.community.moderation import WordListUnreadable
+    from bot.runtime.app import build_app, run_forever
 
     try:
         app = await build_app(settings)
@@ -78,7 +77,7 @@ async def _serve(settings: Settings, console: bool) -> int:
 
 
 def _configure_logging(level: str) -> None:
-    from bot.logs import configure
+    from bot.runtime.logs import configure
 
     configure(level)
 
@@ -91,12 +90,6 @@ def _format_report(result: dict) -> str:
     lines += [f"problem: {problem}" for problem in result["problems"]]
     lines.append("ok" if result["ok"] else "not ready")
     return "\n".join(lines)
-
-
-def write_path(path: str) -> Path:
-    target = Path(path).expanduser()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    return target
 
 
 if __name__ == "__main__":

@@ -18,16 +18,16 @@ import asyncio
 import logging
 import time
 
-from bot.background import Background
-from bot.bounded import BoundedMap
-from bot.buttons import BATCH_PER_PICTURE, BATCH_ROW, BUTTON_ROW, button_id
 from bot.contract import Adapter, Delivery, Undeliverable
-from bot.logs import current_job
-from bot.members import Members
-from bot.messages import t
-from bot.metrics import Metrics
-from bot.settings import Settings
-from bot.text import clip
+from bot.core.background import Background
+from bot.core.members import Members
+from bot.language.buttons import BATCH_PER_PICTURE, BATCH_ROW, BUTTON_ROW, button_id
+from bot.language.messages import t
+from bot.language.text import clip
+from bot.runtime.bounded import BoundedMap
+from bot.runtime.logs import current_job
+from bot.runtime.metrics import Metrics
+from bot.runtime.settings import Settings
 from engine.request import DrawRequest, seed_for
 from storage.db import Database
 from storage.images import ImageStore

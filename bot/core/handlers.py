@@ -1,5 +1,5 @@
 """One small handler per command, each `async (ctx, command) -> Reply`, routed by the command's type
-in `HANDLERS` (anyone) and `ADMIN_HANDLERS` (bot admins).  The `Context` (bot/context.py) holds who
+in `HANDLERS` (anyone) and `ADMIN_HANDLERS` (bot admins).  The `Context` (bot/core/context.py) holds who
 asked and the parts a handler may use."""
 
 from __future__ import annotations
@@ -8,17 +8,17 @@ import math
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from bot import commands as c
-from bot.buttons import Action
-from bot.commands import SETTINGS, ButtonPress
-from bot.context import Context
+from bot.community.moderation import scope_for
+from bot.community.wordlist import REGEX_PREFIX, InvalidTerm, check_term
 from bot.contract import Caller, Reply
-from bot.errors import UserError
-from bot.messages import t
-from bot.moderation import scope_for
-from bot.text import clip, minutes
-from bot.variations import request_for_action
-from bot.wordlist import REGEX_PREFIX, InvalidTerm, check_term
+from bot.core.context import Context
+from bot.core.variations import request_for_action
+from bot.language import commands as c
+from bot.language.buttons import Action
+from bot.language.commands import SETTINGS, ButtonPress
+from bot.language.errors import UserError
+from bot.language.messages import t
+from bot.language.text import clip, minutes
 from engine.request import DrawRequest, seed_for
 from storage.jobs import Job, Jobs, JobStatus
 from storage.users import User

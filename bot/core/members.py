@@ -7,9 +7,9 @@ import datetime as dt
 from collections.abc import Callable
 
 from bot.contract import Caller, Reply
-from bot.messages import language_for, t
-from bot.settings import Settings
-from bot.text import duration
+from bot.language.messages import language_for, t
+from bot.language.text import duration
+from bot.runtime.settings import Settings
 from storage.jobs import Job
 from storage.users import User, Users
 

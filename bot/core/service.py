@@ -1,6 +1,6 @@
 """The service: what adapters call (bot/contract.py `ChatService`), a thin front over parts that each
 own their state: members, intake, scheduler, dispatcher, deliverer, notices, background (one module
-each, docs/ARCHITECTURE.md).  Commands go to one handler each (bot/handlers.py) with a Context."""
+each, docs/ARCHITECTURE.md).  Commands go to one handler each (bot/core/handlers.py) with a Context."""
 
 from __future__ import annotations
 
@@ -10,25 +10,25 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
-from bot import handlers
-from bot.background import Background
-from bot.commands import ButtonPress, Draw, is_ours, parse
-from bot.context import Context
+from bot.community.moderation import Moderator, scope_for
+from bot.community.styles import StyleBook
 from bot.contract import Adapter, Caller, Delivery, Reply, Undeliverable, Worker
-from bot.cost import Unit
-from bot.delivery import Deliverer
-from bot.dispatch import Dispatcher
-from bot.errors import UserError
-from bot.intake import Intake
-from bot.members import Members
-from bot.messages import t
-from bot.metrics import Metrics
-from bot.moderation import Moderator, scope_for
-from bot.notices import Notices
-from bot.scheduler import Scheduler
-from bot.settings import Settings
-from bot.styles import StyleBook
-from bot.variations import picked_picture, replied_picture, reply_variation
+from bot.core import handlers
+from bot.core.background import Background
+from bot.core.context import Context
+from bot.core.cost import Unit
+from bot.core.delivery import Deliverer
+from bot.core.dispatch import Dispatcher
+from bot.core.intake import Intake
+from bot.core.members import Members
+from bot.core.notices import Notices
+from bot.core.scheduler import Scheduler
+from bot.core.variations import picked_picture, replied_picture, reply_variation
+from bot.language.commands import ButtonPress, Draw, is_ours, parse
+from bot.language.errors import UserError
+from bot.language.messages import t
+from bot.runtime.metrics import Metrics
+from bot.runtime.settings import Settings
 from engine.errors import EngineError
 from engine.request import ModelProfile
 from storage.db import Database
@@ -128,7 +128,7 @@ class Service:
     # -- entry points for adapters --------------------------------------------------------------
 
     async def handle(self, caller: Caller, command: Any, reply_to: dict, idempotency_key: str | None = None) -> Reply:
-        """Run one parsed command (see bot/commands.py) and say what to answer."""
+        """Run one parsed command (see bot/language/commands.py) and say what to answer."""
         refusal = await self.members.turned_away(caller)
         if refusal is not None:
             return refusal

@@ -39,12 +39,12 @@ class Settings(BaseSettings):
     metrics_port: int | None = Field(default=None, alias="EASEL_METRICS_PORT")
     log_level: str = Field(default="INFO", alias="EASEL_LOG_LEVEL")
 
-    # Delivery (bot/delivery.py): retried with backoff, then swept with growing gaps, then given up
+    # Delivery (bot/core/delivery.py): retried with backoff, then swept with growing gaps, then given up
     delivery_retry_s: float = Field(default=2.0, gt=0, alias="EASEL_DELIVERY_RETRY_S")
     delivery_sweep_s: float = Field(default=60.0, gt=0, alias="EASEL_DELIVERY_SWEEP_S")
     max_delivery_sweeps: int = Field(default=10, ge=1, alias="EASEL_MAX_DELIVERY_SWEEPS")
 
-    # Moderation (bot/moderation.py)
+    # Moderation (bot/community/moderation.py)
     blocked_words: Annotated[list[str], NoDecode] = Field(default_factory=list, alias="EASEL_BLOCKED_WORDS")
     blocked_words_file: Path | None = Field(default=None, alias="EASEL_BLOCKED_WORDS_FILE")
     sensitive_words: Annotated[list[str], NoDecode] = Field(default_factory=list, alias="EASEL_SENSITIVE_WORDS")

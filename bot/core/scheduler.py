@@ -1,7 +1,7 @@
 """The scheduler: which job runs next, what each costs, and when each will be done.
 
-It owns the fair queue (bot/queue.py), the run-time estimates (bot/eta.py) and the work-unit costs
-(bot/cost.py), plus what it needs for ETAs: each queued job's estimated run time, when it was
+It owns the fair queue (bot/core/queue.py), the run-time estimates (bot/core/eta.py) and the work-unit costs
+(bot/core/cost.py), plus what it needs for ETAs: each queued job's estimated run time, when it was
 queued, and the jobs running now.  It knows no storage and no chat, so it can be built and tested
 alone (tests/test_scheduler.py)."""
 
@@ -11,11 +11,11 @@ import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
-from bot.cost import Unit, guidance_factor, request_cost
-from bot.eta import EtaEstimator, eta_for_position
-from bot.messages import t
-from bot.queue import FairQueue
-from bot.text import duration
+from bot.core.cost import Unit, guidance_factor, request_cost
+from bot.core.eta import EtaEstimator, eta_for_position
+from bot.core.queue import FairQueue
+from bot.language.messages import t
+from bot.language.text import duration
 from engine.request import DrawRequest
 
 if TYPE_CHECKING:
@@ -26,7 +26,7 @@ class Scheduler:
     def __init__(
         self, unit: Unit, live_workers: Callable[[], int], clock: Callable[[], float] = time.monotonic
     ) -> None:
-        self.unit = unit  # what one work unit is for this model (bot/cost.py)
+        self.unit = unit  # what one work unit is for this model (bot/core/cost.py)
         self.queue = FairQueue()
         self.eta = EtaEstimator()
         self._live_workers = live_workers
@@ -38,7 +38,7 @@ class Scheduler:
     # -- costs and the queue ---------------------------------------------------------------------
 
     def cost_of(self, request: DrawRequest) -> int:
-        """What a request costs in work units: bot/cost.py, in this model's unit."""
+        """What a request costs in work units: bot/core/cost.py, in this model's unit."""
         return request_cost(request, self.unit)
 
     def enqueue(self, job: Job) -> None:

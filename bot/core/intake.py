@@ -9,19 +9,19 @@ import logging
 import math
 from typing import Any
 
-from bot.background import Background
+from bot.community.moderation import Moderator, scope_for
+from bot.community.styles import PLACEHOLDER, StyleBook
 from bot.contract import Caller, Reply
-from bot.cost import largest_count, largest_size
-from bot.errors import UserError
-from bot.members import Members
-from bot.messages import t
-from bot.metrics import Metrics
-from bot.moderation import Moderator, scope_for
-from bot.notices import Notices
-from bot.scheduler import Scheduler
-from bot.settings import Settings
-from bot.styles import PLACEHOLDER, StyleBook
-from bot.text import duration
+from bot.core.background import Background
+from bot.core.cost import largest_count, largest_size
+from bot.core.members import Members
+from bot.core.notices import Notices
+from bot.core.scheduler import Scheduler
+from bot.language.errors import UserError
+from bot.language.messages import t
+from bot.language.text import duration
+from bot.runtime.metrics import Metrics
+from bot.runtime.settings import Settings
 from engine.errors import EngineError
 from engine.request import DrawRequest, ModelProfile, validate
 from storage.jobs import Acceptance, Jobs, Outcome

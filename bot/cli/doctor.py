@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from bot.settings import Settings
+from bot.runtime.settings import Settings
 from engine.planner import largest_fitting_square, plan_for, ram_shortfall
 from engine.request import profile_for
 
@@ -111,8 +111,8 @@ def _configuration_problems(settings: Settings) -> list[str]:
 
 def _community_problems(settings: Settings, profile) -> list[str]:
     """Word-list files that cannot be read and style presets that will be skipped."""
-    from bot.moderation import WordListUnreadable, configured_files, read_terms
-    from bot.styles import StyleBook
+    from bot.community.moderation import WordListUnreadable, configured_files, read_terms
+    from bot.community.styles import StyleBook
 
     problems = []
     for variable, path in configured_files(settings):
@@ -130,7 +130,7 @@ def _redis_status(url: str) -> dict:
     """Can we reach the scale-out Redis, and which workers are announced there right now?"""
     import redis
 
-    from bot.logs import safe_url
+    from bot.runtime.logs import safe_url
     from bot.scale.protocol import WORKER_PREFIX, RedisTooOld, WorkerInfo, too_old
 
     status = {"url": safe_url(url), "ok": False, "error": None, "version": None, "too_old": None, "workers": []}

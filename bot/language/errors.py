@@ -1,5 +1,5 @@
 """Errors the bot shows to users.  Like the engine's errors, each carries a message key and its
-parameters, never prose: `bot.messages.t(error.key, lang, **error.params)` says it in the user's
+parameters, never prose: `bot.language.messages.t(error.key, lang, **error.params)` says it in the user's
 language."""
 
 from __future__ import annotations

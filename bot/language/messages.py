@@ -96,7 +96,7 @@ _EN = {
     "command.settings": "Language and PNG files",
     "command.help": "How to draw, with examples",
     "error.internal": "Something went wrong on our side with #{job_id}. Your quota was refunded; please try again.",
-    # The command language (bot/commands.py)
+    # The command language (bot/language/commands.py)
     "error.unknown_command": "I don't know the command {command}.",
     "error.usage": "That's not quite how {command} works.",
     "error.unknown_flag": "I don't know the option {flag}. The options are: {known}.",

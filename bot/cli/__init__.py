@@ -1,0 +1,1 @@
+"""The `easel` command line: `run`, `console`, `draw`, `doctor` and `worker`."""
