@@ -219,19 +219,19 @@ async def test_a_discord_channel_that_refuses_is_given_up_not_swept(start_bot, f
     gate = hold_gpu(bot)
     interaction = await draw(fake)
     await answer(fake, interaction)
-    job = await discord_job(bot.runtime.app)
-    used = await bot.runtime.app.db.quota.used(job.user_id, bot.runtime.app.service.today())
+    job = await discord_job(bot.app)
+    used = await bot.app.db.quota.used(job.user_id, bot.app.service.today())
     bot.adapter.clock = lambda: time.time() + 15 * 60  # the token is dead: only the channel is left
     fake.fail_next("POST", rf"/channels/{CHANNEL_ID}/messages", status=status, code=code, count=50)
     gate.set()
 
-    job = await given_up(bot.runtime.app, job.id)
+    job = await given_up(bot.app, job.id)
     await asyncio.sleep(PAST_SWEEPS)
     posts = channel_posts(fake)
     assert [r.status for r in posts] == [status, status]  # the picture once, then one try at saying so
     assert posts[0].files and not posts[1].files
     assert str(code) in job.delivery_error and job.delivery_failures == 0
-    assert await bot.runtime.app.db.quota.used(job.user_id, bot.runtime.app.service.today()) == used > 0
+    assert await bot.app.db.quota.used(job.user_id, bot.app.service.today()) == used > 0
 
 
 @pytest.mark.parametrize(("status", "code"), [(400, 50035), (400, 40005)], ids=["invalid-form-body", "too-large"])
@@ -242,11 +242,11 @@ async def test_a_discord_follow_up_refused_for_what_it_is_is_given_up_not_retrie
     gate = hold_gpu(bot)
     interaction = await draw(fake)
     await answer(fake, interaction)
-    job = await discord_job(bot.runtime.app)
+    job = await discord_job(bot.app)
     fake.fail_next("POST", r"^/webhooks/", status=status, code=code, count=50)  # the token is alive
     gate.set()
 
-    job = await given_up(bot.runtime.app, job.id)
+    job = await given_up(bot.app, job.id)
     await asyncio.sleep(PAST_SWEEPS)
     posts = [r for r in fake.requests if r.method == "POST" and r.path.startswith(("/webhooks/", "/channels/"))]
     assert [r.status for r in posts] == [status, status]  # the picture once, then one try at saying so
@@ -260,13 +260,13 @@ async def test_discord_5xx_backs_off_and_ends_as_a_dead_delivery_admins_see(star
     gate = hold_gpu(bot)
     interaction = await draw(fake)
     await answer(fake, interaction)
-    job = await discord_job(bot.runtime.app)
+    job = await discord_job(bot.app)
     bot.adapter.clock = lambda: time.time() + 15 * 60
     # 503: discord.py does not retry it by itself, so every attempt is one request.
     fake.fail_next("POST", rf"/channels/{CHANNEL_ID}/messages", status=503, count=100)
     gate.set()
 
-    job = await given_up(bot.runtime.app, job.id)
+    job = await given_up(bot.app, job.id)
     await asyncio.sleep(PAST_SWEEPS)
     assert [r.status for r in channel_posts(fake)] == [503] * (3 * 2)  # 3 rounds of 2, then never again
     assert job.delivery_failures == 3 and "DiscordServerError" in job.delivery_error

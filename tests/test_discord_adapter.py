@@ -54,14 +54,14 @@ async def test_commands_sync_to_each_configured_guild_with_bounds_from_the_profi
     names += ["ban", "unban", "setquota", "setrole", "queue", "stats", "block", "sensitive"]
     assert fake.synced_command_names(111) == fake.synced_command_names(222) == names
     assert None not in fake.commands  # nothing global when guilds are configured
-    profile = bot.runtime.app.service.profile
+    profile = bot.app.service.profile
     options = {o["name"]: o for o in fake.commands[111][0]["options"]}
     assert [c["value"] for c in options["aspect_ratio"]["choices"]] == list(profile.aspect_ratios)
     assert (options["steps"]["min_value"], options["steps"]["max_value"]) == (profile.min_steps, profile.max_steps)
     assert (options["cfg"]["min_value"], options["cfg"]["max_value"]) == (profile.min_cfg, profile.max_cfg)
     assert options["prompt"]["required"] and not options["seed"]["required"]
     assert (options["count"]["min_value"], options["count"]["max_value"]) == (1, profile.max_count)
-    styles = [style.name for style in bot.runtime.app.service.styles.all()]
+    styles = [style.name for style in bot.app.service.styles.all()]
     assert [c["value"] for c in options["style"]["choices"]] == styles and "anime" in styles
 
 
@@ -87,13 +87,13 @@ async def test_commands_sync_globally_without_guild_ids(start_bot, fake: FakeDis
 async def test_draw_defers_first_then_delivers_the_picture_with_six_buttons(start_bot, fake: FakeDiscord) -> None:
     bot = await start_bot()
     deferred_before_db: list[bool] = []
-    user_for = bot.runtime.app.service.user_for
+    user_for = bot.app.service.user_for
 
     async def spy(caller):
         deferred_before_db.append(any(r.path.endswith("/callback") for r in fake.requests))
         return await user_for(caller)
 
-    bot.runtime.app.service.user_for = spy
+    bot.app.service.user_for = spy
     sent = time.monotonic()
     interaction = await draw(fake, prompt="a lighthouse at dusk", aspect_ratio="3:2", seed=7, locale="en-US")
 
@@ -101,7 +101,7 @@ async def test_draw_defers_first_then_delivers_the_picture_with_six_buttons(star
     assert callback.at - sent < 3 and callback.json["type"] == 5 and callback.json["data"]["flags"] & EPHEMERAL
     queued = await answer(fake, interaction)
     assert queued == t("queued_next", "en", job_id=1) or queued.startswith("Queued as #1:")
-    job = await delivered(bot.runtime.app, 1)
+    job = await delivered(bot.app, 1)
     assert deferred_before_db and all(deferred_before_db)
 
     assert (job.request["width"], job.request["height"], job.seed, job.request["steps"]) == (320, 208, 7, 2)
@@ -113,14 +113,14 @@ async def test_draw_defers_first_then_delivers_the_picture_with_six_buttons(star
     [embed] = picture.embeds
     assert "a lighthouse at dusk" in embed["description"] and "seed 7" in embed["description"]
     assert embed["image"]["url"] == f"attachment://{picture.attachments[0].filename}"
-    assert (await bot.runtime.app.db.jobs.find_by_message("discord", str(CHANNEL_ID), str(picture.id))).id == job.id
+    assert (await bot.app.db.jobs.find_by_message("discord", str(CHANNEL_ID), str(picture.id))).id == job.id
     # The private status message is gone once the picture is out: the channel holds just the picture.
     assert fake.messages_in(CHANNEL_ID) == [picture]
 
 
 async def test_every_button_under_a_picture(start_bot, fake: FakeDiscord) -> None:
     bot = await start_bot()
-    app = bot.runtime.app
+    app = bot.app
     parent, picture = await drawn(fake, bot)
 
     await fake.press_button(button_id(Action.REROLL, parent.id), picture.id, user_id=USER_ID)
@@ -165,7 +165,7 @@ async def test_delete_pressed_by_someone_else_is_refused_privately(start_bot, fa
     assert await answer(fake, press) == t("delete_not_yours", "en")
     callback = await fake.wait_for(callback_of(press))
     assert callback.json["type"] == 5 and callback.json["data"]["flags"] & EPHEMERAL
-    assert not fake.message(picture.id).deleted and not (await bot.runtime.app.db.jobs.get(job.id)).deleted
+    assert not fake.message(picture.id).deleted and not (await bot.app.db.jobs.get(job.id)).deleted
 
 
 async def test_delete_without_permission_to_remove_the_post_says_so(start_bot, fake: FakeDiscord) -> None:
@@ -176,7 +176,7 @@ async def test_delete_without_permission_to_remove_the_post_says_so(start_bot, f
     press = await fake.press_button(button_id(Action.DELETE, job.id), picture.id, user_id=USER_ID)
 
     assert await answer(fake, press) == t("delete_message_failed", "en")
-    assert (await bot.runtime.app.db.jobs.get(job.id)).deleted and not fake.message(picture.id).deleted
+    assert (await bot.app.db.jobs.get(job.id)).deleted and not fake.message(picture.id).deleted
 
 
 async def test_a_button_on_an_old_message_works_after_a_restart(start_bot, fake: FakeDiscord) -> None:
@@ -219,9 +219,9 @@ async def test_a_failed_job_is_told_to_its_owner(start_bot, fake: FakeDiscord) -
     async def broken(job_id, request, on_step=None):
         raise BadOutput()
 
-    bot.runtime.app.worker.run = broken
+    bot.app.worker.run = broken
     interaction = await draw(fake)
-    job = await delivered(bot.runtime.app, 1)
+    job = await delivered(bot.app, 1)
 
     assert job.status.value == "failed"
     post = await fake.wait_for(("POST", f"/webhooks/{fake.application_id}/{interaction['token']}"))
@@ -235,7 +235,7 @@ async def test_a_delivery_discord_refuses_is_raised_and_retried(start_bot, fake:
     fake.fail_next("POST", r"^/webhooks/", 403, code=50001)
 
     await draw(fake)
-    job = await delivered(bot.runtime.app, 1)
+    job = await delivered(bot.app, 1)
 
     attempts = [r.status for r in fake.requests if r.method == "POST" and r.path.startswith("/webhooks/")]
     assert attempts == [403, 200]
@@ -257,13 +257,13 @@ async def test_after_the_token_expires_the_picture_goes_to_the_channel_with_a_me
     since = len(fake.requests)
     gate.set()
 
-    job = await delivered(bot.runtime.app, 1)
+    job = await delivered(bot.app, 1)
     post = await fake.wait_for(("POST", f"/channels/{CHANNEL_ID}/messages"), since=since)
     assert post.json["content"] == t("token_expired_mention", "en", mention=f"<@{USER_ID}>")
     assert post.json["allowed_mentions"]["parse"] == ["users"]  # the owner is pinged, nobody else
     picture = picture_of(fake, job.id)
     assert picture.webhook_id is None and image_size(picture) == (256, 256) and len(picture.custom_ids) == 6
-    assert (await bot.runtime.app.db.jobs.find_by_message("discord", str(CHANNEL_ID), str(picture.id))).id == job.id
+    assert (await bot.app.db.jobs.find_by_message("discord", str(CHANNEL_ID), str(picture.id))).id == job.id
     webhook_calls = [r for r in fake.requests[since:] if r.path.startswith("/webhooks/")]
     if how == "discord_says_50027":
         assert [(r.method, r.status) for r in webhook_calls if r.method == "POST"] == [("POST", 401)]
@@ -280,22 +280,22 @@ async def test_a_channel_the_bot_may_not_post_in_ends_the_retries(start_bot, fak
     fake.fail_next("POST", rf"/channels/{CHANNEL_ID}/messages", status=403, code=50013, count=10)
     gate.set()
 
-    job = await delivered(bot.runtime.app, 1)  # given up on, not retried for ever
+    job = await delivered(bot.app, 1)  # given up on, not retried for ever
     await asyncio.sleep(0.3)
     posts = [r for r in fake.requests if r.method == "POST" and r.path == f"/channels/{CHANNEL_ID}/messages"]
     # The picture, refused; then one try at saying so (refused too: the bot may not post here at all).
     assert [r.status for r in posts] == [403, 403] and job.status.value == "done"
     assert posts[0].files and posts[1].json["content"].endswith(t("error.undeliverable", "en", job_id=job.id))
-    assert bot.runtime.app.service.metrics.value("easel_platform_errors_total", platform="discord") == 1
+    assert bot.app.service.metrics.value("easel_platform_errors_total", platform="discord") == 1
 
 
 async def test_a_picture_over_the_upload_limit_is_reencoded_with_a_note(start_bot, fake: FakeDiscord) -> None:
     bot = await start_bot()
     limit = 20_000
     await draw(fake, prompt="a busy market street, tiny details everywhere", limit=limit)
-    job = await delivered(bot.runtime.app, 1)
+    job = await delivered(bot.app, 1)
 
-    original = bot.runtime.app.service.images.resolve(job.image_paths[0])
+    original = bot.app.service.images.resolve(job.image_paths[0])
     assert original.stat().st_size > limit  # the test means something only if the PNG did not fit
     picture = picture_of(fake, job.id)
     [attachment] = picture.attachments
@@ -327,7 +327,7 @@ async def test_hostile_input_gets_one_clear_message_and_no_job(
 
     assert await answer(fake, interaction) == t(key, "en", **params)
     await asyncio.sleep(0.2)
-    assert await job_count(bot.runtime.app) == 0
+    assert await job_count(bot.app) == 0
     [reply] = fake.messages_in(CHANNEL_ID)
     assert reply.is_ephemeral and reply.content == t(key, "en", **params)
     assert not [r for r in fake.requests if r.method == "POST" and r.path.startswith(("/webhooks/", "/channels/"))]
@@ -348,7 +348,7 @@ async def test_other_commands_go_through_the_service_and_admin_commands_are_gate
     assert ban == t("admin_done", "en", action="ban", target=f"discord:{OTHER_ID}")
     refused = await answer(fake, await draw(fake, user_id=OTHER_ID))
     assert refused == t("banned", "en")
-    assert await job_count(bot.runtime.app) == 0
+    assert await job_count(bot.app) == 0
     assert all(m.is_ephemeral for m in fake.messages_in(CHANNEL_ID))
 
 
@@ -358,7 +358,7 @@ async def test_an_unexpected_service_error_is_logged_and_answered(start_bot, fak
     async def crash(*args, **kwargs):
         raise RuntimeError("bug in the service")
 
-    bot.runtime.app.service.handle_text = crash
+    bot.app.service.handle_text = crash
     interaction = await command(fake, "quota")
 
     assert await answer(fake, interaction) == t("error.unexpected", "en")
@@ -374,7 +374,7 @@ async def test_status_edits_keep_the_newest_text_and_stop_when_the_token_is_old(
     await answer(fake, interaction)
 
     async def attached():
-        job = await bot.runtime.app.db.jobs.get(1)
+        job = await bot.app.db.jobs.get(1)
         return job if job.reply_to.get("status_message_id") == "@original" else None
 
     job = await until(attached)
@@ -396,7 +396,7 @@ async def test_status_edits_keep_the_newest_text_and_stop_when_the_token_is_old(
     await bot.adapter.show_status(job, "too late")
     assert not [r for r in fake.requests[since:] if r.path.endswith(edits)]
     gate.set()
-    await delivered(bot.runtime.app, 1)
+    await delivered(bot.app, 1)
 
 
 async def test_a_reply_to_a_picture_that_mentions_the_bot_draws_a_variation(start_bot, fake: FakeDiscord) -> None:
@@ -407,7 +407,7 @@ async def test_a_reply_to_a_picture_that_mentions_the_bot_draws_a_variation(star
 
     await fake.dispatch("MESSAGE_CREATE", bot_reply(fake, picture, "now in red"))
     await asyncio.sleep(0.3)
-    assert await job_count(bot.runtime.app) == 1  # other bots are ignored
+    assert await job_count(bot.app) == 1  # other bots are ignored
 
     words = "the same fox in blue"
     ask = await fake.send_message(
@@ -419,8 +419,8 @@ async def test_a_reply_to_a_picture_that_mentions_the_bot_draws_a_variation(star
         mentions_bot=True,
     )
 
-    job = await delivered(bot.runtime.app, parent.id + 1)
-    source = str(bot.runtime.app.service.images.resolve(parent.image_paths[0]))
+    job = await delivered(bot.app, parent.id + 1)
+    source = str(bot.app.service.images.resolve(parent.image_paths[0]))
     assert (job.kind, job.request["source_image"]) == ("variation", source)
     assert (job.request["prompt"], job.request["steps"], job.parent_id) == (words, 2, parent.id)
     variation = picture_of(fake, job.id)
@@ -444,5 +444,5 @@ async def test_without_message_content_replies_to_pictures_are_ignored(start_bot
         CHANNEL_ID, USER_ID, "in blue", guild_id=GUILD_ID, reference_message_id=picture.id, mentions_bot=True
     )
     await asyncio.sleep(0.3)
-    assert await job_count(bot.runtime.app) == 1
+    assert await job_count(bot.app) == 1
     assert not [r for r in fake.requests if r.method == "POST" and r.path == f"/channels/{CHANNEL_ID}/messages"]

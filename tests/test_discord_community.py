@@ -46,7 +46,7 @@ async def test_blocked_prompts_are_refused_privately_without_the_word_and_admins
     zero_width = await answer(fake, await draw(fake, prompt="a grim\u200bdark castle"))
     full_width = await answer(fake, await draw(fake, prompt="a castle", negative="ｇｒｉｍｄａｒｋ"))
     assert zero_width == full_width == t("blocked_prompt", "en")
-    assert await job_count(bot.runtime.app) == 0
+    assert await job_count(bot.app) == 0
     assert all(m.is_ephemeral for m in fake.messages_in(CHANNEL_ID))
 
     fake.set_member_permissions(USER_ID, SEND_MESSAGES)
@@ -65,7 +65,7 @@ async def test_blocked_prompts_are_refused_privately_without_the_word_and_admins
     assert removed == t("wordlist_removed", "en", list="blocked words", term="Kraken")
     queued = await answer(fake, await draw(fake, prompt="a kraken at sea"))
     assert queued.startswith(("Queued as #1", "Got it! #1"))
-    audit = [(e.action, e.target) for e in await bot.runtime.app.db.audit.recent()]
+    audit = [(e.action, e.target) for e in await bot.app.db.audit.recent()]
     scope = f"discord:guild:{GUILD_ID}"
     assert audit == [("blocked_remove", scope), ("blocked_add", scope), ("sensitive_add", scope)]
 
@@ -75,7 +75,7 @@ async def test_sensitive_pictures_are_spoilers_and_only_drawn_in_nsfw_channels(s
     fake.set_channel_nsfw(NSFW_CHANNEL_ID)
 
     refused = await answer(fake, await draw(fake, prompt="a cat in a swimsuit"))
-    assert refused == t("sensitive_nsfw_only", "en") and await job_count(bot.runtime.app) == 0
+    assert refused == t("sensitive_nsfw_only", "en") and await job_count(bot.app) == 0
 
     await fake.send_slash_command(
         "draw",
@@ -84,7 +84,7 @@ async def test_sensitive_pictures_are_spoilers_and_only_drawn_in_nsfw_channels(s
         guild_id=GUILD_ID,
         channel_id=NSFW_CHANNEL_ID,
     )
-    job = await delivered(bot.runtime.app, 1)
+    job = await delivered(bot.app, 1)
     assert job.sensitive
     picture = message_of(fake, job.id, NSFW_CHANNEL_ID)
     [attachment] = picture.attachments
@@ -95,7 +95,7 @@ async def test_sensitive_pictures_are_spoilers_and_only_drawn_in_nsfw_channels(s
 
 async def test_a_batch_of_four_arrives_in_one_message_with_working_per_picture_buttons(start_bot, fake):
     bot = await start_bot(EASEL_DAILY_QUOTA="10", EASEL_DISCORD_MESSAGE_CONTENT="true")
-    app = bot.runtime.app
+    app = bot.app
 
     await draw(fake, prompt="a lighthouse", count=4, seed=50, steps=1)
     job = await delivered(app, 1)
@@ -148,10 +148,10 @@ async def test_a_batch_of_four_arrives_in_one_message_with_working_per_picture_b
 async def test_a_style_option_changes_the_prompt_the_engine_receives(start_bot, fake):
     bot = await start_bot()
     await draw(fake, prompt="a crane over a lake", style="watercolor", steps=1)
-    job = await delivered(bot.runtime.app, 1)
-    template = bot.runtime.app.service.styles.get("watercolor").prompt
+    job = await delivered(bot.app, 1)
+    template = bot.app.service.styles.get("watercolor").prompt
     assert job.request["prompt"] == template.replace("{prompt}", "a crane over a lake")
-    with Image.open(bot.runtime.app.service.images.resolve(job.image_paths[0])) as image:
+    with Image.open(bot.app.service.images.resolve(job.image_paths[0])) as image:
         assert image.text["parameters"].startswith("watercolor painting of a crane over a lake")
     styles = await answer(fake, await command(fake, "styles"))
     assert styles.startswith(t("styles_header", "en")) and "cinematic" in styles
@@ -163,7 +163,7 @@ async def test_cooldown_refuses_a_fast_second_request_with_the_wait(start_bot, f
     second = await answer(fake, await draw(fake, prompt="an owl", steps=1))
     assert first.startswith(("Queued as #1", "Got it! #1"))
     assert re.fullmatch(r"Please wait (1m5[0-9]|2m00)s before your next drawing\.", second)
-    assert await job_count(bot.runtime.app) == 1
+    assert await job_count(bot.app) == 1
 
 
 async def test_a_batch_shares_one_messages_upload_budget(start_bot, fake, monkeypatch):
@@ -173,8 +173,8 @@ async def test_a_batch_shares_one_messages_upload_budget(start_bot, fake, monkey
     monkeypatch.setattr(discord_adapter, "MESSAGE_UPLOAD_BUDGET", budget)
     bot = await start_bot()
     await draw(fake, prompt="a busy market street, tiny details everywhere", count=4, steps=1, limit=100_000)
-    job = await delivered(bot.runtime.app, 1)
-    originals = [bot.runtime.app.service.images.resolve(path).stat().st_size for path in job.image_paths]
+    job = await delivered(bot.app, 1)
+    originals = [bot.app.service.images.resolve(path).stat().st_size for path in job.image_paths]
     assert sum(originals) > budget  # the test means something only if the PNGs did not fit together
     attachments = message_of(fake, job.id).attachments
     assert len(attachments) == 4 and all(len(a.data) <= budget // 4 for a in attachments)

@@ -35,7 +35,7 @@ async def test_a_press_naming_another_channels_job_reveals_nothing_creates_nothi
 ) -> None:
     bot = await start_bot()
     victim, picture = await drawn(fake, bot, prompt=PROMPT)
-    jobs_before = await job_count(bot.runtime.app)
+    jobs_before = await job_count(bot.app)
     actions = (Action.PARAMS, Action.UPSCALE, Action.VARY_SUBTLE, Action.REROLL, Action.DELETE)
     # A bot message in another channel whose buttons name her job (a copy, an old version's post).
     elsewhere = fake.add_message(
@@ -55,10 +55,10 @@ async def test_a_press_naming_another_channels_job_reveals_nothing_creates_nothi
     press = await fake.press_button(button_id(Action.DELETE, victim.id), elsewhere.id, user_id=USER_ID)
     assert await answer(fake, press) == t("stale_button", "en")
 
-    assert await job_count(bot.runtime.app) == jobs_before
+    assert await job_count(bot.app) == jobs_before
     assert not fake.message(picture.id).deleted and not fake.message(elsewhere.id).deleted
-    assert not (await bot.runtime.app.db.jobs.get(victim.id)).deleted
-    assert bot.runtime.app.service.images.resolve(victim.image_paths[0]).exists()
+    assert not (await bot.app.db.jobs.get(victim.id)).deleted
+    assert bot.app.service.images.resolve(victim.image_paths[0]).exists()
     # Where it was shown, the same button works.
     press = await fake.press_button(button_id(Action.PARAMS, victim.id), picture.id, user_id=USER_ID)
     assert PROMPT in await answer(fake, press)
@@ -85,5 +85,5 @@ async def test_an_unknown_custom_id_or_command_is_answered_privately_not_left_to
     callback = await fake.wait_for(callback_of(unknown), timeout=3)
     assert callback.json["type"] == 4 and callback.json["data"]["flags"] & EPHEMERAL
     assert callback.json["data"]["content"] == t("unknown_slash_command", "en")
-    assert await job_count(bot.runtime.app) == 0
-    assert await bot.runtime.app.db.users.count() == 0  # nobody was made a user by clicking a dead button
+    assert await job_count(bot.app) == 0
+    assert await bot.app.db.users.count() == 0  # nobody was made a user by clicking a dead button

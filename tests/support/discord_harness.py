@@ -140,9 +140,9 @@ def image_size(message: StoredMessage) -> tuple[int, int]:
 
 async def drawn(fake: FakeDiscord, bot: Bot, **options: object) -> tuple[Job, StoredMessage]:
     """Draw and wait for the picture."""
-    job_id = await job_count(bot.runtime.app) + 1
+    job_id = await job_count(bot.app) + 1
     await draw(fake, **options)
-    job = await delivered(bot.runtime.app, job_id)
+    job = await delivered(bot.app, job_id)
     return job, picture_of(fake, job.id)
 
 
@@ -178,5 +178,5 @@ def bot_reply(fake: FakeDiscord, picture: StoredMessage, content: str) -> dict:
 def hold_gpu(bot: Bot) -> threading.Event:
     """Keep the GPU thread busy until the returned event is set: jobs queue up behind it."""
     gate = threading.Event()
-    asyncio.get_running_loop().create_task(bot.runtime.app.worker.call(gate.wait))
+    asyncio.get_running_loop().create_task(bot.app.worker.call(gate.wait))
     return gate
