@@ -32,5 +32,11 @@ COPY --chown=easel:easel storage ./storage
 RUN pip install .
 
 VOLUME ["/data", "/models"]
+# /healthz and /readyz live on the metrics port (docs/OPERATIONS.md, "Running for months").
+ENV EASEL_METRICS_PORT=9090
+EXPOSE 9090
+# Alive = the event loop answers.  The first model load can take minutes: start-period covers it.
+# (`easel worker` serves no endpoint: docker-compose.yml turns the check off for workers.)
+HEALTHCHECK --interval=30s --timeout=10s --start-period=10m --retries=3 CMD ["easel", "health"]
 ENTRYPOINT ["easel"]
 CMD ["run"]

@@ -5,7 +5,7 @@ process, or a pool of `easel worker` processes)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -65,6 +65,14 @@ class Delivery:
     spoiler: bool = False
 
 
+@dataclass(frozen=True)
+class Upload:
+    """A picture someone brought: the size the platform reports (None: unknown) and how to fetch it."""
+
+    size: int | None
+    fetch: Callable[[], Awaitable[bytes]]
+
+
 class Undeliverable(Exception):
     """The platform will never take this outcome (bot blocked or removed, chat gone, no permission):
     adapters raise it so the service gives the delivery up at once (bot/core/delivery.py); a drawn
@@ -121,6 +129,17 @@ class ChatService(Protocol):
         bot_username: str | None = None,
     ) -> Reply | None:
         """A reply with new words to one of our pictures."""
+
+    async def draw_from_upload(
+        self,
+        caller: Caller,
+        text: str,
+        upload: Upload,
+        reply_to: dict,
+        idempotency_key: str | None,
+        bot_username: str | None = None,
+    ) -> Reply | None:
+        """/draw words with a picture of the user's own (a caption, a reply to it, an attachment)."""
 
     async def language_of(self, caller: Caller) -> str:
         """The caller's language, without creating a user row."""

@@ -22,6 +22,7 @@ from collections.abc import Callable
 import torch
 from PIL import Image
 
+from engine.chaos import CleanLater, per_picture
 from engine.device import probe_device, resolve_device
 from engine.embeddings import EmbeddingCache
 from engine.enhance import enhance_prompts, post_process
@@ -29,6 +30,7 @@ from engine.errors import Cancelled, InvalidRequest, ModelNotFound, NeedsGPU
 from engine.fallback import Failure, Fallback
 from engine.guards import NonFiniteOutput, Progress, StepWatch, check_decoded, is_out_of_memory
 from engine.learned import LearnedRungs
+from engine.outpaint import canvas_and_mask, keep_original
 from engine.placement import DTYPES, HALF_PLACED, apply_placement
 from engine.planner import (
     DeviceFacts,
@@ -56,13 +58,14 @@ class Engine:
     """One loaded model on one device.  Not thread-safe: one generation at a time."""
 
     def __init__(self, pipeline, model: str, profile: ModelProfile, device: str, probe=probe_device) -> None:
-        from diffusers import ZImageImg2ImgPipeline
+        from diffusers import ZImageImg2ImgPipeline, ZImageInpaintPipeline
 
         self._pipeline = pipeline
         # from_pipe shares every weight with the text-to-image pipeline: no second copy in memory.
         # dtype given: from_pipe otherwise casts every shared weight to fp32 (twice the RAM).
         self._img2img = ZImageImg2ImgPipeline.from_pipe(pipeline, dtype=pipeline.transformer.dtype)
-        for pipe in (self._pipeline, self._img2img):
+        self._inpaint = ZImageInpaintPipeline.from_pipe(pipeline, dtype=pipeline.transformer.dtype)
+        for pipe in (self._pipeline, self._img2img, self._inpaint):
             pipe.set_progress_bar_config(disable=True)
         self.model = model
         self.profile = profile
@@ -184,9 +187,9 @@ class Engine:
         request, timings = batch.request, batch.timings
         mark = time.perf_counter()
         self._apply(plan)
-        pipe = self._pipeline if request.kind is Kind.TXT2IMG else self._img2img
+        pipe = self._pipe_for(request.kind)
         prompt, negative = enhance_prompts(request, self.profile)
-        source = self._source_image(request) if request.kind is not Kind.TXT2IMG else None
+        inputs = self._inputs(request)
         _add(timings, "plan", mark)
 
         # 4. Encode the prompt(s), once for every picture, and not again for the same words soon
@@ -216,9 +219,14 @@ class Engine:
             mark = time.perf_counter()
             report = batch.progress.report if batched else batch.progress.for_picture(group[0], len(batch.seeds))
             watch = StepWatch(pipe, report, batch.should_stop)
-            generators = [torch.Generator("cpu").manual_seed(batch.seeds[index]) for index in group]
+            seeds = [batch.seeds[index] for index in group]
+            generators = [torch.Generator("cpu").manual_seed(seed) for seed in seeds]
             batch.batched_call = len(group) > 1
-            latents = self._denoise(pipe, request, (prompt_embeds, negative_embeds), source, generators, watch)
+            embeds = (prompt_embeds, negative_embeds)
+            if request.chaos:  # one embedding per picture, noisy from its own seed (engine/chaos.py)
+                watch = CleanLater(watch, [prompt_embeds[0]] * len(seeds))
+                embeds = (per_picture(prompt_embeds, seeds, request.chaos), negative_embeds * len(seeds))
+            latents = self._denoise(pipe, request, embeds, inputs, generators, watch)
             batch.batched_call = False
             _add(timings, "denoise", mark)
 
@@ -227,16 +235,17 @@ class Engine:
             for picture in latents.split(1):
                 if batch.should_stop and batch.should_stop():
                     raise Cancelled()
-                batch.images.append(self._decode(pipe, picture, request.enhance, timings))
+                batch.images.append(inputs.finish(self._decode(pipe, picture, request.enhance, timings)))
 
-    def _denoise(self, pipe, request: DrawRequest, embeds: tuple, source: Image.Image | None, generators: list, watch):
+    def _denoise(self, pipe, request: DrawRequest, embeds: tuple, inputs: _Inputs, generators: list, watch):
         """One pipeline call for `len(generators)` pictures; picture i draws its noise from
-        generators[i] exactly as a lone run of that seed would."""
+        generators[i] exactly as a lone run of that seed would.  With chaos, `embeds` holds one
+        prompt embedding per picture already."""
         prompt_embeds, negative_embeds = embeds
         arguments = dict(
             prompt_embeds=prompt_embeds,
             negative_prompt_embeds=negative_embeds,
-            num_images_per_prompt=len(generators),
+            num_images_per_prompt=1 if request.chaos else len(generators),
             height=request.height,
             width=request.width,
             num_inference_steps=request.steps,
@@ -246,10 +255,14 @@ class Engine:
             output_type="latent",
             callback_on_step_end=watch,
         )
-        if source is not None:
+        if request.chaos:  # CleanLater hands the clean embeddings back half-way
+            arguments["callback_on_step_end_tensor_inputs"] = ["latents", "prompt_embeds"]
+        if inputs.image is not None:
             # One copy of the source per picture: each generator then draws its own VAE-encode
             # sample too (given one image, diffusers would draw it from the first generator only).
-            arguments.update(image=[source] * len(generators), strength=request.strength)
+            arguments.update(image=[inputs.image] * len(generators), strength=request.strength)
+        if inputs.mask is not None:
+            arguments.update(mask_image=[inputs.mask] * len(generators))
         return pipe(**arguments).images
 
     def _decode(self, pipe, latents: torch.Tensor, enhance: bool, timings: dict[str, float]) -> Image.Image:
@@ -267,13 +280,28 @@ class Engine:
         _add(timings, "post", mark)
         return image
 
-    def _source_image(self, request: DrawRequest) -> Image.Image:
+    def _pipe_for(self, kind: Kind):
+        """Text to image, outpaint (inpaint pipeline), or image to image: the same weights each."""
+        return {Kind.TXT2IMG: self._pipeline, Kind.OUTPAINT: self._inpaint}.get(kind, self._img2img)
+
+    def _inputs(self, request: DrawRequest) -> _Inputs:
+        """What the pipeline starts from besides noise, and what happens to each decoded picture."""
+        if request.kind is Kind.TXT2IMG:
+            return _Inputs()
+        if request.kind is not Kind.OUTPAINT:
+            return _Inputs(self._source_image(request))
+        original = self._source_image(request, resize=False)
+        size = (request.width, request.height)
+        canvas, mask = canvas_and_mask(original, size, request.region)
+        return _Inputs(canvas, mask, functools.partial(keep_original, source=original, region=request.region))
+
+    def _source_image(self, request: DrawRequest, resize: bool = True) -> Image.Image:
         try:
             with Image.open(request.source_image) as source:
                 image = source.convert("RGB")
         except OSError as exc:
             raise InvalidRequest("error.source_missing") from exc
-        if image.size != (request.width, request.height):
+        if resize and image.size != (request.width, request.height):
             image = image.resize((request.width, request.height), Image.Resampling.LANCZOS)
         return image
 
@@ -312,6 +340,20 @@ class Engine:
         if self.device.startswith("cuda"):
             return round(torch.cuda.max_memory_allocated(self.device) / 1024**3, 3)
         return None
+
+
+def _unchanged(image: Image.Image) -> Image.Image:
+    return image
+
+
+@dataclasses.dataclass
+class _Inputs:
+    """A run's starting picture (image-to-image kinds), its mask (outpaint) and the step that
+    finishes each decoded picture (outpaint lays the original back over it)."""
+
+    image: Image.Image | None = None
+    mask: Image.Image | None = None
+    finish: Callable[[Image.Image], Image.Image] = _unchanged
 
 
 @dataclasses.dataclass

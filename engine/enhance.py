@@ -15,7 +15,8 @@ def enhance_prompts(request: DrawRequest, profile: ModelProfile) -> tuple[str, s
     """The positive and negative prompts the model will see."""
     if not request.enhance:
         return request.prompt, request.negative_prompt
-    prompt = f"{request.prompt}, {profile.quality_suffix}"
+    # The prompt enhancer's expansion of the user's words, when it wrote one (bot/core/enhancer.py)
+    prompt = f"{request.expanded or request.prompt}, {profile.quality_suffix}"
     negative = request.negative_prompt or profile.negative_prompt
     return prompt, negative
 

@@ -20,6 +20,7 @@ TEXT_ENCODER_CONFIG = dict(
     head_dim=128,
     max_position_embeddings=40960,
     rope_theta=1000000.0,
+    tie_word_embeddings=True,  # published: the LM head is the embedding matrix (engine/rewriter.py)
 )
 
 # The Flux-style VAE Z-Image uses: four blocks, so sides stay multiples of 16.

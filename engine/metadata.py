@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from PIL import Image, PngImagePlugin
@@ -11,7 +12,7 @@ from engine.request import DrawRequest
 
 def parameters_text(request: DrawRequest, seed: int, model: str) -> str:
     """A1111 format: prompt line, optional negative line, then comma-separated settings."""
-    lines = [request.prompt]
+    lines = [request.expanded or request.prompt]  # what the model drew from
     if request.negative_prompt:
         lines.append(f"Negative prompt: {request.negative_prompt}")
     settings = [
@@ -25,6 +26,12 @@ def parameters_text(request: DrawRequest, seed: int, model: str) -> str:
     if request.kind.value != "txt2img":
         settings.append(f"Denoising strength: {request.strength:g}")
     settings.append(f"Enhance: {'on' if request.enhance else 'off'}")
+    if request.expanded:  # the user's own words, beside the enhancer's expansion above
+        settings.append(f"User prompt: {json.dumps(request.prompt, ensure_ascii=False)}")
+    if request.chaos:
+        settings.append(f"Chaos: {request.chaos}")
+    if request.draft:
+        settings.append("Draft: on")
     lines.append(", ".join(settings))
     return "\n".join(lines)
 

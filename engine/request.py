@@ -17,10 +17,12 @@ class Kind(StrEnum):
     TXT2IMG = "txt2img"
     VARIATION = "variation"
     UPSCALE = "upscale"
+    OUTPAINT = "outpaint"
 
 
 RANDOM_SEED = -1
 MAX_SEED = 2**32 - 1
+MAX_CHAOS = 100
 
 # The official Z-Image 1024-class sizes, keyed by the ratio users type.
 OFFICIAL_1024 = {
@@ -65,6 +67,13 @@ class ModelProfile:
     subtle_strength: float = 0.35
     strong_strength: float = 0.7
     upscale_strength: float = 0.3
+    upload_strength: float = 0.6  # a picture brought in with /draw, when --strength does not say
+    outpaint_strength: float = 1.0  # Zoom out / Pan: the new area is drawn from noise
+    # --draft: half the side (1024 class -> 512 class) in fewer steps; Enhance redraws a draft at full
+    # size from it (image to image, the draft's seed) with this strength.
+    draft_steps: int = 6
+    enhance_strength: float = 0.55
+    max_expansion_chars: int = 1500  # a prompt enhancer's rewrite is cut here (at a word)
     upscale_factor: int = 2
     # Upscales may pass max_side/max_pixels, so every official 1024-class size doubles exactly (21:9
     # 1344x576 -> 2688x1152), within the 2048x2048 pixel count users run (FACTS.md: 2048² works).
@@ -163,6 +172,11 @@ class DrawRequest:
     source_image: str | None = None
     strength: float | None = None
     count: int = 1
+    # OUTPAINT: where the source picture sits on the canvas (x, y, width, height), in pixels.
+    region: tuple[int, int, int, int] | None = None
+    chaos: int = 0  # 0-100: seeded noise on the prompt embeddings (engine/chaos.py); 0 draws as before
+    draft: bool = False  # half the side in fewer steps (sized by the parser), a quarter of the cost
+    expanded: str = ""  # the prompt enhancer's rewrite of `prompt`, drawn instead of it (not with --raw)
 
     def to_dict(self) -> dict:
         data = self.__dict__.copy()
@@ -173,6 +187,8 @@ class DrawRequest:
     def from_dict(cls, data: dict) -> DrawRequest:
         known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
         known["kind"] = Kind(known.get("kind", Kind.TXT2IMG))
+        if known.get("region") is not None:
+            known["region"] = tuple(known["region"])
         return cls(**known)
 
 
@@ -244,19 +260,19 @@ def validate(request: DrawRequest, profile: ModelProfile) -> DrawRequest:
     if not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= profile.max_count:
         raise InvalidRequest("error.count_range", value=count, min=1, max=profile.max_count)
 
-    strength = request.strength
-    if request.kind is Kind.TXT2IMG:
-        strength = None
-    else:
-        if not request.source_image:
-            raise InvalidRequest("error.source_missing")
-        default = profile.upscale_strength if request.kind is Kind.UPSCALE else profile.subtle_strength
-        strength = default if strength is None else float(strength)
-        if not math.isfinite(strength) or not 0.05 <= strength <= 1.0:
-            raise InvalidRequest("error.strength_range", value=request.strength)
+    chaos = request.chaos
+    if not isinstance(chaos, int) or isinstance(chaos, bool) or not 0 <= chaos <= MAX_CHAOS:
+        raise InvalidRequest("error.chaos_range", value=chaos, max=MAX_CHAOS)
 
+    strength = _check_strength(request, profile)
+    region = _check_region(request, width, height)
+    expanded = clean_text(request.expanded) if request.enhance else ""
+    if len(expanded) > profile.max_expansion_chars:
+        expanded = expanded[: profile.max_expansion_chars].rsplit(" ", 1)[0]
     return replace(
         request,
+        expanded=expanded,
+        region=region,
         prompt=prompt,
         negative_prompt=negative,
         width=width,
@@ -266,6 +282,36 @@ def validate(request: DrawRequest, profile: ModelProfile) -> DrawRequest:
         seed=seed,
         strength=strength,
     )
+
+
+_DEFAULT_STRENGTH = {Kind.UPSCALE: "upscale_strength", Kind.OUTPAINT: "outpaint_strength"}
+
+
+def _check_strength(request: DrawRequest, profile: ModelProfile) -> float | None:
+    """How far an image-to-image kind moves from its source (the profile's default for its kind);
+    None for text to image."""
+    if request.kind is Kind.TXT2IMG:
+        return None
+    if not request.source_image:
+        raise InvalidRequest("error.source_missing")
+    default = getattr(profile, _DEFAULT_STRENGTH.get(request.kind, "subtle_strength"))
+    strength = default if request.strength is None else float(request.strength)
+    if not math.isfinite(strength) or not 0.05 <= strength <= 1.0:
+        raise InvalidRequest("error.strength_range", value=request.strength)
+    return strength
+
+
+def _check_region(request: DrawRequest, width: int, height: int) -> tuple[int, int, int, int] | None:
+    """An outpaint's region must lie on its canvas and leave something to draw; other kinds have none."""
+    if request.kind is not Kind.OUTPAINT:
+        return None
+    region = request.region
+    if region is None or len(region) != 4 or not all(isinstance(v, int) for v in region):
+        raise InvalidRequest("error.region_invalid", region=region)
+    x, y, w, h = region
+    if x < 0 or y < 0 or w < 16 or h < 16 or x + w > width or y + h > height or (w, h) == (width, height):
+        raise InvalidRequest("error.region_invalid", region=region)
+    return tuple(region)
 
 
 def size_limits(profile: ModelProfile, upscale: bool = False) -> tuple[int, int]:
@@ -282,6 +328,13 @@ def fit_size(width: int, height: int, profile: ModelProfile, upscale: bool = Fal
     scale = min(1.0, max_side / max(width, height), math.sqrt(max_pixels / (width * height)))
     m = profile.multiple
     return tuple(max(profile.min_side, int(side * scale) // m * m) for side in (width, height))
+
+
+def draft_size(width: int, height: int, profile: ModelProfile) -> tuple[int, int]:
+    """A draft's size: half the side, on the profile's multiple (1024x1024 -> 512x512, 1248x832 ->
+    624x416: the 512 class of the official sizes); never under the smallest side."""
+    m = profile.multiple
+    return tuple(max(profile.min_side, round(side / 2 / m) * m) for side in (width, height))
 
 
 def _check_size(width: int, height: int, profile: ModelProfile, upscale: bool = False) -> None:

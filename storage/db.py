@@ -9,10 +9,12 @@ Reads use their own connection: in WAL mode they see the last committed state an
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import sqlite3
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager, suppress
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager, suppress
 from pathlib import Path
+from typing import IO
 
 import aiosqlite
 
@@ -30,9 +32,10 @@ _BUSY_TIMEOUT_MS = 5000
 class Database:
     """Open with `await Database.open(path)`; close with `await db.close()`."""
 
-    def __init__(self, writer: aiosqlite.Connection, reader: aiosqlite.Connection) -> None:
+    def __init__(self, writer: aiosqlite.Connection, reader: aiosqlite.Connection, lock: IO | None = None) -> None:
         self._writer = writer
         self._reader = reader
+        self._lock = lock  # a shared lock on <db>.lock while open: `easel restore` waits for none
         self._write_lock = asyncio.Lock()
         self.users = Users(self)
         self.jobs = Jobs(self)
@@ -45,6 +48,10 @@ class Database:
         """Create the file (and its folder) if needed and bring the schema up to date."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            lock = _lock_file(path, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise DatabaseInUse(f"{path} is being restored (`easel restore`)") from None
         writer = await _connect(path)
         try:
             await writer.execute("PRAGMA journal_mode = WAL")
@@ -54,15 +61,19 @@ class Database:
             reader = await _connect(path)
         except BaseException:
             await writer.close()
+            lock.close()
             raise
         await reader.execute("PRAGMA query_only = ON")
-        return cls(writer, reader)
+        return cls(writer, reader, lock)
 
     async def close(self) -> None:
         # Taking the lock lets a write in progress finish instead of being cut off mid-transaction.
         async with self._write_lock:
             await self._reader.close()
             await self._writer.close()
+            if self._lock is not None:
+                self._lock.close()  # closing the file releases the lock
+                self._lock = None
 
     async def schema_version(self) -> int:
         async with self._write_lock:
@@ -94,6 +105,32 @@ class Database:
         # BEGIN itself may have failed, in which case there is nothing to roll back.
         with suppress(sqlite3.OperationalError):
             await self._writer.execute("ROLLBACK")
+
+
+class DatabaseInUse(RuntimeError):
+    """Another process (a running bot) has the database open."""
+
+
+@contextmanager
+def exclusive_use(path: Path) -> Iterator[None]:
+    """Hold the database for one process alone (to replace it); DatabaseInUse while any has it open."""
+    try:
+        lock = _lock_file(Path(path), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise DatabaseInUse(f"{path} is open in a running easel") from None
+    with lock:
+        yield
+
+
+def _lock_file(path: Path, operation: int) -> IO:
+    # flock on a file beside the database: released by the kernel when the process ends, however.
+    lock = open(path.with_name(path.name + ".lock"), "a")  # noqa: SIM115 - held for the database's life
+    try:
+        fcntl.flock(lock.fileno(), operation)
+    except BaseException:
+        lock.close()
+        raise
+    return lock
 
 
 async def _connect(path: Path) -> aiosqlite.Connection:

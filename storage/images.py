@@ -61,6 +61,16 @@ class ImageStore:
             return False
         return True
 
+    def remove(self, path: str | Path) -> int:
+        """Remove one picture; the bytes it freed (0 when it was gone already)."""
+        target = self.resolve(path)
+        try:
+            size = target.stat().st_size
+            target.unlink()
+        except FileNotFoundError:
+            return 0
+        return size
+
     def resolve(self, path: str | Path) -> Path:
         """An absolute path inside the root for `path` (absolute, or relative to the root).
 

@@ -63,6 +63,12 @@ class Job:
     sensitive: bool = False
     delivery_failures: int = 0  # failed delivery sweeps so far
     delivery_error: str | None = None  # why delivery was given up (permanent refusal, too many failures)
+    expired_at: str | None = None  # when retention (EASEL_KEEP_DAYS) removed its pictures from disk
+
+    @property
+    def expired(self) -> bool:
+        """Its pictures were removed by retention; the row, its seed and its words stay."""
+        return self.expired_at is not None
 
     @property
     def count(self) -> int:
@@ -108,7 +114,18 @@ def job_from_row(row: sqlite3.Row) -> Job:
         sensitive=bool(row["sensitive"]),
         delivery_failures=row["delivery_failures"],
         delivery_error=row["delivery_error"],
+        expired_at=row["expired_at"],
     )
+
+
+@dataclass(frozen=True)
+class Expirable:
+    """A done job whose pictures retention may remove."""
+
+    id: int
+    finished_at: str
+    image_paths: list[str]
+    source_image: str | None = None  # the picture it was drawn from (a user's upload, a parent's picture)
 
 
 _PENDING_SQL = "SELECT * FROM jobs WHERE user_id = ? AND status IN ('queued', 'running') ORDER BY id"
@@ -199,14 +216,18 @@ class Jobs:
 
     async def unfinished(self) -> list[Job]:
         """Every queued or running job in the order it was accepted: what a restart must pick up."""
-        return await self._select("SELECT * FROM jobs WHERE status IN ('queued', 'running') ORDER BY id")
+        # INDEXED BY here and below: without ANALYZE statistics (a bot never runs it) SQLite prefers
+        # jobs_by_status and reads every done job of the year (bench/history_scale.py).
+        return await self._select(
+            "SELECT * FROM jobs INDEXED BY jobs_unfinished WHERE status IN ('queued', 'running') ORDER BY id"
+        )
 
     async def undelivered(self) -> list[Job]:
         """Finished jobs whose answer never reached the user and is still worth sending, oldest first
         (given-up deliveries, see `give_up_delivery`, are left out)."""
         return await self._select(
-            "SELECT * FROM jobs WHERE status IN ('done', 'failed') AND delivered_at IS NULL"
-            " AND delivery_error IS NULL AND deleted = 0 ORDER BY id"
+            "SELECT * FROM jobs INDEXED BY jobs_undelivered WHERE status IN ('done', 'failed')"
+            " AND delivered_at IS NULL AND delivery_error IS NULL AND deleted = 0 ORDER BY id"
         )
 
     async def dead_deliveries(self, limit: int = 20) -> tuple[list[Job], int]:
@@ -220,13 +241,15 @@ class Jobs:
     async def lineage(self, job_id: int) -> list[Job]:
         """The chain of ancestors from the root down to (and including) this job."""
         return await self._select(
+            # Each step looks the parent up by primary key.  Written as a join, SQLite 3.40 builds a
+            # Bloom filter over the whole jobs table for every /show (13 ms at 50,000 jobs, bench/history_scale.py).
             "WITH RECURSIVE chain (id, depth) AS ("
             "  SELECT id, 0 FROM jobs WHERE id = ?"
             "  UNION ALL"
-            "  SELECT jobs.parent_id, chain.depth + 1 FROM jobs JOIN chain ON jobs.id = chain.id"
-            "  WHERE jobs.parent_id IS NOT NULL"
+            "  SELECT (SELECT parent_id FROM jobs WHERE jobs.id = chain.id), chain.depth + 1 FROM chain"
+            "  WHERE (SELECT parent_id FROM jobs WHERE jobs.id = chain.id) IS NOT NULL"
             ")"
-            " SELECT jobs.* FROM chain JOIN jobs ON jobs.id = chain.id ORDER BY chain.depth DESC",
+            " SELECT jobs.* FROM chain CROSS JOIN jobs ON jobs.id = chain.id ORDER BY chain.depth DESC",
             (job_id,),
         )
 
@@ -250,7 +273,8 @@ class Jobs:
     async def counts_by_status(self) -> dict[str, int]:
         """Jobs per status, every status present (0 when none)."""
         counts = {status.value: 0 for status in JobStatus}
-        for row in await self._db.fetch_all("SELECT status, COUNT(*) FROM jobs GROUP BY status"):
+        # job_counts is kept by triggers (schema v6): five rows, however many jobs there are.
+        for row in await self._db.fetch_all("SELECT status, n FROM job_counts"):
             counts[row[0]] = int(row[1])
         return counts
 
@@ -271,6 +295,54 @@ class Jobs:
             (limit,),
         )
         return [(int(r["width"]), int(r["height"]), int(r["steps"]), float(r["seconds"])) for r in rows]
+
+    async def expirable(self, before: str, limit: int, after: tuple[str, int] = ("", 0)) -> list[Expirable]:
+        """Done jobs finished before `before` (UTC ISO) whose pictures are still kept, oldest first,
+        at most `limit`, starting past `after` (finished_at, id): what a retention sweep removes next."""
+        rows = await self._db.fetch_all(
+            "SELECT id, finished_at, image_paths, json_extract(request, '$.source_image') AS source"
+            " FROM jobs INDEXED BY jobs_pictures_kept WHERE status = 'done' AND expired_at IS NULL"
+            " AND deleted = 0 AND finished_at < ? AND (finished_at, id) > (?, ?) ORDER BY finished_at, id LIMIT ?",
+            (before, after[0], after[1], limit),
+        )
+        return [
+            Expirable(int(row["id"]), row["finished_at"], json.loads(row["image_paths"]), row["source"]) for row in rows
+        ]
+
+    async def sources_in_use(self, sources: list[str], before: str | None = None) -> set[str]:
+        """Which of these source pictures a job still needs: one queued, running or done, neither
+        deleted nor expired (with `before`, a done job finished before it counts as expired: the
+        sweep running now removes its pictures).  Rerolls of an upload share its file."""
+        if not sources:
+            return set()
+        marks = ", ".join("?" * len(sources))
+        swept = " AND NOT (status = 'done' AND finished_at < ?)" if before is not None else ""
+        rows = await self._db.fetch_all(
+            "SELECT DISTINCT json_extract(request, '$.source_image') AS source FROM jobs"
+            f" WHERE source IN ({marks}) AND deleted = 0 AND expired_at IS NULL"
+            f" AND status IN ('queued', 'running', 'done'){swept}",
+            (*sources, *([before] if before is not None else [])),
+        )
+        return {row["source"] for row in rows}
+
+    async def referenced_paths(self) -> list[str]:
+        """Every picture path any job row names (its pictures and its source), whatever its state:
+        a file under the images folder that is none of these belongs to no job."""
+        rows = await self._db.fetch_all(
+            "SELECT image_paths, json_extract(request, '$.source_image') AS source FROM jobs"
+        )
+        paths = [path for row in rows for path in json.loads(row["image_paths"])]
+        return paths + [row["source"] for row in rows if row["source"]]
+
+    async def mark_expired(self, job_ids: list[int]) -> int:
+        """Record that these jobs' pictures are gone from disk; how many changed."""
+        if not job_ids:
+            return 0
+        marks = ", ".join("?" * len(job_ids))
+        async with self._db.write() as tx:
+            return await tx.execute(
+                f"UPDATE jobs SET expired_at = {NOW_SQL} WHERE expired_at IS NULL AND id IN ({marks})", job_ids
+            )
 
     # -- state changes ---------------------------------------------------------------------------
 

@@ -162,7 +162,50 @@ BEGIN
 END;
 """
 
-MIGRATIONS: tuple[str, ...] = (_V1_CORE, _V2_AUDIT_AND_INDEXES, _V3_COMMUNITY, _V4_HARDENING, _V5_REFUNDS_ADD_UP)
+_V6_LONG_LIFE = """
+-- Retention (EASEL_KEEP_DAYS): the job row stays, its pictures go; `expired_at` says when.
+ALTER TABLE jobs ADD COLUMN expired_at TEXT;
+
+-- What a year of jobs needs (bench/history_scale.py): /history pages by user newest first, the
+-- start-up scans over the few rows still unfinished or undelivered, the retention sweep by age,
+-- and the day's units for /stats without reading every ledger row.
+CREATE INDEX jobs_by_user_history ON jobs (user_id, deleted, id);
+CREATE INDEX jobs_unfinished ON jobs (id) WHERE status IN ('queued', 'running');
+-- The messages a job was posted as (the delete button removes them all): one row per picture sent.
+CREATE INDEX messages_by_job ON messages (job_id, platform);
+CREATE INDEX jobs_undelivered ON jobs (id)
+    WHERE delivered_at IS NULL AND delivery_error IS NULL AND deleted = 0;
+CREATE INDEX jobs_given_up ON jobs (id)
+    WHERE delivery_error IS NOT NULL AND delivered_at IS NULL AND deleted = 0;
+CREATE INDEX jobs_pictures_kept ON jobs (finished_at)
+    WHERE status = 'done' AND expired_at IS NULL AND deleted = 0;
+CREATE INDEX quota_ledger_by_day ON quota_ledger (day, delta);
+
+-- Jobs per status, kept by triggers, so /stats never counts the jobs table.
+CREATE TABLE job_counts (status TEXT PRIMARY KEY, n INTEGER NOT NULL DEFAULT 0) WITHOUT ROWID;
+INSERT INTO job_counts (status, n)
+    SELECT value, (SELECT COUNT(*) FROM jobs WHERE jobs.status = value)
+    FROM json_each('["queued", "running", "done", "failed", "cancelled"]');
+CREATE TRIGGER job_counts_insert AFTER INSERT ON jobs BEGIN
+    UPDATE job_counts SET n = n + 1 WHERE status = NEW.status;
+END;
+CREATE TRIGGER job_counts_update AFTER UPDATE OF status ON jobs WHEN OLD.status != NEW.status BEGIN
+    UPDATE job_counts SET n = n - 1 WHERE status = OLD.status;
+    UPDATE job_counts SET n = n + 1 WHERE status = NEW.status;
+END;
+CREATE TRIGGER job_counts_delete AFTER DELETE ON jobs BEGIN
+    UPDATE job_counts SET n = n - 1 WHERE status = OLD.status;
+END;
+"""
+
+MIGRATIONS: tuple[str, ...] = (
+    _V1_CORE,
+    _V2_AUDIT_AND_INDEXES,
+    _V3_COMMUNITY,
+    _V4_HARDENING,
+    _V5_REFUNDS_ADD_UP,
+    _V6_LONG_LIFE,
+)
 
 
 class SchemaTooNew(RuntimeError):

@@ -30,6 +30,10 @@ class Tx:
         await cursor.close()
         return changed
 
+    async def execute_many(self, sql: str, rows: Sequence[Params]) -> None:
+        """Run one statement for each row of parameters, in one hop to the database thread."""
+        await self._conn.executemany(sql, rows)
+
     async def insert(self, sql: str, params: Params = ()) -> int:
         """Run one INSERT; return the new row's id."""
         cursor = await self._conn.execute(sql, params)

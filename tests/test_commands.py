@@ -331,3 +331,15 @@ def test_parse_errors_are_user_errors_carrying_key_and_params():
     assert isinstance(error, UserError)
     assert error.params["value"] == 17 and error.params["max"] == PROFILE.max_steps
     assert "error.steps_range" in str(error)
+
+
+def test_strength_is_read_for_a_picture_of_ones_own_and_its_range_is_kept():
+    assert parse_draw_args("a fox --strength 0.5", Z_IMAGE_TURBO).strength == 0.5
+    assert parse_draw_args("a fox", Z_IMAGE_TURBO).strength is None  # the profile's upload_strength later
+    for written, repaired in (("2", "0.95"), ("0.01", "0.1"), ("lots", None)):
+        with pytest.raises(ParseError) as info:
+            parse(f"/draw a fox --strength {written}", Z_IMAGE_TURBO)
+        assert info.value.key == "error.strength_flag"
+        example = info.value.params["example"]
+        assert (f"--strength {repaired}" in example) if repaired else "--strength" not in example
+        assert isinstance(parse(example, Z_IMAGE_TURBO), Draw)

@@ -11,7 +11,7 @@ from PIL import Image
 
 from bot.adapters.discord import adapter as adapter_module
 from bot.adapters.discord.fitting import fit_to_limit
-from bot.language.buttons import BUTTON_ROW, Action, button_id
+from bot.language.buttons import SINGLE_PICTURE, Action, button_id
 from bot.language.messages import t
 from engine.errors import BadOutput
 from tests.fakes.discord_server import EPHEMERAL, MESSAGE_CONTENT_INTENT, FakeDiscord
@@ -84,7 +84,7 @@ async def test_commands_sync_globally_without_guild_ids(start_bot, fake: FakeDis
     assert list(fake.commands) == [None] and "draw" in fake.synced_command_names(None)
 
 
-async def test_draw_defers_first_then_delivers_the_picture_with_six_buttons(start_bot, fake: FakeDiscord) -> None:
+async def test_draw_defers_first_then_delivers_the_picture_with_its_buttons(start_bot, fake: FakeDiscord) -> None:
     bot = await start_bot()
     deferred_before_db: list[bool] = []
     user_for = bot.app.service.user_for
@@ -109,7 +109,7 @@ async def test_draw_defers_first_then_delivers_the_picture_with_six_buttons(star
     picture = picture_of(fake, job.id)
     assert not picture.is_ephemeral and picture.content == f"<@{USER_ID}>"
     assert image_size(picture) == (320, 208) and picture.attachments[0].content_type == "image/png"
-    assert picture.custom_ids == [button_id(action, job.id) for action in BUTTON_ROW]
+    assert picture.custom_ids == [button_id(action, job.id) for action in SINGLE_PICTURE]
     [embed] = picture.embeds
     assert "a lighthouse at dusk" in embed["description"] and "seed 7" in embed["description"]
     assert embed["image"]["url"] == f"attachment://{picture.attachments[0].filename}"
@@ -262,7 +262,8 @@ async def test_after_the_token_expires_the_picture_goes_to_the_channel_with_a_me
     assert post.json["content"] == t("token_expired_mention", "en", mention=f"<@{USER_ID}>")
     assert post.json["allowed_mentions"]["parse"] == ["users"]  # the owner is pinged, nobody else
     picture = picture_of(fake, job.id)
-    assert picture.webhook_id is None and image_size(picture) == (256, 256) and len(picture.custom_ids) == 6
+    assert picture.webhook_id is None and image_size(picture) == (256, 256)
+    assert len(picture.custom_ids) == len(SINGLE_PICTURE)
     assert (await bot.app.db.jobs.find_by_message("discord", str(CHANNEL_ID), str(picture.id))).id == job.id
     webhook_calls = [r for r in fake.requests[since:] if r.path.startswith("/webhooks/")]
     if how == "discord_says_50027":

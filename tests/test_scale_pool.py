@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 
 import pytest
+from PIL import Image
 
 from bot.language.buttons import Action, button_id
 from bot.language.messages import t
@@ -82,6 +83,16 @@ async def test_a_job_runs_on_a_worker_with_the_bots_seed_and_image_to_image_work
     assert delivered.job.id == vary.job_id and delivered.image_paths[0].exists()
     assert b"source" not in server_fields(redis_server, vary.job_id)  # freed once drawn
     assert (await settled(app, vary.job_id)).status is JobStatus.DONE
+    # Outpainting too: the source travels the same way, the region in the request.
+    pan = await app.service.press(
+        alice(), button_id(Action.PAN_RIGHT, first.job_id), {}, message_id=shown_on(first.job_id)
+    )
+    await adapter.wait_until(lambda: len(adapter.delivered) == 3)
+    assert json.loads(job_hash(redis_server, pan.job_id)["request"])["region"] == [0, 0, 256, 256]
+    panned = await settled(app, pan.job_id)
+    assert panned.status is JobStatus.DONE and panned.kind == "outpaint"
+    with Image.open(app.service.images.resolve(panned.image_paths[0])) as image:
+        assert image.size == (384, 256)
 
 
 async def test_a_batch_travels_through_redis_and_each_picture_keeps_its_seed(redis_server, make_scale_app, run_worker):

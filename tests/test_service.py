@@ -8,7 +8,7 @@ import asyncio
 import torch
 
 from bot.core.service import Caller
-from bot.language.buttons import BUTTON_ROW, Action, button_id
+from bot.language.buttons import SINGLE_PICTURE, Action, button_id
 from bot.language.messages import t
 from storage.jobs import JobStatus
 from tests.support.service import RecordingAdapter, alice, bob, settled, shown_on, started
@@ -26,9 +26,9 @@ async def test_draw_is_stored_before_queued_and_delivered_once(make_app):
     assert job.status is JobStatus.DONE and job.seed == 42
     assert delivery.image_paths[0].exists()
     assert [button_id for button_id, _ in [button for row in delivery.buttons for button in row]] == [
-        f"easel:{action.value}:{job.id}" for action in Action if action in BUTTON_ROW
+        f"easel:{action.value}:{job.id}" for action in SINGLE_PICTURE
     ]
-    assert [len(row) for row in delivery.buttons] == [3, 3]
+    assert [len(row) for row in delivery.buttons] == [3, 3, 2, 4]
     assert [label for _, label in [button for row in delivery.buttons for button in row]][0] == t("button.reroll", "en")
     assert "42" in delivery.caption and "320x208" in delivery.caption
     from PIL import Image

@@ -19,7 +19,7 @@ import torch
 from bot.adapters.telegram import TelegramAdapter, fitting
 from bot.adapters.telegram.fitting import caption_for, file_url_for, fit, fits_as_photo, utf16_length
 from bot.adapters.telegram.texts import COMMANDS, unexpected_error
-from bot.language.buttons import BUTTON_ROW, Action, button_id
+from bot.language.buttons import SINGLE_PICTURE, Action, button_id
 from bot.language.messages import t
 from storage.jobs import JobStatus
 from tests.fakes.telegram_server import FakeTelegram
@@ -115,7 +115,7 @@ async def test_the_command_menu_is_published_and_help_answered_with_the_rate_lim
 # -- drawing -----------------------------------------------------------------------------------------
 
 
-async def test_a_draw_with_flags_arrives_as_a_photo_with_six_buttons(easel, tg):
+async def test_a_draw_with_flags_arrives_as_a_photo_with_its_buttons(easel, tg):
     app, _ = await easel.start()
 
     status = await say(tg, ALICE, ALICE, "/draw a lighthouse at dusk --ar 3:2 --seed 7 --steps 2")
@@ -127,8 +127,8 @@ async def test_a_draw_with_flags_arrives_as_a_photo_with_six_buttons(easel, tg):
     assert (photo.photo_sizes[-1]["width"], photo.photo_sizes[-1]["height"]) == (320, 208)
     assert photo.photo == app.service.images.resolve(job.image_paths[0]).read_bytes()
     assert "seed 7" in photo.caption and "320x208" in photo.caption and "a lighthouse at dusk" in photo.caption
-    assert photo.button_data() == [button_id(action, job.id) for action in BUTTON_ROW]
-    assert [len(row) for row in photo.reply_markup["inline_keyboard"]] == [3, 3]
+    assert photo.button_data() == [button_id(action, job.id) for action in SINGLE_PICTURE]
+    assert [len(row) for row in photo.reply_markup["inline_keyboard"]] == [3, 3, 2, 4]
     # The status message answered the request at once; the picture replies to the request and replaces it.
     assert f"#{job.id}" in status.params["text"] and photo.reply_to_message_id == replying_to(status)
     assert job.reply_to["status_message_id"] == status.result["message_id"]
@@ -421,7 +421,7 @@ async def test_the_png_setting_adds_the_lossless_file_and_oversize_pictures_go_a
     big = await settled(app, (await jobs_of(app, ALICE))[0].id)
     assert f"#{big.id}" in document.params["caption"]
     assert [b["callback_data"] for row in document.params["reply_markup"]["inline_keyboard"] for b in row] == [
-        button_id(action, big.id) for action in BUTTON_ROW
+        button_id(action, big.id) for action in SINGLE_PICTURE
     ]
     assert [c.method for c in tg.calls[mark:]].count("sendDocument") == 1 and tg.calls_of("sendPhoto") == [photo]
 

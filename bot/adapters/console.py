@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import getpass
 import sys
+import threading
 from typing import TextIO
 
 from bot.contract import Caller, ChatService, Delivery
@@ -41,7 +42,7 @@ class ConsoleAdapter:
         await self._track_recovered()
         line_number = 0
         while True:
-            line = await asyncio.to_thread(self._in.readline)
+            line = await self._read_line()
             if not line:
                 break
             line_number += 1
@@ -55,6 +56,23 @@ class ConsoleAdapter:
                 self._outstanding.add(reply.job_id)
                 await self.service.attach_status_message(reply.job_id, status_message_id="console")
         await self._wait_for_outstanding()
+
+    async def _read_line(self) -> str:
+        """One line of input, read on a daemon thread: a stop (SIGTERM, Ctrl-C) must not wait for
+        someone to press Enter, as the loop's own thread pool would at exit."""
+        loop = asyncio.get_running_loop()
+        line = loop.create_future()
+
+        def read() -> None:
+            try:
+                result: object = self._in.readline()
+            except Exception as error:  # handed to the loop, raised there
+                result = error
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: nobody is waiting
+                loop.call_soon_threadsafe(_settle, line, result)
+
+        threading.Thread(target=read, name="easel-console-input", daemon=True).start()
+        return await line
 
     def _full_model_without_gpu(self) -> bool:
         from engine.device import probe_device
@@ -94,6 +112,15 @@ class ConsoleAdapter:
     async def notify_failure(self, job: Job, text: str) -> None:
         self._print(f"#{job.id}: {text}")
         self._settled.set()
+
+
+def _settle(future: asyncio.Future, result: object) -> None:
+    if future.done():  # cancelled: the console is stopping
+        return
+    if isinstance(result, Exception):
+        future.set_exception(result)
+    else:
+        future.set_result(result)
 
 
 def _bar(text: str) -> str:

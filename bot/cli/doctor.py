@@ -8,6 +8,7 @@ from pathlib import Path
 from bot.runtime.settings import Settings
 from engine.planner import largest_fitting_square, plan_for, ram_shortfall
 from engine.request import profile_for
+from storage.disk import DiskGuard
 
 SIZES = (512, 768, 1024, 1536)
 
@@ -102,6 +103,13 @@ def _configuration_problems(settings: Settings) -> list[str]:
             problems.append(f"data dir {data_dir} is not writable")
     except OSError as exc:
         problems.append(f"data dir {data_dir} cannot be created: {exc.strerror}")
+    disk = DiskGuard(data_dir, settings.min_free_gb)
+    if disk.low():
+        problems.append(
+            f"disk low: {disk.free_gb():.1f} GB free under {data_dir},"
+            f" under EASEL_MIN_FREE_GB={settings.min_free_gb:g}: new jobs are refused"
+            " (free space, or `easel prune --older-than 30d`)"
+        )
     for admin in settings.admins:
         platform, _, user_id = admin.partition(":")
         if platform not in ("telegram", "discord") or not user_id:

@@ -1,4 +1,4 @@
-"""`easel run | console | draw | doctor | worker`."""
+"""`easel run | console | draw | doctor | worker | prune | backup | restore | health`."""
 
 from __future__ import annotations
 
@@ -29,6 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     doctor = commands.add_parser("doctor", help="check the device, the model and the configuration")
     doctor.add_argument("--json", action="store_true", help="machine-readable output")
     commands.add_parser("worker", help="a GPU worker for a Redis-backed bot (EASEL_REDIS_URL)")
+    _maintenance_parsers(commands)
     args = parser.parse_args(argv)
 
     settings = Settings()
@@ -47,6 +48,12 @@ def main(argv: list[str] | None = None) -> int:
         from bot.scale.remote import main as serve_worker
 
         return serve_worker(settings)
+    if args.command in ("prune", "backup", "restore"):
+        return _maintain(args, settings)
+    if args.command == "health":
+        from bot.cli.probe import probe
+
+        return probe(settings, args.ready)
     return asyncio.run(_serve(settings, console=args.command == "console"))
 
 
@@ -73,6 +80,41 @@ async def _serve(settings: Settings, console: bool) -> int:
 
         adapters.append(ConsoleAdapter(app.service))
     await run_forever(app, adapters)
+    return 0
+
+
+def _maintenance_parsers(commands) -> None:
+    prune = commands.add_parser("prune", help="remove old pictures (and audit rows) now; safe while the bot runs")
+    prune.add_argument("--older-than", help="pictures of jobs older than this, e.g. 30d, 12h, 2w")
+    prune.add_argument("--audit-older-than", help="admin audit rows older than this, e.g. 180d")
+    prune.add_argument("--orphans", action="store_true", help="picture files no job names, older than an hour")
+    prune.add_argument("--dry-run", action="store_true", help="only say what would go")
+    backup = commands.add_parser("backup", help="a consistent copy of the database while the bot runs")
+    backup.add_argument("dest", help="a new folder for the backup")
+    backup.add_argument(
+        "--with-images", nargs="?", const="copy", choices=["copy", "tar.zst"], help="the pictures too (default: copy)"
+    )
+    restore = commands.add_parser("restore", help="put a backup in place (the bot must be stopped)")
+    restore.add_argument("src", help="a folder made by `easel backup`, or a database file")
+    health = commands.add_parser("health", help="ask the running bot /healthz (for Docker's HEALTHCHECK)")
+    health.add_argument("--ready", action="store_true", help="ask /readyz: model, database, Redis, disk")
+
+
+def _maintain(args, settings: Settings) -> int:
+    from pathlib import Path
+
+    from bot.cli import maintenance
+
+    try:
+        if args.command == "prune":
+            print(maintenance.run_prune(settings, args))
+        elif args.command == "backup":
+            print(maintenance.backup(settings, Path(args.dest), args.with_images))
+        else:
+            print(maintenance.restore(settings, Path(args.src)))
+    except maintenance.MaintenanceError as error:
+        print(f"easel {args.command}: {error}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -40,6 +40,13 @@ class Background:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
+    async def settle(self, timeout_s: float) -> bool:
+        """Wait up to `timeout_s` for the tasks to end by themselves (a running job finishing and
+        being delivered); True when none is left."""
+        if self.tasks:
+            await asyncio.wait(list(self.tasks), timeout=timeout_s)
+        return not self.tasks
+
     async def drain(self, grace_s: float) -> None:
         """Give the tasks `grace_s` to finish, then cancel the rest and wait as long again."""
         if self.tasks:

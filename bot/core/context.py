@@ -16,6 +16,7 @@ from bot.runtime.metrics import Metrics
 from bot.runtime.settings import Settings
 from engine.request import ModelProfile
 from storage.db import Database
+from storage.disk import DiskGuard
 from storage.images import ImageStore
 from storage.users import User
 
@@ -43,6 +44,7 @@ class Context:
     worker: Worker
     metrics: Metrics
     adapters: dict[str, Adapter]
+    disk: DiskGuard | None = None
 
     @property
     def is_admin(self) -> bool:

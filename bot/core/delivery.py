@@ -21,7 +21,7 @@ import time
 from bot.contract import Adapter, Delivery, Undeliverable
 from bot.core.background import Background
 from bot.core.members import Members
-from bot.language.buttons import BATCH_PER_PICTURE, BATCH_ROW, BUTTON_ROW, button_id
+from bot.language.buttons import BATCH_PER_PICTURE, BATCH_ROW, BUTTON_ROW, DRAFT_ROW, OUTPAINT_ROWS, button_id
 from bot.language.messages import t
 from bot.language.text import clip
 from bot.runtime.bounded import BoundedMap
@@ -205,7 +205,7 @@ class Deliverer:
             job=job,
             image_paths=paths,
             caption=caption_for(job, lang),
-            buttons=button_rows(job.id, len(job.image_paths), lang),
+            buttons=button_rows(job.id, len(job.image_paths), lang, draft=bool(job.request.get("draft"))),
             language=lang,
             send_png=bool(owner and owner.settings.get("png")),
             notes=notes_for(job, lang),
@@ -236,20 +236,36 @@ def notes_for(job: Job, lang: str) -> list[str]:
         notes.append(t("retry_note", lang))
     if job.sensitive:
         notes.append(t("spoiler_note", lang))
+    if job.request.get("enhancer") in ENHANCER_NOTES:  # the prompt enhancer failed: drawn from the words
+        notes.append(t(f"enhancer_note.{job.request['enhancer']}", lang))
     pictures = len(job.image_paths)
     if job.count > pictures:
         notes.append(t("missing_note", lang, drawn=pictures, count=job.count))
     return notes
 
 
-def button_rows(job_id: int, pictures: int, lang: str) -> list[list[tuple[str, str]]]:
-    """One picture: its six buttons in two rows.  A batch: U1..Un, V1..Vn, then the whole batch's."""
+ENHANCER_NOTES = ("timeout", "failed", "blocked")
+
+
+def button_rows(job_id: int, pictures: int, lang: str, draft: bool = False) -> list[list[tuple[str, str]]]:
+    """One picture: its six buttons in two rows, then Zoom out and Pan.  A batch: U1..Un, V1..Vn, then
+    the whole batch's (a batch picture zooms and pans once upscaled or varied alone).  A draft first
+    offers Enhance (E1..En on a batch)."""
+    rows = draft_rows(job_id, pictures, lang) if draft else []
     if pictures <= 1:
         row = [(button_id(action, job_id), t(f"button.{action.value}", lang)) for action in BUTTON_ROW]
-        return [row[:3], row[3:]]
-    rows = []
+        grow = [[(button_id(action, job_id), t(f"button.{action.value}", lang)) for action in r] for r in OUTPAINT_ROWS]
+        return [*rows, row[:3], row[3:], *grow]
     for action in BATCH_PER_PICTURE:
         label = "button.upscale_n" if action.value == "upscale" else "button.vary_n"
         rows.append([(button_id(action, job_id, i), t(label, lang, n=i + 1)) for i in range(pictures)])
     rows.append([(button_id(action, job_id), t(f"button.{action.value}", lang)) for action in BATCH_ROW])
     return rows
+
+
+def draft_rows(job_id: int, pictures: int, lang: str) -> list[list[tuple[str, str]]]:
+    """Enhance under a draft: one button, or one per picture of a batch."""
+    if pictures <= 1:
+        return [[(button_id(action, job_id), t(f"button.{action.value}", lang)) for action in DRAFT_ROW]]
+    return [[(button_id(action, job_id, i), t(f"button.{action.value}_n", lang, n=i + 1)) for i in range(pictures)]
+            for action in DRAFT_ROW]  # fmt: skip

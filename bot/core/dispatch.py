@@ -5,7 +5,10 @@ process left, and stops jobs that users cancel."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import errno
 import logging
+import sqlite3
 import time
 from dataclasses import replace
 
@@ -27,6 +30,16 @@ log = logging.getLogger(__name__)
 
 PROGRESS_INTERVAL_S = 1.0
 MAX_ATTEMPTS = 3  # starts of one job across crashes before it is failed instead of run again
+
+
+def disk_full(error: BaseException) -> bool:
+    """Whether saving failed for lack of space: ENOSPC from the picture, or SQLite's "disk is full"."""
+    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    if isinstance(error, sqlite3.OperationalError) and "full" in str(error):
+        return True
+    cause = error.__cause__ or error.__context__
+    return cause is not None and disk_full(cause)
 
 
 class Dispatcher:
@@ -144,9 +157,11 @@ class Dispatcher:
             self._dispatched.discard(job_id)  # from here on it is too late to cancel
         try:
             await self._finish(job, result)
-        except Exception:
-            log.exception("job %s: saving the finished picture failed", job_id)
-            await self._fail(job, "error.unexpected", {})
+        except Exception as error:
+            full = disk_full(error)
+            log.error("job %s: saving the finished picture failed%s", job_id, ": disk full" * full, exc_info=not full)
+            # Refunded like any system failure; the transaction that failed left nothing half-written.
+            await self._fail(job, "error.disk_full" if full else "error.unexpected", {})
 
     async def _cancelled(self, job: Job) -> None:
         """The worker stopped the job: a user's cancel, or the bot shutting down."""
@@ -173,9 +188,13 @@ class Dispatcher:
         missing = max(0, job.count - len(paths))
         if missing:
             log.warning("%d of %d pictures missing from the result; refunding them", missing, job.count)
-        await self.jobs.mark_done(
-            job.id, seed=result.seed, image_paths=paths, plan=plan, timings=timings, missing=missing
-        )
+        try:
+            await self.jobs.mark_done(
+                job.id, seed=result.seed, image_paths=paths, plan=plan, timings=timings, missing=missing
+            )
+        except BaseException:
+            await asyncio.to_thread(self._remove, paths)  # no row points to them: they would only fill the disk
+            raise
         log.info(
             "done in %.2fs, plan %s, fallbacks %s, retries %s",
             timings["total"],
@@ -191,11 +210,21 @@ class Dispatcher:
 
     async def _save_pictures(self, job: Job, result) -> list[str]:
         """Each picture of a batch carries its own seed, so any one can be drawn again alone."""
-        paths = []
-        for index, image in enumerate(result.images):
-            parameters = parameters_text(result.request, seed_for(result.seed, index), self.model_name)
-            paths.append(self.images.relative(await asyncio.to_thread(self.images.save, job.id, image, parameters)))
+        paths: list[str] = []
+        try:
+            for index, image in enumerate(result.images):
+                parameters = parameters_text(result.request, seed_for(result.seed, index), self.model_name)
+                saved = await asyncio.to_thread(self.images.save, job.id, image, parameters)
+                paths.append(self.images.relative(saved))
+        except BaseException:
+            await asyncio.to_thread(self._remove, paths)  # half a batch is no answer: the job fails whole
+            raise
         return paths
+
+    def _remove(self, paths: list[str]) -> None:
+        for path in paths:
+            with contextlib.suppress(OSError, ValueError):
+                self.images.remove(path)
 
     def _count_done(self, result, pictures: int) -> None:
         request = result.request

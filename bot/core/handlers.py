@@ -20,7 +20,9 @@ from bot.language.errors import UserError
 from bot.language.messages import t
 from bot.language.text import clip, minutes
 from engine.request import DrawRequest, seed_for
+from storage.disk import DiskGuard
 from storage.jobs import Job, Jobs, JobStatus
+from storage.retention import release_upload
 from storage.users import User
 
 HISTORY_PAGE_SIZE = 5
@@ -64,6 +66,12 @@ async def press(ctx: Context, press: ButtonPress) -> Reply:
         return ctx.reply(params_text(job, ctx.language, ctx.model_name), alert=True)
     if press.action is Action.DELETE:
         return await delete(ctx, job)
+    if job.expired and (press.action is not Action.REROLL or job.request.get("source_image")):
+        # retention removed the pictures (and an upload with the last job drawn from it); a reroll
+        # needs none, unless it was drawn from a picture
+        return ctx.reply(t("picture_expired", ctx.language, job_id=job.id), alert=True)
+    if press.action is Action.ENHANCE and not job.request.get("draft"):  # only a draft has the button
+        return ctx.reply(t("stale_button", ctx.language), alert=True)
     request = request_for_action(press.action, job, press.picture, ctx.profile, ctx.images)
     own_words = job.user_id == ctx.user.id  # someone else's words are refused, never struck against the presser
     return await ctx.intake.submit(
@@ -84,6 +92,7 @@ async def delete(ctx: Context, job: Job) -> Reply:
     await ctx.db.jobs.mark_deleted(job.id)
     for path in job.image_paths:
         ctx.images.delete(ctx.images.resolve(path))
+    await release_upload(ctx.db.jobs, ctx.images, job.request.get("source_image"))  # unless a reroll needs it
     if job.user_id != ctx.user.id:
         await ctx.db.audit.record(ctx.user.id, "delete", f"job:{job.id}")
     return ctx.reply(t("deleted", ctx.language), delete_message=True, alert=True)
@@ -103,10 +112,24 @@ async def pressed_job(jobs: Jobs, caller: Caller, press: ButtonPress) -> Job | N
     return job if shown else None
 
 
+def kind_of(job: Job, request: DrawRequest) -> str:
+    """What a job was, for /show: a picture drawn from one the user brought names it as the source."""
+    return "upload" if job.parent_id is None and request.source_image else job.kind
+
+
 def params_text(job: Job, lang: str, model_name: str) -> str:
     request = DrawRequest.from_dict(job.request)
     pictures = len(job.image_paths)
     seed = job.seed if pictures <= 1 or job.seed is None else f"{job.seed}–{seed_for(job.seed, pictures - 1)}"
+    extra = [t("params_expanded", lang, expanded=request.expanded)] if request.expanded else []
+    if request.chaos:
+        extra.append(t("params_chaos", lang, chaos=request.chaos))
+    if request.draft:
+        extra.append(t("params_draft", lang))
+    return "\n".join([params_core(request, seed, lang, model_name), *extra])
+
+
+def params_core(request: DrawRequest, seed: object, lang: str, model_name: str) -> str:
     return t(
         "params",
         lang,
@@ -156,7 +179,7 @@ async def history(ctx: Context, command: c.History) -> Reply:
                 "history_line",
                 lang,
                 job_id=job.id,
-                status=t(f"status.{job.status.value}", lang),
+                status=status_text(job, lang),
                 prompt=clip(DrawRequest.from_dict(job.request).prompt, EXCERPT),
                 created=job.created_at[:16].replace("T", " "),
             )
@@ -179,8 +202,8 @@ async def show(ctx: Context, command: c.Show) -> Reply:
                 "show_line",
                 lang,
                 job_id=entry.id,
-                kind=t(f"kind.{entry.kind}", lang),
-                status=t(f"status.{entry.status.value}", lang),
+                kind=t(f"kind.{kind_of(entry, request)}", lang),
+                status=status_text(entry, lang),
                 prompt=clip(request.prompt, EXCERPT),
                 seed=entry.seed if entry.seed is not None else "-",
                 width=request.width,
@@ -190,7 +213,14 @@ async def show(ctx: Context, command: c.Show) -> Reply:
                 cost=ctx.scheduler.cost_of(request),
             )
         )
+        if request.expanded:  # the prompt enhancer's words, under the user's
+            lines.append(t("show_expanded", lang, expanded=clip(request.expanded, EXCERPT)))
     return ctx.reply("\n".join(lines))
+
+
+def status_text(job: Job, lang: str) -> str:
+    """The job's state in words; a done job whose pictures retention removed says so."""
+    return t("status.expired" if job.expired else f"status.{job.status.value}", lang)
 
 
 async def quota(ctx: Context, command: c.Quota) -> Reply:
@@ -337,7 +367,15 @@ async def stats(ctx: Context, command: c.Stats) -> Reply:
     _, dead = await ctx.db.jobs.dead_deliveries(limit=0)
     if dead:
         lines.append(t("stats_dead_deliveries", lang, count=dead))
+    if ctx.disk is not None:
+        lines.append(disk_line(ctx.disk, lang))
     return ctx.reply("\n".join(lines))
+
+
+def disk_line(disk: DiskGuard, lang: str) -> str:
+    """Free space on the data disk, and whether the guard refuses new jobs now."""
+    key = "stats_disk_low" if disk.low() else "stats_disk"
+    return t(key, lang, free=f"{disk.free_gb():.1f}", guard=f"{disk.min_free_gb:g}")
 
 
 async def moderation_stats(ctx: Context) -> str:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import math
+from dataclasses import replace
 from typing import Any
 
 from bot.community.moderation import Moderator, scope_for
@@ -14,6 +15,7 @@ from bot.community.styles import PLACEHOLDER, StyleBook
 from bot.contract import Caller, Reply
 from bot.core.background import Background
 from bot.core.cost import largest_count, largest_size
+from bot.core.enhancer import PromptEnhancer
 from bot.core.members import Members
 from bot.core.notices import Notices
 from bot.core.scheduler import Scheduler
@@ -24,6 +26,7 @@ from bot.runtime.metrics import Metrics
 from bot.runtime.settings import Settings
 from engine.errors import EngineError
 from engine.request import DrawRequest, ModelProfile, validate
+from storage.disk import DiskGuard
 from storage.jobs import Acceptance, Jobs, Outcome
 from storage.users import User
 
@@ -43,6 +46,7 @@ class Intake:
         notices: Notices,
         metrics: Metrics,
         background: Background,
+        disk: DiskGuard | None = None,
     ) -> None:
         self.settings = settings
         self.jobs = jobs
@@ -54,9 +58,11 @@ class Intake:
         self.notices = notices
         self.metrics = metrics
         self.background = background
+        self.disk = disk
         # Set when this process's own GPU thread can never draw (the full model on a machine
         # without a GPU): every new job is refused with it instead of being queued to fail.
         self.cannot_draw: EngineError | None = None
+        self.enhancer = PromptEnhancer.from_settings(settings)  # None: no prompt enhancer configured
 
     async def submit(
         self,
@@ -79,6 +85,8 @@ class Intake:
         stored: dict[str, Any] = {}
         # A re-sent update must get its job back, never a cooldown or a second strike.
         resent = idempotency_key is not None and await self.jobs.find_by_key(idempotency_key) is not None
+        if not resent and self.disk is not None and self.disk.low():  # accepted jobs still run
+            self._refuse_for_disk(caller)
         sensitive = False
         if not resent:
             # The user's own words are judged, before a preset adds its (trusted) template.
@@ -92,6 +100,8 @@ class Intake:
             self._check_job_cost(request, cost, lang)
         marks = None if resent else self._pace(caller, user)
         try:
+            if not resent:  # after the cheap refusals (size, cooldown): a refused job never waits for it
+                request = validate(await self._expanded(caller, request, sensitive, stored), self.profile)
             acceptance = await self.jobs.accept(
                 user_id=user.id,
                 platform=caller.platform,
@@ -183,6 +193,34 @@ class Intake:
             self.metrics.refusals.labels("sensitive").inc()
             raise UserError("sensitive_nsfw_only")
         return sensitive
+
+    def _refuse_for_disk(self, caller: Caller) -> None:
+        """The disk is under EASEL_MIN_FREE_GB: members hear "try later", an admin what to do about it."""
+        self.metrics.refusals.labels("disk").inc()
+        if self.members.is_admin(caller):
+            free, guard = f"{self.disk.free_gb():.1f}", f"{self.disk.min_free_gb:g}"
+            raise UserError("stats_disk_low", free=free, guard=guard)
+        raise UserError("disk_full")
+
+    async def _expanded(
+        self, caller: Caller, request: DrawRequest, sensitive: bool, stored: dict[str, Any]
+    ) -> DrawRequest:
+        """The prompt enhancer's rewrite (bot/core/enhancer.py), moderated like the user's words: with a
+        blocked word in it, or a sensitive one the user did not write, the picture is drawn from the
+        user's words, as it is when the enhancer fails; `stored["enhancer"]` then says why (a note)."""
+        if self.enhancer is None or not request.enhance or request.expanded:  # --raw, or a reroll's own
+            return request
+        expansion = await self.enhancer.expand(request.prompt, request.negative_prompt)
+        note = expansion.note
+        if expansion.text is not None:
+            verdict = await self.moderator.judge(scope_for(caller), expansion.text)
+            if verdict.blocked is None and (sensitive or not verdict.sensitive):
+                return replace(request, expanded=expansion.text)
+            log.info("the prompt enhancer wrote a word this chat does not allow; drawing from the user's words")
+            self.enhancer.forget(request.prompt, request.negative_prompt)
+            note = "blocked"
+        stored["enhancer"] = note
+        return request
 
     async def _styled(self, caller: Caller, request: DrawRequest, name: str) -> DrawRequest:
         preset = self.styles.get(name)

@@ -4,6 +4,8 @@ each, docs/ARCHITECTURE.md).  Commands go to one handler each (bot/core/handlers
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Callable
@@ -12,7 +14,7 @@ from typing import Any
 
 from bot.community.moderation import Moderator, scope_for
 from bot.community.styles import StyleBook
-from bot.contract import Adapter, Caller, Delivery, Reply, Undeliverable, Worker
+from bot.contract import Adapter, Caller, Delivery, Reply, Undeliverable, Upload, Worker
 from bot.core import handlers
 from bot.core.background import Background
 from bot.core.context import Context
@@ -22,8 +24,11 @@ from bot.core.dispatch import Dispatcher
 from bot.core.intake import Intake
 from bot.core.members import Members
 from bot.core.notices import Notices
+from bot.core.retention import Retention
 from bot.core.scheduler import Scheduler
-from bot.core.variations import picked_picture, replied_picture, reply_variation
+from bot.core.uploads import Uploads
+from bot.core.variations import is_enhance, picked_picture, replied_picture, reply_variation
+from bot.language.buttons import Action
 from bot.language.commands import ButtonPress, Draw, is_ours, parse
 from bot.language.errors import UserError
 from bot.language.messages import t
@@ -32,6 +37,7 @@ from bot.runtime.settings import Settings
 from engine.errors import EngineError
 from engine.request import ModelProfile
 from storage.db import Database
+from storage.disk import DiskGuard
 from storage.images import ImageStore
 from storage.users import User
 
@@ -56,8 +62,12 @@ class Service:
         self.members = Members(settings, db.users, clock)
         self.scheduler = Scheduler(Unit.of(profile), self.live_workers)
         self.metrics = Metrics(queue_depth=lambda: len(self.scheduler.queue), live_workers=self.live_workers)
+        self.disk = DiskGuard(settings.data_dir, settings.min_free_gb)
+        self.retention = Retention(settings.keep_days, db.jobs, images, self.metrics) if settings.keep_days else None
+        self.metrics.watch_disk(self.disk.free_gb, lambda: self.disk.low())
         self.moderator = Moderator(settings, db.moderation, clock)
         self.styles = StyleBook(settings.styles_path, profile)
+        self.uploads = Uploads(settings, profile, images)
         self.notices = Notices(db.jobs, self.adapters, self.members, self.scheduler)
         self.deliverer = Deliverer(settings, db, images, self.adapters, self.members, self.metrics, self.background)
         self.dispatcher = Dispatcher(
@@ -66,13 +76,13 @@ class Service:
         )  # fmt: skip
         self.intake = Intake(
             settings, db.jobs, profile, self.moderator, self.styles, self.members, self.scheduler, self.notices,
-            self.metrics, self.background,
+            self.metrics, self.background, self.disk,
         )  # fmt: skip
         self._context = partial(
             Context, settings=settings, db=db, images=images, profile=profile, model_name=model_name,
             members=self.members, moderator=self.moderator, styles=self.styles, intake=self.intake,
             scheduler=self.scheduler, dispatcher=self.dispatcher, worker=worker, metrics=self.metrics,
-            adapters=self.adapters,
+            adapters=self.adapters, disk=self.disk,
         )  # fmt: skip
 
     @property
@@ -97,13 +107,18 @@ class Service:
             log.info("recovered %d unfinished jobs", recovered)
         self.background.run_loop("dispatch", self.dispatcher.dispatch_loop())
         self.background.run_loop("redeliver", self.deliverer.redeliver_every(self.settings.delivery_sweep_s))
+        if self.retention is not None:
+            self.background.run_loop("retention", self.retention.run_every())
         await self.redeliver_pending()
 
-    async def stop(self, grace_s: float = 5.0) -> None:
-        """Stop taking jobs, give in-flight deliveries a moment to finish, then cancel the rest.
+    async def stop(self, grace_s: float = 5.0, finish_s: float = 0.0) -> None:
+        """Stop taking jobs, give the running ones `finish_s` to finish (SIGTERM: EASEL_STOP_GRACE_S),
+        hand back the rest, give in-flight deliveries a moment to finish, then cancel the rest.
 
         Whatever is cut short is still in the database and resumes at the next start."""
         await self.background.stop_loops()
+        if finish_s > 0:
+            await self.background.settle(finish_s)
         self.dispatcher.stop_running()
         await self.background.drain(grace_s)
 
@@ -181,7 +196,13 @@ class Service:
         if refusal is not None:
             return refusal  # before their words are read
         parent, picture = found
+        if parent.expired:  # retention removed the picture this reply would start from
+            lang = await self.members.language_of(caller)
+            return Reply(t("picture_expired", lang, job_id=parent.id), lang, alert=True)
         picture, text = await picked_picture(self.db.jobs, caller.platform, chat_id, message_id, parent, picture, text)
+        if is_enhance(text) and parent.request.get("draft"):  # "#3 enhance": the Enhance button, typed
+            press = ButtonPress(Action.ENHANCE, parent.id, picture, message_id=str(message_id))
+            return await self._run(caller, press, reply_to, idempotency_key)
         try:
             command = parse(text, self.profile, bot_username=bot_username)
         except UserError as error:
@@ -192,6 +213,39 @@ class Service:
             return None
         draw = reply_variation(command, parent, picture, self.profile, self.images)
         return await self._run(caller, draw, reply_to, idempotency_key)
+
+    async def draw_from_upload(
+        self,
+        caller: Caller,
+        text: str,
+        upload: Upload,
+        reply_to: dict,
+        idempotency_key: str | None,
+        bot_username: str | None = None,
+    ) -> Reply | None:
+        """/draw words with a picture of the user's own: image to image from it.  The words are read
+        before the file is fetched; a refused file or job leaves nothing stored."""
+        refusal = await self.members.turned_away(caller)
+        if refusal is not None:
+            return refusal
+        try:
+            command = parse(text, self.profile, bot_username=bot_username)
+        except UserError as error:
+            return await self._parse_error(caller, text, error)
+        if not isinstance(command, Draw):
+            return None
+        try:
+            draw, path, animated = await self.uploads.take(command, upload)
+        except UserError as error:
+            lang = await self.members.language_of(caller)
+            return Reply(t(error.key, lang, **error.params), lang, alert=True)
+        reply = await self._run(caller, draw, reply_to, idempotency_key)
+        job = await self.db.jobs.get(reply.job_id) if reply.job_id is not None else None
+        if job is None or job.request.get("source_image") != str(path):  # refused, or a re-sent update
+            await asyncio.to_thread(self.images.delete, path)
+        elif animated:
+            reply = dataclasses.replace(reply, text=f"{reply.text}\n{t('upload_first_frame', reply.language)}")
+        return reply
 
     async def press(
         self, caller: Caller, data: str, reply_to: dict, idempotency_key: str | None = None, *, message_id: str | None

@@ -8,11 +8,21 @@ from dataclasses import replace
 
 from bot.language.buttons import Action
 from bot.language.commands import Draw
+from engine.outpaint import Grow, layout
 from engine.request import DrawRequest, Kind, ModelProfile, fit_size, seed_for
 from storage.images import ImageStore
 from storage.jobs import Job, Jobs, JobStatus
 
+ENHANCE_WORDS = {"enhance", "增强"}
 PICK = re.compile(r"#([1-9])(?:\s+|$)")  # "#3 at night" in reply to a batch: its third picture
+GROW = {
+    Action.ZOOM_OUT_1_5: Grow.ZOOM_1_5,
+    Action.ZOOM_OUT_2: Grow.ZOOM_2,
+    Action.PAN_LEFT: Grow.LEFT,
+    Action.PAN_RIGHT: Grow.RIGHT,
+    Action.PAN_UP: Grow.UP,
+    Action.PAN_DOWN: Grow.DOWN,
+}
 
 
 def request_for_action(
@@ -29,11 +39,41 @@ def request_for_action(
             base, kind=Kind.VARIATION, source_image=source, strength=strength, seed=-1, count=1,
             **variation_size(parent, profile),
         )  # fmt: skip
+    if action in GROW:
+        return outpaint_request(base, source, GROW[action], profile)
+    if action is Action.ENHANCE:
+        return enhance_request(base, parent, picture, source, profile)
     width, height = upscaled_size(base.width, base.height, profile)
     seed = seed_for(parent.seed, picture) if parent.seed is not None else -1
     return replace(
-        base, kind=Kind.UPSCALE, source_image=source, width=width, height=height, strength=None, seed=seed, count=1
-    )
+        base, kind=Kind.UPSCALE, source_image=source, width=width, height=height, strength=None, seed=seed, count=1,
+        draft=False,  # an upscaled draft is a full-size picture (and pays for one)
+    )  # fmt: skip
+
+
+def outpaint_request(base: DrawRequest, source: str, grow: Grow, profile: ModelProfile) -> DrawRequest:
+    """Zoom out / Pan: the picture on a larger canvas (within what a picture may be), the rest drawn."""
+    width, height, region = layout(base.width, base.height, grow, profile)
+    return replace(
+        base, kind=Kind.OUTPAINT, source_image=source, width=width, height=height, region=region,
+        strength=None, seed=-1, count=1,
+    )  # fmt: skip
+
+
+def enhance_request(base: DrawRequest, parent: Job, picture: int, source: str, profile: ModelProfile) -> DrawRequest:
+    """A draft's picture redrawn at full size: image to image from it, at its own seed (and chaos),
+    in the profile's full steps, with the strength the profile holds for Enhance."""
+    width, height = fit_size(base.width * 2, base.height * 2, profile)
+    seed = seed_for(parent.seed, picture) if parent.seed is not None else -1
+    return replace(
+        base, kind=Kind.VARIATION, source_image=source, strength=profile.enhance_strength, seed=seed, count=1,
+        width=width, height=height, steps=profile.default_steps, draft=False,
+    )  # fmt: skip
+
+
+def is_enhance(text: str) -> bool:
+    """A reply that asks for Enhance ("enhance", "#2 enhance" once the pick is read, "增强")."""
+    return text.strip().lower() in ENHANCE_WORDS
 
 
 def reply_variation(draw: Draw, parent: Job, picture: int, profile: ModelProfile, images: ImageStore) -> Draw:

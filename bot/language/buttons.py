@@ -21,12 +21,28 @@ class Action(StrEnum):
     UPSCALE = "upscale"
     PARAMS = "params"
     DELETE = "delete"
+    ZOOM_OUT_1_5 = "zoom_out_one_half"
+    ZOOM_OUT_2 = "zoom_out_double"
+    PAN_LEFT = "pan_left"
+    PAN_RIGHT = "pan_right"
+    PAN_UP = "pan_up"
+    PAN_DOWN = "pan_down"
+    ENHANCE = "enhance"  # a draft redrawn at full size (bot/core/variations.py)
 
 
 BUTTON_ROW = [Action.REROLL, Action.VARY_SUBTLE, Action.VARY_STRONG, Action.UPSCALE, Action.PARAMS, Action.DELETE]
 # A batch: one upscale and one variation button per picture, then these for the whole batch.
 BATCH_PER_PICTURE = [Action.UPSCALE, Action.VARY_STRONG]
 BATCH_ROW = [Action.REROLL, Action.PARAMS, Action.DELETE]
+# Outpainting under a single picture, after BUTTON_ROW: two rows, within five buttons a row.
+OUTPAINT_ROWS = [
+    [Action.ZOOM_OUT_1_5, Action.ZOOM_OUT_2],
+    [Action.PAN_LEFT, Action.PAN_RIGHT, Action.PAN_UP, Action.PAN_DOWN],
+]
+# Every button under a single picture, in order.
+SINGLE_PICTURE = BUTTON_ROW + [action for row in OUTPAINT_ROWS for action in row]
+# Under a draft, one more row: Enhance (one picture) or E1..En (a batch).
+DRAFT_ROW = [Action.ENHANCE]
 MAX_PICTURE = 9
 
 

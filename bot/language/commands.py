@@ -19,7 +19,16 @@ from bot.language.buttons import Action, parse_button_id
 from bot.language.errors import ParseError
 from bot.language.text import clip
 from engine.errors import InvalidRequest
-from engine.request import MAX_SEED, DrawRequest, ModelProfile, clean_text, size_for_ratio, validate
+from engine.request import (
+    MAX_CHAOS,
+    MAX_SEED,
+    DrawRequest,
+    ModelProfile,
+    clean_text,
+    draft_size,
+    size_for_ratio,
+    validate,
+)
 
 # 1. The commands
 
@@ -156,10 +165,12 @@ SETTINGS = {"lang": ("en", "zh"), "png": ("on", "off")}  # what /settings may ch
 
 # 2. Draw flags
 
-FLAGS = ("ar", "size", "n", "style", "seed", "steps", "cfg", "raw", "no")  # also the order examples write them in
+# Also the order examples write them in.
+FLAGS = ("ar", "size", "n", "style", "seed", "steps", "cfg", "chaos", "strength", "draft", "raw", "no")
 KNOWN_FLAGS = ", ".join("--" + name for name in FLAGS)
+STRENGTH_RANGE = (0.1, 0.95)  # --strength, for a picture of the user's own
 SAMPLE_PROMPT = "a red fox in the snow"
-_VALUELESS = frozenset({"raw"})
+_VALUELESS = frozenset({"raw", "draft"})
 # Names people bring from other tools, so an unknown-flag error can point at ours.
 _MEANT = {
     "aspect": "ar",
@@ -178,6 +189,10 @@ _MEANT = {
     "repeat": "n",
     "preset": "style",
     "styles": "style",
+    "variety": "chaos",
+    "c": "chaos",
+    "fast": "draft",
+    "preview": "draft",
 }
 
 _DASHES = "-\u2010\u2011\u2012\u2013\u2014\u2015\u2212\ufe58\ufe63\uff0d"
@@ -320,6 +335,10 @@ def _build(
             raise fail("error.seed_range", value=_shown(values["seed"] or ""), max=MAX_SEED)
     if "steps" in values:
         fields["steps"] = _integer(values, "steps", fail)
+    if "chaos" in values:
+        fields["chaos"] = _integer(values, "chaos", fail)  # its range is validate()'s
+    if "strength" in values:
+        fields["strength"] = _strength(values["strength"] or "", fail)
     if "cfg" in values:
         text = values["cfg"] or ""
         cfg = _to_float(text)
@@ -341,7 +360,19 @@ def _build(
         if size is None:
             raise fail("error.size_format", value=_shown(text))
         fields["width"], fields["height"] = size
+    if "draft" in values:
+        fields.update(_draft_fields(fields, profile))
     return DrawRequest(prompt=prompt, negative_prompt=values.get("no") or "", enhance="raw" not in values, **fields)
+
+
+def _draft_fields(fields: dict[str, object], profile: ModelProfile) -> dict[str, object]:
+    """--draft: the size asked for (or the default) at half the side, in the profile's draft steps
+    unless --steps says otherwise.  Sized here, once: a stored draft keeps its size on a reroll."""
+    width, height = fields.get("width"), fields.get("height")
+    if width is None or height is None:
+        width, height = profile.default_size
+    sized = dict(zip(("width", "height"), draft_size(int(width), int(height), profile), strict=True))
+    return {"draft": True, "steps": fields.get("steps", profile.draft_steps), **sized}
 
 
 def _integer(values: dict[str, str | None], name: str, fail: Callable[..., ParseError]) -> int:
@@ -350,6 +381,14 @@ def _integer(values: dict[str, str | None], name: str, fail: Callable[..., Parse
     if number is None:
         raise fail("error.not_integer", flag="--" + name, value=_shown(text))
     return number
+
+
+def _strength(text: str, fail: Callable[..., ParseError]) -> float:
+    """--strength: how far a picture of the user's own is left behind (used only with one)."""
+    strength = _to_float(text)
+    if strength is None or not STRENGTH_RANGE[0] <= strength <= STRENGTH_RANGE[1]:
+        raise fail("error.strength_flag", value=_shown(text))
+    return strength
 
 
 def _to_int(text: str) -> int | None:
@@ -414,6 +453,8 @@ def _sample(name: str, profile: ModelProfile) -> str:
         "no": "text, watermark",
         "n": "4",
         "style": "photo",
+        "chaos": "50",
+        "strength": f"{profile.upload_strength:g}",
     }[name]
 
 
@@ -474,6 +515,16 @@ def _repair_count(value: str, profile: ModelProfile) -> str | None:
     return None if count is None else str(min(max(count, 1), profile.max_count))
 
 
+def _repair_strength(value: str, profile: ModelProfile) -> str | None:
+    strength = _to_float(value)
+    return None if strength is None else f"{min(max(strength, STRENGTH_RANGE[0]), STRENGTH_RANGE[1]):g}"
+
+
+def _repair_chaos(value: str, profile: ModelProfile) -> str | None:
+    chaos = _to_int(value)
+    return None if chaos is None else str(min(max(chaos, 0), MAX_CHAOS))
+
+
 def _repair_style(value: str, profile: ModelProfile) -> str:
     return value.lower()
 
@@ -491,6 +542,8 @@ _REPAIRS: dict[str, Callable[[str, ModelProfile], str | None]] = {
     "no": _repair_negative,
     "n": _repair_count,
     "style": _repair_style,
+    "chaos": _repair_chaos,
+    "strength": _repair_strength,
 }
 
 # 4. Slash commands

@@ -32,7 +32,15 @@ _EN = {
     "error.seed_range": "Seeds are whole numbers from 0 to {max} ({value} isn't); leave it out for a random one.",
     "error.source_missing": "I need a picture to start from: reply to one of my pictures.",
     "error.strength_range": "The variation strength must be between 0.05 and 1 (got {value}).",
+    "error.strength_flag": "--strength must be a number between 0.1 and 0.95 (got {value}).",
+    "error.region_invalid": "That picture can't be placed on the new canvas ({region}).",
+    "error.upload_too_big": "That file is {size_mb} MB; a picture may be at most {limit_mb} MB.",
+    "error.upload_too_many_pixels": "That picture is too large to open safely (more than {limit} megapixels).",
+    "error.upload_not_image": "That file isn't a picture I can read, or it is cut short. Send a PNG, JPEG or WebP.",
+    "error.upload_failed": "I couldn't download that picture. Please send it again.",
+    "upload_first_frame": "That picture is animated: I started from its first frame.",
     "error.count_range": "I can draw {min} to {max} pictures at once (you asked for {value}).",
+    "error.chaos_range": "--chaos must be a whole number from 0 to {max} (you asked for {value}).",
     "error.invalid": "I can't draw that request as it is.",
     # Failures while drawing (engine/errors.py)
     "error.oom": "The GPU ran out of memory for this picture. Try a smaller size.",
@@ -49,6 +57,8 @@ _EN = {
     "error.needs_gpu": "This model needs a GPU and none is available. Please tell an admin.",
     "error.engine": "Something went wrong while drawing. Please try again.",
     "error.unexpected": "Something went wrong on our side. Please try again in a moment.",
+    "error.disk_full": "The picture was drawn but the server's disk is full, so it could not be kept. "
+    "Your quota was refunded; please try again later.",
     # Discord slash-command descriptions (bot/adapters/discord/translator.py maps the English text to its key)
     "slash.draw": "Draw a picture from your words.",
     "slash.draw.prompt": "What to draw (flags like --ar 3:2 work here too)",
@@ -81,6 +91,10 @@ _EN = {
     "slash.stats": "Admins: totals and workers.",
     "slash.draw.count": "How many pictures (each costs work units from your quota)",
     "slash.draw.style": "A style preset (see /styles)",
+    "slash.draw.chaos": "0-100: more variety between seeds (0 = none)",
+    "slash.draw.draft": "A quick half-size draft for a quarter of the cost; Enhance it after",
+    "slash.draw.image": "Start from your own picture",
+    "slash.draw.strength": "With a picture: how far to move away from it (0.1-0.95)",
     "slash.styles": "The style presets.",
     "slash.block": "Admins: this server's blocked words.",
     "slash.sensitive": "Admins: words whose pictures go behind a spoiler.",
@@ -155,6 +169,8 @@ _EN = {
     "kind.txt2img": "new picture",
     "kind.variation": "variation",
     "kind.upscale": "upscale",
+    "kind.outpaint": "zoom out / pan",
+    "kind.upload": "drawn from your picture",
     "queue_header": "{count} in the queue:",
     "queue_line": "{position}. #{job_id} · {user} · {cost} units · {prompt}",
     "queue_empty": "The queue is empty. A perfect time to /draw something!",
@@ -170,6 +186,13 @@ _EN = {
     "Prompts that reused their encoding: {cached} of {encoded}.",
     "stats_redis_down": "Redis is unreachable: jobs are kept here and go out when it is back.",
     "stats_dead_deliveries": "Pictures given up on delivery: {count} (see /queue).",
+    "stats_disk": "Disk: {free} GB free (new jobs are refused under {guard} GB).",
+    "stats_disk_low": "Disk nearly full: {free} GB free, under the {guard} GB guard. New jobs are refused "
+    "until space returns; free some (`easel prune --older-than 30d`) and drawing resumes by itself.",
+    "disk_full": "The server is out of disk space, so I can't take new drawings right now. "
+    "Nothing was charged; please try again later.",
+    "picture_expired": "This picture is no longer kept on the server, so I can't start from it. "
+    "🎲 Reroll still works, and /show {job_id} has its seed and words.",
     "already_have": "I already have that request: #{job_id} ({status}).",
     "console_no_gpu_hint": "No NVIDIA GPU here, and the full model needs one. To try the bot anyway: "
     "`make tiny-model`, then `EASEL_MODEL=models/tiny-z-image make run` (pictures are noise, every path is real).",
@@ -197,19 +220,24 @@ _EN = {
         "--cfg 1.5 · follow your words more strictly (slower)\n"
         "--no text, frames · things to leave out\n"
         "--raw · use your words exactly, without my touch-ups\n"
-        "--n 4 · several pictures at once, with consecutive seeds (each costs work units from your quota)\n"
+        "--n 4 · several pictures at once, with consecutive seeds\n"
         "--style anime · a style preset; /styles lists them\n"
+        "--strength 0.6 · how far from your own picture (0.1-0.95)\n"
+        "--chaos 50 · more varied pictures (0-100)\n"
+        "--draft · ¼-cost quick draft; ✨ Enhance (or reply “enhance”) draws it full size\n"
         "\n"
         "Examples:\n"
         "/draw a lighthouse at dusk, oil painting --ar 3:2\n"
         "/draw a cat astronaut --seed 42 --no helmet\n"
         "\n"
-        "Reply to one of my pictures with words to draw a variation, or use the buttons under it.\n"
+        "Reply to one of my pictures with words to draw a variation, or use the buttons under it "
+        "(Zoom out and ⬅️➡️⬆️⬇️ draw around it).\n"
+        "Your own picture: send it captioned /draw <words> (Discord: the image option), or reply to it with /draw.\n"
         "\n"
         "/cancel [#id] · cancel a picture still waiting\n"
         "/history [page] · your pictures\n"
         "/show #id · the details of one picture\n"
-        "/quota · work units left today (a 1024x1024 picture at 8 steps is 1)\n"
+        "/quota · work units left today\n"
         "/styles · the style presets\n"
         "/settings · language (lang en|zh) and PNG files (png on|off)\n"
         "/help · this message"
@@ -232,6 +260,21 @@ _EN = {
     "button.upscale": "Upscale",
     "button.params": "Parameters",
     "button.delete": "🗑 Delete",
+    "button.zoom_out_one_half": "🔍 Zoom out 1.5x",
+    "button.zoom_out_double": "🔍 Zoom out 2x",
+    "button.pan_left": "⬅️ Left",
+    "button.pan_right": "➡️ Right",
+    "button.pan_up": "⬆️ Up",
+    "button.pan_down": "⬇️ Down",
+    "button.enhance": "✨ Enhance",
+    "button.enhance_n": "✨ E{n}",
+    "params_chaos": "Chaos: {chaos}",
+    "params_expanded": "Drawn from (prompt enhancer): {expanded}",
+    "show_expanded": "✨ {expanded}",
+    "enhancer_note.timeout": "The prompt enhancer took too long, so this was drawn from your own words.",
+    "enhancer_note.failed": "The prompt enhancer didn't answer, so this was drawn from your own words.",
+    "enhancer_note.blocked": "The prompt enhancer wrote words not allowed here, so this was drawn from your own.",
+    "params_draft": "Draft: press Enhance (or reply “enhance”) for the full-size picture",
     "deleted": "Deleted.",
     "delete_not_yours": "Only the person who asked for this picture can delete it.",
     "stale_button": "This button no longer works. Start again with /draw.",
@@ -247,6 +290,7 @@ _EN = {
     "status.done": "done",
     "status.failed": "failed",
     "status.cancelled": "cancelled",
+    "status.expired": "done, picture expired",
     "fallback_note": "Made with a lower-memory plan ({fallback}), so it took a little longer.",
     "retry_note": "The first try came out blank, so this one was redone at a safer precision.",
     "oversize_note": "The picture was re-encoded to fit the upload limit.",
@@ -295,7 +339,15 @@ _ZH = {
     "error.seed_range": "种子必须是 0 到 {max} 之间的整数（{value} 不行）。不填则随机。",
     "error.source_missing": "我需要一张图作为起点：请回复我画的某张图。",
     "error.strength_range": "变化强度必须在 0.05 到 1 之间（收到的是 {value}）。",
+    "error.strength_flag": "--strength 必须是 0.1 到 0.95 之间的数字（收到的是 {value}）。",
+    "error.region_invalid": "这张图放不进新画布（{region}）。",
+    "error.upload_too_big": "这个文件有 {size_mb} MB，图片最大只能 {limit_mb} MB。",
+    "error.upload_too_many_pixels": "这张图太大，无法安全打开（超过 {limit} 百万像素）。",
+    "error.upload_not_image": "这个文件不是我能读取的图片，或者内容不完整。请发送 PNG、JPEG 或 WebP。",
+    "error.upload_failed": "我没能下载这张图，请重新发送。",
+    "upload_first_frame": "这是一张动图：我从它的第一帧开始画。",
     "error.count_range": "一次可以画 {min} 到 {max} 张（你填的是 {value}）。",
+    "error.chaos_range": "--chaos 必须是 0 到 {max} 之间的整数（你填的是 {value}）。",
     "error.invalid": "这个请求没法照原样画。",
     "error.oom": "画这张图时显卡内存不够了，试试小一点的尺寸。",
     "error.bad_output": "换用更稳妥的精度重试后，图片仍然是空白的。请换个种子或描述再试。",
@@ -308,6 +360,7 @@ _ZH = {
     "error.needs_gpu": "这个模型需要显卡，但现在没有可用的显卡，请联系管理员。",
     "error.engine": "绘制时出了点问题，请再试一次。",
     "error.unexpected": "我们这边出了点问题，请稍后再试。",
+    "error.disk_full": "图已经画好，但服务器磁盘已满，没能保存。额度已退回，请稍后再试。",
     "slash.draw": "根据你的描述画一张图。",
     "slash.draw.prompt": "要画什么（也可以直接写 --ar 3:2 这样的参数）",
     "slash.draw.aspect_ratio": "画面比例",
@@ -339,6 +392,10 @@ _ZH = {
     "slash.stats": "管理员：统计和工作节点。",
     "slash.draw.count": "画几张（每张都按算力单位计入额度）",
     "slash.draw.style": "风格预设（见 /styles）",
+    "slash.draw.chaos": "0-100：让不同种子的构图差别更大（0 = 不加）",
+    "slash.draw.draft": "半尺寸快速草图，只花四分之一的算力；之后可以精修",
+    "slash.draw.image": "从你自己的图片开始",
+    "slash.draw.strength": "从图片出发时，改动多大（0.1-0.95）",
     "slash.styles": "查看风格预设。",
     "slash.block": "管理员：本服务器的屏蔽词。",
     "slash.sensitive": "管理员：敏感词，对应的图以剧透遮罩发送。",
@@ -410,6 +467,8 @@ _ZH = {
     "kind.txt2img": "新图",
     "kind.variation": "变体",
     "kind.upscale": "放大",
+    "kind.outpaint": "扩图",
+    "kind.upload": "基于你的图片",
     "queue_header": "队列中共有 {count} 个任务：",
     "queue_line": "{position}. #{job_id} · {user} · {cost} 个单位 · {prompt}",
     "queue_empty": "队列是空的，正好来 /draw 一张！",
@@ -425,6 +484,12 @@ _ZH = {
     "{encoded} 条描述中有 {cached} 条复用了编码。",
     "stats_redis_down": "连不上 Redis：任务先留在这里，恢复后再发出。",
     "stats_dead_deliveries": "放弃发送的图：{count} 张（见 /queue）。",
+    "stats_disk": "磁盘：剩余 {free} GB（低于 {guard} GB 时不接新任务）。",
+    "stats_disk_low": "磁盘快满了：剩余 {free} GB，低于 {guard} GB 的警戒线。在空间恢复前不接新任务；"
+    "清理一些（`easel prune --older-than 30d`）后会自动恢复绘图。",
+    "disk_full": "服务器磁盘空间不足，暂时不能接新的绘图。没有扣额度，请稍后再试。",
+    "picture_expired": "这张图已不在服务器上保存，无法以它为基础继续。"
+    "🎲 重新生成仍然可用，/show {job_id} 里有它的种子和描述。",
     "already_have": "这条请求已经收到过了：#{job_id}（{status}）。",
     "console_no_gpu_hint": "这台机器没有 NVIDIA 显卡，完整模型需要显卡。想先试试机器人：运行 `make tiny-model`，"
     "再运行 `EASEL_MODEL=models/tiny-z-image make run`（画出来是噪点，但每条路径都是真的）。",
@@ -448,20 +513,25 @@ _ZH = {
         "--cfg 1.5 · 更严格地遵循描述（会更慢）\n"
         "--no 文字, 边框 · 不想出现的内容\n"
         "--raw · 完全按原话画，不做润色\n"
-        "--n 4 · 一次画几张，种子依次加一（每张都按算力单位计入额度）\n"
+        "--n 4 · 一次画几张，种子依次加一\n"
         "--style anime · 风格预设，用 /styles 查看\n"
+        "--strength 0.6 · 从你自己的图片出发时改动多大（0.1-0.95）\n"
+        "--chaos 50 · 让每张图的构图差别更大（0-100）\n"
+        "--draft · 快速草图，只花 ¼ 的算力；点“✨ 精修”（或回复“增强”）画成全尺寸\n"
         "中文输入法打出的 —— 也能当作 -- 使用。\n"
         "\n"
         "示例：\n"
         "/draw 黄昏时的灯塔，油画风格 --ar 3:2\n"
         "/draw 宇航员猫咪 --seed 42 --no 头盔\n"
         "\n"
-        "回复我画的图并附上文字，可以画出变体；也可以用图下方的按钮。\n"
+        "回复我画的图并附上文字，可以画出变体；也可以用图下方的按钮（“缩小”和 ⬅️➡️⬆️⬇️ 会在四周补画）。\n"
+        "从你自己的图片开始：发送图片并以 /draw <描述> 作为说明（Discord 上用 image 选项），"
+        "或回复那张图片发送 /draw。\n"
         "\n"
         "/cancel [#编号] · 取消还在排队的图\n"
         "/history [页码] · 你的作品\n"
         "/show #编号 · 查看某张图的详情\n"
-        "/quota · 今天还剩多少算力单位（1024x1024、8 步的一张图为 1）\n"
+        "/quota · 今天还剩多少算力单位\n"
         "/styles · 查看风格预设\n"
         "/settings · 语言（lang en|zh）和 PNG 原图（png on|off）\n"
         "/help · 显示本帮助"
@@ -483,6 +553,21 @@ _ZH = {
     "button.upscale": "放大",
     "button.params": "参数",
     "button.delete": "🗑 删除",
+    "button.zoom_out_one_half": "🔍 缩小 1.5 倍",
+    "button.zoom_out_double": "🔍 缩小 2 倍",
+    "button.pan_left": "⬅️ 向左",
+    "button.pan_right": "➡️ 向右",
+    "button.pan_up": "⬆️ 向上",
+    "button.pan_down": "⬇️ 向下",
+    "button.enhance": "✨ 精修",
+    "button.enhance_n": "✨ E{n}",
+    "params_chaos": "随机度：{chaos}",
+    "params_expanded": "实际绘制的描述（提示词扩写）：{expanded}",
+    "show_expanded": "✨ {expanded}",
+    "enhancer_note.timeout": "提示词扩写超时，这张按你的原话画。",
+    "enhancer_note.failed": "提示词扩写服务没有回应，这张按你的原话画。",
+    "enhancer_note.blocked": "提示词扩写写出了这里不允许的内容，这张按你的原话画。",
+    "params_draft": "草图：点“精修”（或回复“增强”）得到全尺寸的图",
     "deleted": "已删除。",
     "delete_not_yours": "只有请求这张图的人才能删除它。",
     "stale_button": "这个按钮已失效，请用 /draw 重新开始。",
@@ -498,6 +583,7 @@ _ZH = {
     "status.done": "已完成",
     "status.failed": "失败",
     "status.cancelled": "已取消",
+    "status.expired": "已完成，图片已过期",
     "fallback_note": "这张图用了省显存的方案（{fallback}），所以慢了一点。",
     "retry_note": "第一次生成是空白的，这张已用更稳妥的精度重画。",
     "oversize_note": "图片已重新压缩，以符合上传大小限制。",

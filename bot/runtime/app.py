@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import signal
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from bot.community.moderation import check_files
 from bot.contract import Worker
 from bot.core.service import Service
+from bot.runtime.health import Health
 from bot.runtime.settings import Settings
 from bot.runtime.worker import GpuWorker, engine_loader
 from engine.request import profile_for
@@ -26,9 +29,15 @@ class App:
     db: Database
     worker: Worker
     service: Service
+    health: Health = field(init=False)
 
-    async def stop(self) -> None:
-        await self.service.stop()
+    def __post_init__(self) -> None:
+        self.health = Health(self.service)
+
+    async def stop(self, finish_s: float = 0.0) -> None:
+        """Stop taking jobs; give the running one `finish_s` to finish (then it is handed back)."""
+        await self.service.stop(finish_s=finish_s)
+        await self.health.stop()
         await self.worker.close()
         await self.db.close()
 
@@ -66,25 +75,50 @@ def _model_name(settings: Settings) -> str:
 
 
 async def run_forever(app: App, adapters: list[Any]) -> None:
-    """Start every adapter, then the service (which recovers unfinished jobs), and wait."""
+    """Start every adapter, then the service (which recovers unfinished jobs), and wait: until the
+    adapters end, or SIGTERM / SIGINT, which drains (docs/OPERATIONS.md, "Stopping")."""
     for adapter in adapters:
         app.service.register(adapter)
     warm_up = asyncio.create_task(_load_model(app))
     await app.service.start()
     if app.settings.metrics_port:
-        app.service.metrics.serve(app.settings.metrics_port)
-        log.info("metrics on :%d/metrics", app.settings.metrics_port)
+        await app.health.start(app.settings.metrics_port)
+        log.info("metrics and health on :%d (/metrics, /healthz, /readyz)", app.settings.metrics_port)
+    adapters_task = asyncio.ensure_future(asyncio.gather(*(adapter.run() for adapter in adapters)))
+    signalled = _stop_on_signals(adapters_task)
     try:
-        await asyncio.gather(*(adapter.run() for adapter in adapters))
+        await adapters_task
+    except asyncio.CancelledError:
+        if not signalled:
+            raise
+        log.info("stopping: no new jobs; the running one has %.0f s to finish", app.settings.stop_grace_s)
     finally:
         warm_up.cancel()
-        await app.stop()
+        await app.stop(finish_s=app.settings.stop_grace_s)
+
+
+def _stop_on_signals(task: asyncio.Future) -> list[int]:
+    """SIGTERM (docker stop) and SIGINT end the adapters; `run_forever` then drains.  The list it
+    returns fills with the signals received."""
+    loop, received = asyncio.get_running_loop(), []
+
+    def on_signal(signum: int) -> None:
+        received.append(signum)
+        task.cancel()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):  # not the main thread, or Windows
+            loop.add_signal_handler(signum, on_signal, signum)
+    return received
 
 
 async def _load_model(app: App) -> None:
-    """Load the model at start so the first picture is not slow; a failure is logged here and then
-    reaches each user as a friendly message when their job runs."""
+    """Load the model at start so the first picture is not slow; a failure is logged here (and shown
+    by /readyz) and then reaches each user as a friendly message when their job runs."""
     try:
         await app.worker.start()
     except Exception as exc:
         log.warning("model not loaded at start: %s", exc)
+        app.health.model.error = str(exc)[:300]
+    else:
+        app.health.model.loaded = True

@@ -1,4 +1,4 @@
-"""Prometheus metrics, served on EASEL_METRICS_PORT when it is set.
+"""Prometheus metrics, served on EASEL_METRICS_PORT when it is set (bot/runtime/health.py).
 
 One registry per service (tests build many services in one process)."""
 
@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 RUN_BUCKETS = (0.5, 1, 2, 3, 5, 8, 13, 20, 30, 60, 120, 300)
 WAIT_BUCKETS = (0.1, 1, 5, 15, 30, 60, 120, 300, 900, 1800, 3600)
@@ -54,13 +54,23 @@ class Metrics:
         )
         self.refusals = Counter(
             "easel_refusals",
-            "Drawings refused by moderation (blocked, sensitive, cooldown) or as too big (too_big)",
+            "Drawings refused by moderation (blocked, sensitive, cooldown), as too big (too_big)"
+            " or for lack of disk (disk)",
             ["reason"],
             registry=r,
         )
+        self.expired_pictures = Counter(
+            "easel_pictures_expired", "Picture files removed by retention (EASEL_KEEP_DAYS)", registry=r
+        )
+        self.expired_bytes = Counter("easel_expired_bytes", "Bytes freed by retention", registry=r)
 
-    def serve(self, port: int) -> None:
-        start_http_server(port, addr="0.0.0.0", registry=self.registry)
+    def watch_disk(self, free_gb: Callable[[], float], low: Callable[[], bool]) -> None:
+        """Free space on the data disk, and whether the guard (EASEL_MIN_FREE_GB) refuses jobs."""
+        r = self.registry
+        Gauge("easel_disk_free_gb", "Free GB on the data disk", registry=r).set_function(free_gb)
+        Gauge("easel_disk_low", "1 while new jobs are refused for lack of disk", registry=r).set_function(
+            lambda: float(low())
+        )
 
     def job_done(
         self,

@@ -32,6 +32,7 @@ class Settings(BaseSettings):
     role_quotas: Annotated[dict[str, int], NoDecode] = Field(default_factory=dict, alias="EASEL_ROLE_QUOTAS")
     max_pending: int = Field(default=3, ge=1, alias="EASEL_MAX_PENDING")
     max_job_cost: int = Field(default=16, ge=0, alias="EASEL_MAX_JOB_COST")  # work units, 0 = no cap
+    max_upload_mb: float = Field(default=10.0, gt=0, alias="EASEL_MAX_UPLOAD_MB")  # pictures brought to /draw
     admins: Annotated[list[str], NoDecode] = Field(default_factory=list, alias="EASEL_ADMINS")
     allowed_chats: Annotated[list[str], NoDecode] = Field(default_factory=list, alias="EASEL_ALLOWED_CHATS")
     default_language: str = Field(default="en", alias="EASEL_LANGUAGE")
@@ -43,6 +44,11 @@ class Settings(BaseSettings):
     delivery_retry_s: float = Field(default=2.0, gt=0, alias="EASEL_DELIVERY_RETRY_S")
     delivery_sweep_s: float = Field(default=60.0, gt=0, alias="EASEL_DELIVERY_SWEEP_S")
     max_delivery_sweeps: int = Field(default=10, ge=1, alias="EASEL_MAX_DELIVERY_SWEEPS")
+
+    # Long life (docs/OPERATIONS.md, "Running for months")
+    keep_days: float | None = Field(default=None, gt=0, alias="EASEL_KEEP_DAYS")  # None: keep pictures forever
+    min_free_gb: float = Field(default=2.0, ge=0, alias="EASEL_MIN_FREE_GB")  # 0: no disk guard
+    stop_grace_s: float = Field(default=30.0, ge=0, alias="EASEL_STOP_GRACE_S")
 
     # Moderation (bot/community/moderation.py)
     blocked_words: Annotated[list[str], NoDecode] = Field(default_factory=list, alias="EASEL_BLOCKED_WORDS")
@@ -56,6 +62,12 @@ class Settings(BaseSettings):
     strike_penalty_s: float = Field(default=1800.0, ge=0, alias="EASEL_STRIKE_PENALTY_S")
     max_chat_terms: int = Field(default=1000, ge=0, alias="EASEL_MAX_CHAT_TERMS")
     styles_file: Path | None = Field(default=None, alias="EASEL_STYLES_FILE")
+
+    # Prompt enhancer (bot/core/enhancer.py): any OpenAI-compatible chat endpoint; off when no URL
+    enhancer_url: str | None = Field(default=None, alias="EASEL_ENHANCER_URL")
+    enhancer_model: str = Field(default="qwen2.5:3b", alias="EASEL_ENHANCER_MODEL")
+    enhancer_key: SecretStr | None = Field(default=None, alias="EASEL_ENHANCER_KEY")
+    enhancer_timeout_s: float = Field(default=6.0, gt=0, alias="EASEL_ENHANCER_TIMEOUT_S")
 
     @field_validator("admins", "allowed_chats", "discord_guild_ids", "blocked_words", "sensitive_words", mode="before")
     @classmethod

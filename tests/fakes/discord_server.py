@@ -81,6 +81,16 @@ class Recorded:
         return f"{self.method} {self.path} -> {self.status}"
 
 
+@dataclass(frozen=True)
+class UserFile:
+    """A file a user attaches to a slash command option (plain bytes work too): `reported_size` is
+    the size Discord reports for it, when a test claims more than it sends."""
+
+    data: bytes
+    filename: str | None = None
+    reported_size: int | None = None
+
+
 @dataclass
 class StoredAttachment:
     id: int
@@ -90,6 +100,7 @@ class StoredAttachment:
     width: int | None = None
     height: int | None = None
     description: str | None = None  # alt text, from the ``attachments`` entry of the upload
+    reported_size: int | None = None  # the ``size`` Discord reports, when a test claims more than it holds
 
     @property
     def is_spoiler(self) -> bool:
@@ -101,7 +112,7 @@ class StoredAttachment:
         payload: dict[str, Any] = {
             "id": str(self.id),
             "filename": self.filename,
-            "size": len(self.data),
+            "size": len(self.data) if self.reported_size is None else self.reported_size,
             "url": url,
             "proxy_url": url,
             "content_type": self.content_type,
@@ -208,7 +219,7 @@ def _image_size(data: bytes) -> tuple[int, int] | None:
     try:
         with Image.open(io.BytesIO(data)) as image:
             return image.size
-    except (UnidentifiedImageError, OSError):
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError):  # Discord reports no size then
         return None
 
 
@@ -220,7 +231,7 @@ def _infer_option_type(value: Any) -> int:
         return 4
     if isinstance(value, float):
         return 10
-    if isinstance(value, bytes):
+    if isinstance(value, bytes | UserFile):
         return 11
     return 3
 
@@ -275,6 +286,7 @@ class FakeDiscord:
         self._messages: dict[int, StoredMessage] = {}
         self._member_permissions: dict[int, int] = {}
         self._attachments: dict[int, StoredAttachment] = {}
+        self.downloads: list[int] = []  # ids of the attachments the bot fetched, in order
         self._channel_guilds: dict[int, int | None] = {}
         self._nsfw_channels: set[int] = set()
         self._interactions: dict[str, _InteractionState] = {}
@@ -520,6 +532,7 @@ class FakeDiscord:
         guild_id: int | None = None,
         reference_message_id: int | None = None,
         mentions_bot: bool = False,
+        files: list[UserFile] | None = None,
     ) -> StoredMessage:
         """A user posts a message. Like Discord, without the MESSAGE_CONTENT intent the bot gets empty
         content unless the message is a DM or mentions the bot (a reply that pings counts: pass mentions_bot).
@@ -529,6 +542,10 @@ class FakeDiscord:
         if mentions_bot and f"<@{self.application_id}>" not in content:
             content = f"<@{self.application_id}> {content}"
         message = self._new_message(channel_id, author=self._user_json(author_id), content=content)
+        for file in files or []:
+            attachment = self._store_attachment(file.filename or self._guess_filename(file.data), file.data)
+            attachment.reported_size = file.reported_size
+            message.attachments.append(attachment)
         if mentions_bot:
             message.mentions = [self.bot_user]
         if reference_message_id is not None:
@@ -716,7 +733,9 @@ class FakeDiscord:
             declared = _find_named(definitions, option_name)
             option_type = declared["type"] if declared else _infer_option_type(value)
             if option_type == 11:
-                attachment = self._store_attachment(self._guess_filename(value), value)
+                file = value if isinstance(value, UserFile) else UserFile(value)
+                attachment = self._store_attachment(file.filename or self._guess_filename(file.data), file.data)
+                attachment.reported_size = file.reported_size
                 resolved[str(attachment.id)] = attachment.to_json(self.base_url)
                 value = str(attachment.id)
             elif option_type in (6, 7, 8, 9):
@@ -731,7 +750,7 @@ class FakeDiscord:
         try:
             with Image.open(io.BytesIO(data)) as image:
                 return f"upload.{(image.format or 'bin').lower()}"
-        except (UnidentifiedImageError, OSError):
+        except (UnidentifiedImageError, OSError, Image.DecompressionBombError):
             return "upload.bin"
 
     # ------------------------------------------------------------------ storage helpers
@@ -1093,6 +1112,7 @@ class FakeDiscord:
         attachment = self._attachments.get(int(request.match_info["attachment_id"]))
         if attachment is None:
             raise web.HTTPNotFound()
+        self.downloads.append(attachment.id)
         return web.Response(body=attachment.data, headers={"Content-Type": attachment.content_type})
 
     # ------------------------------------------------------------------ gateway

@@ -333,6 +333,7 @@ class FakeTelegram:
         self._messages: dict[int, dict[int, ChatMessage]] = {}
         self._next_message_id: dict[int, int] = {}
         self._files: dict[str, _StoredFile] = {}
+        self.downloads: list[str] = []  # file paths the bot downloaded, in order
         self._photo_sets: dict[str, list[dict[str, Any]]] = {}
         self._next_media_group_id = 13_000_000_000_000_001
         self._callback_queries: dict[str, _CallbackQuery] = {}
@@ -491,6 +492,39 @@ class FakeTelegram:
         )
         return self.inject_raw_update({"message": self._message_json(message)})
 
+    def send_user_picture(
+        self,
+        chat_id: int,
+        user_id: int,
+        data: bytes,
+        caption: str | None = None,
+        *,
+        as_document: bool = False,
+        mime_type: str = "image/png",
+        reported_size: int | None = None,
+        chat_type: str = "private",
+        reply_to_message_id: int | None = None,
+    ) -> int:
+        """A user sends a photo (or, `as_document`, a file of type `mime_type`) with an optional
+        caption; returns the message's id.  The bytes are kept for getFile and the file download;
+        `reported_size` is the `file_size` Telegram reports (a test may claim more than it stores).
+        A photo must be a readable picture (Telegram's clients re-encode photos); a file need not."""
+        chat = self._chat(chat_id, chat_type)
+        user = self._remember_user(user_id, None, "Tester", "en", False)
+        size = {} if reported_size is None else {"file_size": reported_size}
+        if as_document:
+            info = {**self._store_file(data, "documents", ".bin"), "file_name": "picture", "mime_type": mime_type}
+            fields: dict[str, Any] = {"document": data, "document_info": {**info, **size}}
+        else:
+            scan = _scan_photo(data)
+            stored = {**self._store_file(data, "photos", scan.suffix), "width": scan.width, "height": scan.height}
+            fields = {"photo": data, "photo_sizes": [{**stored, **size}]}
+        message = self._add_message(
+            chat["id"], sender=user, from_bot=False, caption=caption, reply_to_message_id=reply_to_message_id, **fields
+        )
+        self.inject_raw_update({"message": self._message_json(message)})
+        return message.message_id
+
     def press_button(
         self, chat_id: int, user_id: int, message_id: int, data: str, *, language_code: str = "en", forged: bool = False
     ) -> str:
@@ -605,6 +639,7 @@ class FakeTelegram:
             return web.Response(status=401)
         for stored in self._files.values():
             if stored.file_path == request.match_info["path"]:
+                self.downloads.append(stored.file_path)
                 return web.Response(body=stored.data)
         return web.Response(status=404)
 

@@ -27,7 +27,7 @@ from bot.adapters.discord.fitting import fit_to_limit
 from bot.adapters.discord.origin import ORIGINAL, Origin
 from bot.adapters.discord.slash import build_commands
 from bot.adapters.discord.translator import CatalogueTranslator
-from bot.contract import Caller, ChatService, Delivery, Reply, Undeliverable
+from bot.contract import Caller, ChatService, Delivery, Reply, Undeliverable, Upload
 from bot.language.buttons import TEMPLATE
 from bot.language.messages import language_for, t
 from bot.language.text import clip
@@ -142,9 +142,15 @@ class DiscordAdapter:
 
     # -- events in ------------------------------------------------------------------------------
 
-    async def on_command(self, interaction: discord.Interaction, text: str) -> None:
-        """A slash command, already written as a command line."""
+    async def on_command(self, interaction: discord.Interaction, text: str, image: discord.Attachment = None) -> None:
+        """A slash command, already written as a command line; /draw's picture, if one is attached."""
         key = f"discord:interaction:{interaction.id}"
+        if image is not None:
+            upload = _upload_of(image)
+            await self._answer(
+                interaction, lambda caller, reply_to: self.service.draw_from_upload(caller, text, upload, reply_to, key)
+            )
+            return
         await self._answer(
             interaction, lambda caller, reply_to: self.service.handle_text(caller, text, reply_to, idempotency_key=key)
         )
@@ -161,24 +167,26 @@ class DiscordAdapter:
         )
 
     async def on_message(self, message: discord.Message) -> None:
-        """A reply to one of our pictures that mentions us: a variation with the new words."""
+        """A message that mentions us: with an image, /draw from it; in reply to one of our pictures,
+        a variation with the new words."""
         me = self.client.user
         if not self.settings.discord_message_content or me is None or message.author.bot:
             return
         reference = message.reference
-        if reference is None or reference.message_id is None or all(user.id != me.id for user in message.mentions):
+        image = next((a for a in message.attachments if (a.content_type or "").startswith("image/")), None)
+        replied = reference is not None and reference.message_id is not None
+        if (image is None and not replied) or all(user.id != me.id for user in message.mentions):
             return
         origin = Origin.from_message(message)
         caller = _caller(origin, message.author, message.channel)
         text = re.sub(rf"<@!?{me.id}>", " ", message.content).strip()
-        reply = await self.service.vary_from_picture(
-            caller,
-            text,
-            origin.channel_id,
-            str(reference.message_id),
-            origin.to_reply_to(),
-            idempotency_key=f"discord:message:{message.id}",
-        )
+        key = f"discord:message:{message.id}"
+        if image is not None:
+            reply = await self.service.draw_from_upload(caller, text, _upload_of(image), origin.to_reply_to(), key)
+        else:
+            reply = await self.service.vary_from_picture(
+                caller, text, origin.channel_id, str(reference.message_id), origin.to_reply_to(), idempotency_key=key
+            )
         if reply is None:
             return
         answer = await message.reply(
@@ -369,6 +377,11 @@ class DiscordAdapter:
     def _channel(self, origin: Origin) -> discord.PartialMessageable:
         guild_id = int(origin.guild_id) if origin.guild_id else None
         return self.client.get_partial_messageable(int(origin.channel_id), guild_id=guild_id)
+
+
+def _upload_of(attachment: discord.Attachment) -> Upload:
+    """An attachment as the service takes it: the size Discord reports, fetched from its URL on demand."""
+    return Upload(attachment.size, attachment.read)
 
 
 def _intents(settings: Settings) -> discord.Intents:

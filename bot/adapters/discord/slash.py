@@ -11,11 +11,11 @@ from collections.abc import Awaitable, Callable
 import discord
 from discord import app_commands
 
-from bot.language.commands import SETTINGS
-from engine.request import MAX_SEED, ModelProfile
+from bot.language.commands import SETTINGS, STRENGTH_RANGE
+from engine.request import MAX_CHAOS, MAX_SEED, ModelProfile
 
-# Runs a command line for an interaction (DiscordAdapter.on_command).
-Runner = Callable[[discord.Interaction, str], Awaitable[None]]
+# Runs a command line for an interaction (DiscordAdapter.on_command), with /draw's picture if any.
+Runner = Callable[..., Awaitable[None]]
 
 MAX_CHOICES = 25  # Discord's limit per option
 _MENTION = re.compile(r"<@!?([0-9]+)>")
@@ -32,6 +32,9 @@ def draw_text(
     raw: bool = False,
     count: int | None = None,
     style: str | None = None,
+    chaos: int | None = None,
+    draft: bool = False,
+    strength: float | None = None,
 ) -> str:
     """`/draw <prompt> --ar .. --n .. --style .. --seed .. --steps .. --cfg .. --raw --no ..`; `--no`
     last, as it takes every word after it.  Flags typed inside the prompt still count (the parser
@@ -49,6 +52,12 @@ def draw_text(
         parts += ["--steps", str(steps)]
     if cfg is not None:
         parts += ["--cfg", repr(float(cfg))]  # every digit: `:g` would turn 1.640625 into 1.64062
+    if chaos is not None:
+        parts += ["--chaos", str(chaos)]
+    if strength is not None:
+        parts += ["--strength", repr(float(strength))]
+    if draft:
+        parts.append("--draft")
     if raw:
         parts.append("--raw")
     if negative:
@@ -87,6 +96,10 @@ def build_commands(profile: ModelProfile, run: Runner, styles: list[str] | None 
         raw="Use your words exactly, without touch-ups",
         count="How many pictures (each costs work units from your quota)",
         style="A style preset (see /styles)",
+        chaos="0-100: more variety between seeds (0 = none)",
+        draft="A quick half-size draft for a quarter of the cost; Enhance it after",
+        image="Start from your own picture",
+        strength="With a picture: how far to move away from it (0.1-0.95)",
     )
     @app_commands.choices(aspect_ratio=ratios, **({"style": style_choices} if style_choices else {}))
     async def draw(
@@ -100,6 +113,10 @@ def build_commands(profile: ModelProfile, run: Runner, styles: list[str] | None 
         cfg: app_commands.Range[float, profile.min_cfg, profile.max_cfg] = None,
         negative: str = None,
         raw: bool = False,
+        chaos: app_commands.Range[int, 0, MAX_CHAOS] = None,
+        draft: bool = False,
+        image: discord.Attachment = None,
+        strength: app_commands.Range[float, STRENGTH_RANGE[0], STRENGTH_RANGE[1]] = None,
     ) -> None:
         """Draw a picture from your words."""
         text = draw_text(
@@ -112,8 +129,11 @@ def build_commands(profile: ModelProfile, run: Runner, styles: list[str] | None 
             raw=raw,
             count=count,
             style=style,
+            chaos=chaos,
+            draft=draft,
+            strength=strength,
         )
-        await run(interaction, text)
+        await run(interaction, text, image)
 
     @app_commands.command()
     async def styles(interaction: discord.Interaction) -> None:

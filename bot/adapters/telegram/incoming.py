@@ -19,7 +19,7 @@ from telegram.ext import Application, CallbackQueryHandler, ContextTypes, Messag
 
 from bot.adapters.telegram.outbox import Outbox
 from bot.adapters.telegram.texts import unexpected_error
-from bot.contract import Caller, ChatService
+from bot.contract import Caller, ChatService, Upload
 from bot.language.buttons import parse_button_id
 from bot.language.messages import language_for, t
 
@@ -36,6 +36,8 @@ class Incoming:
     def register(self, application: Application) -> None:
         """All the wiring, in one place."""
         application.add_handler(MessageHandler(filters.UpdateType.MESSAGE & filters.TEXT, self.on_message))
+        pictures = (filters.PHOTO | filters.Document.IMAGE) & filters.CAPTION
+        application.add_handler(MessageHandler(filters.UpdateType.MESSAGE & pictures, self.on_picture))
         application.add_handler(CallbackQueryHandler(self.on_button))
         application.add_error_handler(self.on_error)
 
@@ -64,6 +66,12 @@ class Incoming:
             reply = await self.service.vary_from_picture(
                 caller, text, str(chat.id), picture, reply_to, key, bot_username=context.bot.username
             )
+        upload = None if _replies_to(message, context.bot.id) else _upload_of(message.reply_to_message, context.bot)
+        if reply is None and upload is not None and (private or _addresses(message, context.bot.username)):
+            text = _without_mention(message.text, context.bot.username)
+            reply = await self.service.draw_from_upload(
+                caller, text, upload, reply_to, key, bot_username=context.bot.username
+            )
         if reply is None and (private or _is_command(message)):
             reply = await self.service.handle_text(
                 caller,
@@ -73,6 +81,28 @@ class Incoming:
                 bot_username=context.bot.username,
                 shared_chat=chat.type != ChatType.PRIVATE,
             )
+        if reply is not None:
+            await self.outbox.answer(chat.id, message.message_id, reply)
+
+    async def on_picture(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """A photo or image file whose caption is /draw words (any caption in a private chat; in a
+        group it must address the bot): drawn from that picture."""
+        message = update.message
+        sender, chat, caption = message.from_user, message.chat, message.caption or ""
+        if sender is None or sender.is_bot:
+            return
+        mention = _mention(context.bot.username)
+        addressed = caption.lstrip().startswith(("/", "\uff0f")) or bool(mention and mention.search(caption))
+        if chat.type != ChatType.PRIVATE and not addressed:
+            return
+        reply = await self.service.draw_from_upload(
+            caller_for(sender, chat),
+            _without_mention(caption, context.bot.username),
+            _upload_of(message, context.bot),
+            {"chat_id": chat.id, "reply_to_message_id": message.message_id},
+            f"telegram:{chat.id}:{message.message_id}",
+            bot_username=context.bot.username,
+        )
         if reply is not None:
             await self.outbox.answer(chat.id, message.message_id, reply)
 
@@ -169,6 +199,25 @@ def _replied_sender(message: Message) -> str | None:
     if replied.forum_topic_created is not None or topic_root:
         return None
     return str(replied.from_user.id)
+
+
+def _upload_of(message: Message | None, bot) -> Upload | None:
+    """The picture a message carries (its largest photo size, or an image sent as a file), fetched
+    only when the service asks for it, after checking the size Telegram reports."""
+    if message is None:
+        return None
+    if message.photo:
+        item = message.photo[-1]
+    elif message.document is not None and (message.document.mime_type or "").startswith("image/"):
+        item = message.document
+    else:
+        return None
+
+    async def fetch() -> bytes:
+        file = await bot.get_file(item.file_id)
+        return bytes(await file.download_as_bytearray())
+
+    return Upload(item.file_size, fetch)
 
 
 def _replies_to(message: Message, bot_id: int) -> bool:

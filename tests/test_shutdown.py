@@ -1,0 +1,108 @@
+"""SIGTERM (what `docker stop` sends) drains for real: a console process stops taking jobs, finishes
+or hands back the running one within EASEL_STOP_GRACE_S, exits 0, and after the restart every job
+is delivered exactly once."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+PROGRESS = r"\[#+\.*\]"  # a progress bar: the job is running
+
+
+def console(tmp_path: Path, model: str, grace_s: float) -> subprocess.Popen:
+    env = {
+        **os.environ,
+        "EASEL_MODEL": model,
+        "EASEL_DATA_DIR": str(tmp_path / "data"),
+        "EASEL_DEVICE": "cpu",
+        "EASEL_STOP_GRACE_S": str(grace_s),
+        "PYTHONUNBUFFERED": "1",
+        "EASEL_LOG_LEVEL": "WARNING",
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", "bot.cli.main", "console"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+        cwd=Path(__file__).resolve().parents[1],
+    )
+
+
+def read_until(process: subprocess.Popen, pattern: str, timeout: float = 60.0) -> str:
+    lines = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+        if re.search(pattern, line):
+            return "".join(lines)
+    raise AssertionError(f"never saw {pattern!r}; output was:\n{''.join(lines)}")
+
+
+def terminated_mid_job(tmp_path: Path, model: str, grace_s: float) -> tuple[str, float]:
+    """Two jobs accepted, SIGTERM while the first runs; the output and how long the exit took."""
+    first = console(tmp_path, model, grace_s)
+    first.stdin.write("/draw a slow picture --size 256x256 --steps 16 --seed 1\n")
+    first.stdin.write("/draw another slow picture --size 256x256 --steps 16 --seed 2\n")
+    first.stdin.close()  # the console now waits for its jobs; SIGTERM comes while it does
+    first.stdin = None  # (so communicate() leaves it alone)
+    before = read_until(first, PROGRESS)
+    sent = time.monotonic()
+    first.send_signal(signal.SIGTERM)
+    rest, _ = first.communicate(timeout=grace_s + 30)
+    assert first.returncode == 0, before + rest
+    return before + rest, time.monotonic() - sent
+
+
+def delivered(output: str) -> list[int]:
+    return sorted(int(n) for n in re.findall(r"job-(\d+)-[0-9a-f]+\.png", output))
+
+
+@pytest.mark.parametrize("grace_s", [0.0, 60.0], ids=["hands-back", "finishes"])
+def test_sigterm_mid_job_exits_0_and_every_job_is_delivered_once_after_the_restart(tmp_path, tiny_model_dir, grace_s):
+    before, took = terminated_mid_job(tmp_path, tiny_model_dir, grace_s)
+    database = sqlite3.connect(tmp_path / "data" / "easel.db")
+    states = dict(database.execute("SELECT id, status FROM jobs").fetchall())
+    if grace_s == 0:
+        assert took < 20  # handed back at once, not after the picture
+        assert states == {1: "queued", 2: "queued"} and delivered(before) == []
+    else:
+        assert states == {1: "done", 2: "queued"}  # the running one finished; the waiting one was not started
+        assert delivered(before) == [1]
+
+    second = console(tmp_path, tiny_model_dir, grace_s)
+    after, _ = second.communicate(input="", timeout=120)  # end of input: finish what was accepted, exit
+    assert second.returncode == 0, after
+    assert delivered(before + after) == [1, 2]  # each exactly once, across the stop
+    rows = database.execute("SELECT status, delivered_at IS NOT NULL FROM jobs ORDER BY id").fetchall()
+    assert rows == [("done", 1), ("done", 1)]
+
+
+def test_sigterm_does_not_wait_for_a_line_of_input(tmp_path, tiny_model_dir):
+    """An interactive console (input still open, nobody typing) stops on SIGTERM all the same."""
+    process = console(tmp_path, tiny_model_dir, grace_s=0.0)
+    process.stdin.write("/draw a slow picture --size 256x256 --steps 16 --seed 1\n")
+    process.stdin.flush()  # and left open
+    read_until(process, PROGRESS)
+    sent = time.monotonic()
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=30) == 0
+    assert time.monotonic() - sent < 20
+    process.stdin.close()
+    database = sqlite3.connect(tmp_path / "data" / "easel.db")
+    assert database.execute("SELECT status FROM jobs").fetchall() == [("queued",)]  # handed back
