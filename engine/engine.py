@@ -30,6 +30,7 @@ from engine.errors import Cancelled, InvalidRequest, ModelNotFound, NeedsGPU
 from engine.fallback import Failure, Fallback
 from engine.guards import NonFiniteOutput, Progress, StepWatch, check_decoded, is_out_of_memory
 from engine.learned import LearnedRungs
+from engine.loras import LoraRegistry, LoraSwitch, resolve, scan
 from engine.outpaint import canvas_and_mask, keep_original
 from engine.placement import DTYPES, HALF_PLACED, apply_placement
 from engine.planner import (
@@ -44,6 +45,8 @@ from engine.request import MAX_SEED, RANDOM_SEED, DrawRequest, Kind, ModelProfil
 from engine.result import Result
 
 log = logging.getLogger(__name__)
+
+OFFLOADS = (Placement.MODEL_OFFLOAD, Placement.GROUP_OFFLOAD, Placement.SEQUENTIAL_OFFLOAD)
 
 OnStep = Callable[[int, int], None]
 ShouldStop = Callable[[], bool]
@@ -76,6 +79,21 @@ class Engine:
         self._embeddings = EmbeddingCache()
         # False draws every batch one picture per call, whatever the plan (bench/batch.py compares).
         self.one_call_batches = True
+        self._loras: LoraSwitch | None = None
+
+    def install_loras(self, directory: str, max_mb: float, max_loaded: int = 4) -> LoraRegistry:
+        """Read the LoRA folder (engine/loras.py), keeping the files made for this transformer; call
+        again to pick up changes.  Adapters already loaded stay loaded while their file is unchanged."""
+        registry = scan(directory, max_mb, self._pipeline.transformer)
+        if self._loras is None:
+            self._loras = LoraSwitch(self._pipeline, registry, max_loaded)
+        self._loras.registry = registry
+        return registry
+
+    @property
+    def loras(self) -> LoraRegistry | None:
+        """The installed LoRAs, or None before `install_loras`."""
+        return self._loras.registry if self._loras else None
 
     @classmethod
     def load(cls, model: str, device: str = "auto", allow_cpu: bool | None = None) -> Engine:
@@ -122,6 +140,7 @@ class Engine:
         started = time.perf_counter()
         # 1. Check inputs
         request = validate(request, self.profile)
+        request = dataclasses.replace(request, loras=resolve(request.loras, self.loras))
         seed = random.randint(0, MAX_SEED) if request.seed == RANDOM_SEED else request.seed
         if should_stop and should_stop():
             raise Cancelled()
@@ -186,6 +205,7 @@ class Engine:
         one pipeline call when `batched`, else one call each."""
         request, timings = batch.request, batch.timings
         mark = time.perf_counter()
+        self._switch_loras(request.loras)
         self._apply(plan)
         pipe = self._pipe_for(request.kind)
         prompt, negative = enhance_prompts(request, self.profile)
@@ -304,6 +324,16 @@ class Engine:
         if resize and image.size != (request.width, request.height):
             image = image.resize((request.width, request.height), Image.Resampling.LANCZOS)
         return image
+
+    def _switch_loras(self, loras: tuple) -> None:
+        """The job's LoRAs active on the transformer all three pipelines share (engine/loras.py).  A
+        file is loaded with no offload hook attached: diffusers would re-install model offload by
+        itself, on its default device; the placement applied next puts the new layers in place too."""
+        if self._loras is None:
+            return
+        if self._loras.needs_loading(loras) and self._applied is not None and self._applied.placement in OFFLOADS:
+            self._apply(dataclasses.replace(self._applied, placement=Placement.CPU))
+        self._loras.use(loras)
 
     def _apply(self, plan: Plan) -> None:
         if self._applied != plan:

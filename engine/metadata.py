@@ -7,12 +7,15 @@ from pathlib import Path
 
 from PIL import Image, PngImagePlugin
 
+from engine.loras import tags
 from engine.request import DrawRequest
 
 
 def parameters_text(request: DrawRequest, seed: int, model: str) -> str:
     """A1111 format: prompt line, optional negative line, then comma-separated settings."""
     lines = [request.expanded or request.prompt]  # what the model drew from
+    if request.loras:  # A1111 writes the LoRAs into the prompt line: `<lora:name:0.8>`
+        lines[0] = f"{lines[0]} {tags(request.loras)}"
     if request.negative_prompt:
         lines.append(f"Negative prompt: {request.negative_prompt}")
     settings = [

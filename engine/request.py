@@ -10,6 +10,8 @@ from enum import StrEnum
 from pathlib import Path
 
 from engine.errors import InvalidRequest
+from engine.loras import MAX_LORAS, MAX_WEIGHT, MIN_WEIGHT
+from engine.loras import NAME as LORA_NAME
 from engine.model_files import read_model
 
 
@@ -177,6 +179,9 @@ class DrawRequest:
     chaos: int = 0  # 0-100: seeded noise on the prompt embeddings (engine/chaos.py); 0 draws as before
     draft: bool = False  # half the side in fewer steps (sized by the parser), a quarter of the cost
     expanded: str = ""  # the prompt enhancer's rewrite of `prompt`, drawn instead of it (not with --raw)
+    # --lora name[:weight]: installed LoRAs (engine/loras.py) and their weights, at most 3; a weight
+    # of None takes the LoRA's default (`resolve` in engine/loras.py)
+    loras: tuple[tuple[str, float | None], ...] = ()
 
     def to_dict(self) -> dict:
         data = self.__dict__.copy()
@@ -189,6 +194,7 @@ class DrawRequest:
         known["kind"] = Kind(known.get("kind", Kind.TXT2IMG))
         if known.get("region") is not None:
             known["region"] = tuple(known["region"])
+        known["loras"] = tuple((str(name), weight) for name, weight in known.get("loras") or ())
         return cls(**known)
 
 
@@ -264,6 +270,7 @@ def validate(request: DrawRequest, profile: ModelProfile) -> DrawRequest:
     if not isinstance(chaos, int) or isinstance(chaos, bool) or not 0 <= chaos <= MAX_CHAOS:
         raise InvalidRequest("error.chaos_range", value=chaos, max=MAX_CHAOS)
 
+    _check_loras(request.loras)
     strength = _check_strength(request, profile)
     region = _check_region(request, width, height)
     expanded = clean_text(request.expanded) if request.enhance else ""
@@ -282,6 +289,21 @@ def validate(request: DrawRequest, profile: ModelProfile) -> DrawRequest:
         seed=seed,
         strength=strength,
     )
+
+
+def _check_loras(loras: tuple) -> None:
+    """At most MAX_LORAS LoRAs, each named once, with weights MIN_WEIGHT..MAX_WEIGHT (or None)."""
+    if len(loras) > MAX_LORAS:
+        raise InvalidRequest("error.lora_count", count=len(loras), max=MAX_LORAS)
+    names = [name for name, _ in loras]
+    if len(set(names)) != len(names):
+        raise InvalidRequest("error.lora_twice", name=next(n for n in names if names.count(n) > 1))
+    for name, weight in loras:
+        if not isinstance(name, str) or not LORA_NAME.fullmatch(name):
+            raise InvalidRequest("error.lora_format", value=str(name)[:48])
+        number = isinstance(weight, int | float) and not isinstance(weight, bool)
+        if weight is not None and not (number and math.isfinite(weight) and MIN_WEIGHT <= weight <= MAX_WEIGHT):
+            raise InvalidRequest("error.lora_weight", name=name, value=weight, min=MIN_WEIGHT, max=MAX_WEIGHT)
 
 
 _DEFAULT_STRENGTH = {Kind.UPSCALE: "upscale_strength", Kind.OUTPAINT: "outpaint_strength"}

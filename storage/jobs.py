@@ -120,13 +120,25 @@ def job_from_row(row: sqlite3.Row) -> Job:
 
 @dataclass(frozen=True)
 class Expirable:
-    """A done job whose pictures retention may remove."""
+    """A done job whose pictures retention may remove (or an ended one whose uploaded source it may)."""
 
     id: int
     finished_at: str
     image_paths: list[str]
     source_image: str | None = None  # the picture it was drawn from (a user's upload, a parent's picture)
 
+
+# A done job retention must not touch yet (a condition on the outer `jobs` row): its answer is still to
+# be (re)delivered, unless delivery was given up, or a queued or running job is drawn from one of its
+# pictures.  A source is kept absolute (images.resolve) and a picture path relative to the images
+# folder, so a source names a picture when it ends in "/" + its path.
+_STILL_NEEDED_NOT = (
+    "(delivered_at IS NOT NULL OR delivery_error IS NOT NULL)"
+    " AND NOT EXISTS (SELECT 1 FROM json_each(jobs.image_paths) AS picture,"
+    "  jobs AS waiting INDEXED BY jobs_unfinished WHERE waiting.status IN ('queued', 'running')"
+    "  AND (json_extract(waiting.request, '$.source_image') = picture.value"
+    "   OR substr(json_extract(waiting.request, '$.source_image'), -length(picture.value) - 1) = '/' || picture.value))"
+)
 
 _PENDING_SQL = "SELECT * FROM jobs WHERE user_id = ? AND status IN ('queued', 'running') ORDER BY id"
 
@@ -298,25 +310,41 @@ class Jobs:
 
     async def expirable(self, before: str, limit: int, after: tuple[str, int] = ("", 0)) -> list[Expirable]:
         """Done jobs finished before `before` (UTC ISO) whose pictures are still kept, oldest first,
-        at most `limit`, starting past `after` (finished_at, id): what a retention sweep removes next."""
+        at most `limit`, starting past `after` (finished_at, id): what a retention sweep removes next.
+        Left out: a job whose answer is still to be (re)delivered (unless delivery was given up) and
+        one whose picture a queued or running job is drawn from (Upscale, Vary, Zoom, Enhance)."""
         rows = await self._db.fetch_all(
             "SELECT id, finished_at, image_paths, json_extract(request, '$.source_image') AS source"
             " FROM jobs INDEXED BY jobs_pictures_kept WHERE status = 'done' AND expired_at IS NULL"
-            " AND deleted = 0 AND finished_at < ? AND (finished_at, id) > (?, ?) ORDER BY finished_at, id LIMIT ?",
+            f" AND deleted = 0 AND finished_at < ? AND (finished_at, id) > (?, ?) AND {_STILL_NEEDED_NOT}"
+            " ORDER BY finished_at, id LIMIT ?",
             (before, after[0], after[1], limit),
         )
         return [
             Expirable(int(row["id"]), row["finished_at"], json.loads(row["image_paths"]), row["source"]) for row in rows
         ]
 
+    async def ended_with_source(self, before: str, limit: int, after: tuple[str, int] = ("", 0)) -> list[Expirable]:
+        """Failed and cancelled jobs drawn from a picture, finished before `before`, oldest first, at most
+        `limit`, past `after` (finished_at, id): whose uploaded source a retention sweep may release.
+        They have no pictures of their own and are never marked expired, so each sweep reads them again."""
+        rows = await self._db.fetch_all(
+            "SELECT id, finished_at, json_extract(request, '$.source_image') AS source FROM jobs"
+            " WHERE status IN ('failed', 'cancelled') AND finished_at < ? AND (finished_at, id) > (?, ?)"
+            " AND source IS NOT NULL ORDER BY finished_at, id LIMIT ?",
+            (before, after[0], after[1], limit),
+        )
+        return [Expirable(int(row["id"]), row["finished_at"], [], row["source"]) for row in rows]
+
     async def sources_in_use(self, sources: list[str], before: str | None = None) -> set[str]:
         """Which of these source pictures a job still needs: one queued, running or done, neither
-        deleted nor expired (with `before`, a done job finished before it counts as expired: the
-        sweep running now removes its pictures).  Rerolls of an upload share its file."""
+        deleted nor expired (with `before`, a done job the sweep running now expires counts as
+        expired: finished before it, delivered or given up, no picture of it still needed).  Rerolls
+        of an upload share its file."""
         if not sources:
             return set()
         marks = ", ".join("?" * len(sources))
-        swept = " AND NOT (status = 'done' AND finished_at < ?)" if before is not None else ""
+        swept = f" AND NOT (status = 'done' AND finished_at < ? AND {_STILL_NEEDED_NOT})" if before is not None else ""
         rows = await self._db.fetch_all(
             "SELECT DISTINCT json_extract(request, '$.source_image') AS source FROM jobs"
             f" WHERE source IN ({marks}) AND deleted = 0 AND expired_at IS NULL"

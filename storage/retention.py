@@ -7,7 +7,9 @@ mark second: a crash between the two leaves rows that the next sweep picks up ag
 are gone already, which costs nothing), never files that no row points to.
 
 A user's uploaded picture (storage/uploads.py) is the source of its job and of that job's rerolls,
-which share the file: it goes with the last of them that is swept or deleted (`sources_in_use`).
+which share the file: it goes with the last of them that is swept or deleted (`sources_in_use`), and
+with a failed or cancelled job finished before the cutoff once no job needs it.  A done job still
+to be delivered, or whose picture a queued or running job is drawn from, is not swept yet.
 `remove_orphans` (`easel prune --orphans`) removes picture files that no job row names at all.
 """
 
@@ -82,7 +84,35 @@ async def sweep(
             await jobs.mark_expired([job.id for job in found])
         report.jobs += len(found)
         await asyncio.sleep(pause_s)
+    await _release_ended_uploads(jobs, images, before, report, seen, dry_run, batch, pause_s)
     return report
+
+
+async def _release_ended_uploads(
+    jobs: Jobs,
+    images: ImageStore,
+    before: str,
+    report: SweepReport,
+    seen: set[str],
+    dry_run: bool,
+    batch: int,
+    pause_s: float,
+) -> None:
+    """The uploads of failed and cancelled jobs finished before `before`, once no job needs them:
+    such a job has no pictures to expire, so without this its upload would stay for ever."""
+    after = ("", 0)  # these rows are never marked: step past each batch
+    while found := await jobs.ended_with_source(before, batch, after):
+        uploads = await _unneeded_uploads(jobs, images, found, before, seen)
+        if dry_run:
+            sizes = await asyncio.to_thread(_each_size, images, uploads)
+            files, freed = sum(size > 0 for size in sizes), sum(sizes)
+        else:
+            files, freed = await asyncio.to_thread(_remove_paths, images, uploads)
+        report.files += files
+        report.uploads += files
+        report.freed_bytes += freed
+        after = (found[-1].finished_at, found[-1].id)
+        await asyncio.sleep(pause_s)
 
 
 async def _unneeded_uploads(

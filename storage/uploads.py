@@ -1,7 +1,8 @@
 """Pictures people bring: read safely, normalised, stored without their metadata.
 
-`read_picture` refuses what must not be opened (a header claiming more pixels than allowed is
-refused before any pixel is decoded), what is not a picture, and what is cut short; it takes the
+`read_picture` refuses what must not be opened (only PNG, JPEG, WebP and GIF decoders are tried; a
+header claiming more pixels than allowed is refused before any pixel is decoded), what is not a
+picture, what is cut short, and what cannot be made RGB (any decode error is BadUpload); it takes the
 first frame of an animation, applies EXIF orientation, and turns CMYK, palette, grey and alpha
 pictures into plain RGB (alpha over white).  `store_upload` writes a fresh PNG (no EXIF, no text
 chunks) under root/uploads/YYYY/MM/DD/.  Synchronous: call through `asyncio.to_thread`."""
@@ -17,11 +18,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps
 
 MAX_PIXELS = 40_000_000  # a header claiming more is refused before decoding (Pillow warns at 89M)
 MAX_STORED_SIDE = 2048  # larger pictures are stored scaled down: the engine never draws from more
 UPLOADS = "uploads"  # the folder under the images root
+# The only decoders a stranger's file reaches: no TIFF IFD walks, no EPS through Ghostscript, no PSD...
+FORMATS = ("PNG", "JPEG", "WEBP", "GIF")
 
 
 class BadUpload(Exception):
@@ -45,18 +48,21 @@ def read_picture(data: bytes, max_pixels: int = MAX_PIXELS) -> Picture:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))  # reads the header only
+            image = Image.open(io.BytesIO(data), formats=FORMATS)  # reads the header only
         if image.width * image.height > max_pixels:
             raise BadUpload("error.upload_too_many_pixels", **limit)
         animated = getattr(image, "n_frames", 1) > 1
         image.seek(0)
         image.load()  # a truncated file fails here (Pillow does not load truncated images by default)
         image = ImageOps.exif_transpose(image)
+        plain = _plain_rgb(image)  # an odd mode (LAB, HSV, I;16...) Pillow cannot convert fails here
+    except BadUpload:
+        raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise BadUpload("error.upload_too_many_pixels", **limit) from exc
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as exc:
+    except Exception as exc:  # not a picture, cut short, bad EXIF (struct.error), an unconvertible mode...
         raise BadUpload("error.upload_not_image") from exc
-    return Picture(_plain_rgb(image), animated)
+    return Picture(plain, animated)
 
 
 def _plain_rgb(image: Image.Image) -> Image.Image:

@@ -128,6 +128,25 @@ def test_the_cli_backs_up_refuses_to_overwrite_and_checks_what_it_restores(tmp_p
     assert rows(tmp_path / "data" / "easel.db", "users")  # the database in place was not touched
 
 
+def test_restore_replaces_a_corrupt_live_database_and_keeps_it_aside_as_it_was(tmp_path):
+    """Restoring is what a corrupt database needs: the old one is moved aside as it is, with its -wal."""
+    live, dest = settings_for(tmp_path / "live"), tmp_path / "backup"
+    asyncio.run(_one_user(live))
+    maintenance.backup(live, dest, None)
+    garbage = b"\xff" * 8192
+    live.database_path.write_bytes(live.database_path.read_bytes()[:4096] + garbage)  # every page but the first
+    wal = live.database_path.with_name("easel.db-wal")
+    wal.write_bytes(b"an old write-ahead log")
+
+    maintenance.restore(live, dest)
+
+    assert rows(live.database_path, "users")  # the backup, in place
+    assert not wal.exists()  # the old log would corrupt the restored file
+    [aside] = list(live.data_dir.glob("easel.db.before-restore-*[0-9]"))
+    assert aside.read_bytes().endswith(garbage)  # kept byte for byte, not checked
+    assert aside.with_name(aside.name + "-wal").read_bytes() == b"an old write-ahead log"
+
+
 async def _one_user(settings: Settings) -> None:
     db = await Database.open(settings.database_path)
     await db.users.get_or_create("telegram", "1", "alice")

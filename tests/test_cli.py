@@ -87,18 +87,23 @@ def test_doctor_is_happy_with_a_local_model(tmp_path, tiny_model_dir, monkeypatc
     assert report["model"]["status"] == "local" and report["model"]["hint"] == ""  # found: nothing to fix
 
 
-def test_doctor_names_unreadable_word_lists_and_broken_style_presets(tmp_path, tiny_model_dir, monkeypatch, capsys):
+def test_doctor_names_unreadable_word_lists_broken_style_presets_and_lora_files(
+    tmp_path, tiny_model_dir, monkeypatch, capsys
+):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "styles.toml").write_text('[neon]\nprompt = "{prompt}, neon"\n[Bad]\nprompt = "x"\n')
     monkeypatch.setenv("EASEL_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("EASEL_MODEL", tiny_model_dir)
     monkeypatch.setenv("EASEL_BLOCKED_WORDS_FILE", str(tmp_path / "missing.txt"))
     monkeypatch.setenv("EASEL_STYLES_FILE", str(tmp_path / "styles.toml"))
+    (tmp_path / "data" / "loras").mkdir(parents=True)
+    (tmp_path / "data" / "loras" / "broken.safetensors").write_bytes(b"not a LoRA")
     assert main(["doctor", "--json"]) == 1
     problems = json.loads(capsys.readouterr().out)["problems"]
     assert any("EASEL_BLOCKED_WORDS_FILE" in problem and "missing.txt" in problem for problem in problems)
     assert any(problem.startswith("style preset skipped: name 'Bad'") for problem in problems)
-    assert len(problems) == 2
+    assert any(problem.startswith("LoRA skipped: broken.safetensors: not a readable") for problem in problems)
+    assert len(problems) == 3
 
 
 def test_the_shipped_env_example_loads_as_a_dotenv(tmp_path):

@@ -12,6 +12,7 @@ from bot.language.commands import (
     Draw,
     Help,
     History,
+    Loras,
     QueueCmd,
     Quota,
     SetQuota,
@@ -343,3 +344,29 @@ def test_strength_is_read_for_a_picture_of_ones_own_and_its_range_is_kept():
         example = info.value.params["example"]
         assert (f"--strength {repaired}" in example) if repaired else "--strength" not in example
         assert isinstance(parse(example, Z_IMAGE_TURBO), Draw)
+
+
+def test_lora_is_repeatable_with_optional_weights():
+    request = draw("/draw a fox --lora Ink:0.8 --lora neon-glow —lora=clay:-1.5")
+    assert request.loras == (("ink", 0.8), ("neon-glow", None), ("clay", -1.5))
+    assert isinstance(parse("/loras", PROFILE, BOT), Loras)
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "fixed"),
+    [
+        ("/draw a fox --lora ink:3", "error.lora_weight", "/draw a fox --lora ink:2"),
+        ("/draw a fox --lora ink:heavy", "error.lora_weight", "/draw a fox --lora ink"),
+        (
+            "/draw a fox --lora a --lora b --lora c --lora d",
+            "error.lora_count",
+            "/draw a fox --lora a --lora b --lora c",
+        ),
+        ("/draw a fox --lora in$k", "error.lora_format", "/draw a fox --lora ink"),
+        ("/draw a fox --lora ink --lora ink:0.5", "error.lora_twice", "/draw a fox --lora ink"),
+        ("/draw a fox --lora", "error.missing_value", "/draw a fox"),
+    ],
+)
+def test_lora_mistakes_come_with_a_repaired_example(text, key, fixed):
+    error = refusal(text)
+    assert error.key == key and error.params["example"] == fixed

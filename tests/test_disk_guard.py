@@ -5,6 +5,7 @@ half-written."""
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import logging
 import sqlite3
@@ -101,6 +102,27 @@ async def test_a_full_database_leaves_no_picture_and_no_half_written_row(make_ap
     assert job.seed is None  # the failed transaction left nothing behind
     assert await used(app) == 0
     assert list(app.service.images.root.rglob("*.png")) == []
+
+
+async def test_a_cancel_while_recording_done_never_removes_the_pictures_of_a_done_row(make_app):
+    """A cancel (a stop) that lands while aiosqlite commits `done`: the row may be done already, so its
+    pictures stay on disk for the redelivery."""
+    app, _ = await started(make_app)
+    real_mark_done = app.db.jobs.mark_done
+    cancelled = asyncio.Event()
+
+    async def committed_then_cancelled(job_id, **fields):
+        await real_mark_done(job_id, **fields)
+        cancelled.set()
+        raise asyncio.CancelledError  # as a cancel arriving just after the commit
+
+    app.db.jobs.mark_done = committed_then_cancelled
+    reply = await app.service.handle_text(alice(), "/draw a fox --size 64x64 --steps 1", {"chat_id": "1"})
+    await asyncio.wait_for(cancelled.wait(), 30)
+    await asyncio.sleep(0.2)  # what the dispatcher does with the cancel
+    job = await app.db.jobs.get(reply.job_id)
+    assert job.status is JobStatus.DONE and job.image_paths
+    assert all(app.service.images.resolve(path).exists() for path in job.image_paths)
 
 
 def test_the_guard_reads_the_disk_at_most_every_few_seconds_and_zero_turns_it_off(tmp_path):

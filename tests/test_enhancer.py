@@ -130,3 +130,15 @@ def test_answers_are_cleaned_and_bad_ones_refused():
             cleaned(bad)
     assert PromptEnhancer("http://x/v1/", "m").url == "http://x/v1/chat/completions"
     assert PromptEnhancer("http://x/v1/chat/completions", "m").url == "http://x/v1/chat/completions"
+
+
+async def test_no_expansion_is_asked_for_a_job_over_quota_or_at_max_pending(make_app, server):
+    # Not started: an accepted job stays queued.  Each refusal comes before the language model's call.
+    app = await make_app(**enhancer_settings(server, EASEL_MAX_PENDING=1, EASEL_DAILY_QUOTA=2))
+    assert (await app.service.handle_text(alice(), "/draw a fox", {"chat_id": "1"})).job_id is not None
+    assert len(server.requests) == 1
+    pending = await app.service.handle_text(alice(), "/draw a wolf", {"chat_id": "1"})
+    assert pending.alert and pending.text.startswith(t("pending_limit", "en").split("{")[0])
+    big = await app.service.handle_text(bob(), "/draw a wolf --n 4", {"chat_id": "1"})  # 4 units, 2 a day
+    assert big.alert and big.job_id is None
+    assert len(server.requests) == 1

@@ -128,7 +128,7 @@ def test_easel_prune_reports_what_it_freed(tmp_path, monkeypatch, capsys):
 
 
 async def fill(db: Database, images: ImageStore, count: int) -> list[int]:
-    """`count` done jobs with one real picture each, finished long ago."""
+    """`count` done and delivered jobs with one real picture each, finished long ago."""
     user = await db.users.get_or_create("telegram", "1", "alice")
     ids = []
     for n in range(count):
@@ -140,6 +140,7 @@ async def fill(db: Database, images: ImageStore, count: int) -> list[int]:
         await db.jobs.mark_running(job_id)
         path = images.relative(images.save(job_id, Image.new("RGB", (32, 32), (n, 0, 0)), f"fox {n}"))
         await db.jobs.mark_done(job_id, seed=n, image_paths=[path], plan={}, timings={"total": 1.0})
+        await db.jobs.mark_delivered(job_id)
         ids.append(job_id)
     marks = ", ".join("?" * len(ids))
     async with db.write() as tx:
@@ -179,7 +180,8 @@ async def upload_job_and_reroll(app) -> tuple[int, int, str]:
     )
     child = await settled(app, reroll.job_id)
     assert child.request["source_image"] == source  # a reroll shares the upload's file
-    return job.id, child.id, source
+    assert not os.path.isabs(source)  # kept relative to the images root, like the pictures
+    return job.id, child.id, str(app.service.images.resolve(source))
 
 
 async def test_the_sweep_removes_an_upload_with_the_last_job_drawn_from_it(make_app):
@@ -275,3 +277,88 @@ def test_easel_prune_orphans_removes_old_files_no_job_names(tmp_path, monkeypatc
     assert all(os.path.exists(path) for path in [*named, young])
     with sqlite3.connect(tmp_path / "easel.db") as conn:  # rows are never touched
         assert conn.execute("SELECT COUNT(*) FROM jobs").fetchone()[0] == 1
+
+
+# -- what jobs still need -------------------------------------------------------------------------
+
+
+async def test_a_picture_still_to_be_delivered_or_drawn_from_stays(tmp_path):
+    """A done job waiting for its (re)delivery keeps its pictures until it is delivered or given up,
+    and a picture a queued or running job is drawn from (Upscale, Vary, Zoom, Enhance) stays until
+    that job has ended."""
+    db = await Database.open(tmp_path / "easel.db")
+    images = ImageStore(tmp_path / "images")
+    try:
+        waiting, given_up, upscaled, varied, plain = await fill(db, images, 5)
+        upscale, vary = await fill(db, images, 2)  # stand-ins for the jobs drawn from those pictures
+        async with db.write() as tx:
+            await tx.execute("UPDATE jobs SET delivered_at = NULL WHERE id IN (?, ?)", (waiting, given_up))
+            await tx.execute("UPDATE jobs SET delivery_error = 'blocked' WHERE id = ?", (given_up,))
+            absolute = str(images.resolve((await db.jobs.get(upscaled)).image_paths[0]))  # as a button makes it
+            relative = (await db.jobs.get(varied)).image_paths[0]
+            for source, job_id, status in ((absolute, upscale, "queued"), (relative, vary, "running")):
+                await tx.execute(SET_SOURCE, (source, job_id))
+                await tx.execute("UPDATE jobs SET status = ?, finished_at = NULL WHERE id = ?", (status, job_id))
+        kept = [waiting, upscaled, varied]
+
+        report = await sweep(db.jobs, images, cutoff(30), batch=2, pause_s=0)
+        assert report.jobs == 2  # given up and plain
+        for job_id in (waiting, given_up, upscaled, varied, plain):
+            job = await db.jobs.get(job_id)
+            assert job.expired is (job_id not in kept)
+            assert images.resolve(job.image_paths[0]).exists() is (job_id in kept)
+
+        await db.jobs.mark_delivered(waiting)
+        await db.jobs.mark_failed(upscale, "error.unexpected", {})
+        await db.jobs.mark_cancelled(vary)
+        async with db.write() as tx:
+            await tx.execute("UPDATE jobs SET finished_at = ? WHERE id IN (?, ?)", (LONG_AGO, upscale, vary))
+        assert (await sweep(db.jobs, images, cutoff(30), pause_s=0)).jobs == 3  # nothing needs them now
+        assert all([(await db.jobs.get(job_id)).expired for job_id in kept])
+    finally:
+        await db.close()
+
+
+async def test_the_sweep_releases_the_upload_of_a_failed_or_cancelled_job(tmp_path):
+    """A failed or cancelled job has no pictures to expire: its upload goes once it finished before the
+    cutoff and no other job needs the file (here a queued reroll shares one of them)."""
+    db = await Database.open(tmp_path / "easel.db")
+    images = ImageStore(tmp_path / "images")
+    try:
+        failed, cancelled, recent, sharing, reroll = await fill(db, images, 5)
+        uploads = [store_upload(images.root, Image.new("RGB", (32, 32), (n, 0, 0))) for n in range(4)]
+        async with db.write() as tx:
+            for job_id, upload in zip((failed, cancelled, recent, sharing), uploads, strict=True):
+                await tx.execute(SET_SOURCE, (images.relative(upload), job_id))
+            await tx.execute(SET_SOURCE, (images.relative(uploads[3]), reroll))
+            await tx.execute("UPDATE jobs SET status = 'failed' WHERE id IN (?, ?)", (failed, sharing))
+            await tx.execute("UPDATE jobs SET status = 'cancelled' WHERE id IN (?, ?)", (cancelled, recent))
+            await tx.execute("UPDATE jobs SET finished_at = ? WHERE id = ?", (cutoff(0), recent))
+            await tx.execute("UPDATE jobs SET status = 'queued', finished_at = NULL WHERE id = ?", (reroll,))
+        size = sum(upload.stat().st_size for upload in uploads[:2])
+
+        dry = await sweep(db.jobs, images, cutoff(30), dry_run=True, batch=1, pause_s=0)
+        assert (dry.uploads, dry.freed_bytes) == (2, size) and all(upload.exists() for upload in uploads)
+        report = await sweep(db.jobs, images, cutoff(30), batch=1, pause_s=0)
+        assert (report.jobs, report.files, report.uploads, report.freed_bytes) == (0, 2, 2, size)
+        assert [upload.exists() for upload in uploads] == [False, False, True, True]  # too recent, still needed
+        assert (await sweep(db.jobs, images, cutoff(30), pause_s=0)).uploads == 0  # counted once
+    finally:
+        await db.close()
+
+
+async def test_a_press_on_a_picture_already_removed_says_expired_and_queues_nothing(make_app):
+    """Retention removes the files first and marks the job after: a press in between (or after a crash
+    between the two) must not queue a job that would fail on its missing source."""
+    app, _ = await started(make_app, EASEL_KEEP_DAYS="30")
+    job_id = await drawn(app, "a fox being swept")
+    app.service.images.resolve((await app.db.jobs.get(job_id)).image_paths[0]).unlink()  # not yet marked expired
+    for action in (Action.UPSCALE, Action.VARY_STRONG, Action.ZOOM_OUT_2):
+        reply = await app.service.press(
+            alice(), button_id(action, job_id), {"chat_id": "1"}, message_id=shown_on(job_id)
+        )
+        assert reply.alert and reply.text == t("picture_expired", "en", job_id=job_id) and reply.job_id is None
+    reroll = await app.service.press(
+        alice(), button_id(Action.REROLL, job_id), {"chat_id": "1"}, message_id=shown_on(job_id)
+    )
+    assert reroll.job_id is not None  # needs no picture

@@ -4,6 +4,7 @@ is delivered exactly once."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import signal
@@ -14,6 +15,10 @@ import time
 from pathlib import Path
 
 import pytest
+
+from bot.runtime.app import build_app, run_forever
+from tests.support.service import RecordingAdapter, alice
+from tests.support.telegram_harness import Gate
 
 pytestmark = pytest.mark.slow
 
@@ -84,6 +89,8 @@ def test_sigterm_mid_job_exits_0_and_every_job_is_delivered_once_after_the_resta
     else:
         assert states == {1: "done", 2: "queued"}  # the running one finished; the waiting one was not started
         assert delivered(before) == [1]
+        sent = database.execute("SELECT delivered_at IS NOT NULL FROM jobs WHERE id = 1").fetchone()
+        assert sent == (1,)  # recorded as delivered by the process that stopped, not left for the restart
 
     second = console(tmp_path, tiny_model_dir, grace_s)
     after, _ = second.communicate(input="", timeout=120)  # end of input: finish what was accepted, exit
@@ -91,6 +98,53 @@ def test_sigterm_mid_job_exits_0_and_every_job_is_delivered_once_after_the_resta
     assert delivered(before + after) == [1, 2]  # each exactly once, across the stop
     rows = database.execute("SELECT status, delivered_at IS NOT NULL FROM jobs ORDER BY id").fetchall()
     assert rows == [("done", 1), ("done", 1)]
+
+
+class ClosingAdapter(RecordingAdapter):
+    """A platform client as the real ones are: once `run` is ended (the adapter closed), nothing more
+    can be sent through it."""
+
+    def __init__(self, service) -> None:
+        super().__init__(service=service)
+        self.closed = False
+
+    async def run(self) -> None:
+        try:
+            await asyncio.Event().wait()
+        finally:
+            self.closed = True
+
+    async def deliver(self, delivery) -> None:
+        if self.closed:
+            raise ConnectionError("the client is closed")
+        await super().deliver(delivery)
+
+
+async def test_sigterm_delivers_the_finished_picture_before_the_adapters_close(make_settings, engine):
+    """In process, with a real SIGTERM: the drain finishes the running job, its picture goes out
+    through the adapter, and only then is the adapter closed."""
+    app = await build_app(make_settings(EASEL_STOP_GRACE_S="60"), factory=lambda: engine)
+    adapter = ClosingAdapter(app.service)
+    default = signal.getsignal(signal.SIGTERM)
+    with Gate(engine, at=2) as gate:
+        stopped = asyncio.create_task(run_forever(app, [adapter]))
+        for _ in range(1000):  # until run_forever has taken SIGTERM over
+            if signal.getsignal(signal.SIGTERM) is not default:
+                break
+            await asyncio.sleep(0.01)
+        else:
+            stopped.cancel()
+            pytest.skip("SIGTERM could not be handled here")
+        reply = await app.service.handle_text(alice(), "/draw a fox --size 64x64 --steps 3", {"chat_id": "1"})
+        await gate.wait_reached()
+        signal.raise_signal(signal.SIGTERM)
+        await asyncio.sleep(0.2)  # the stop is under way while the picture is still being drawn
+        gate.open()
+        await asyncio.wait_for(stopped, 60)
+    assert [delivery.job.id for delivery in adapter.delivered] == [reply.job_id]
+    assert adapter.closed
+    with sqlite3.connect(app.settings.database_path) as database:
+        assert database.execute("SELECT status, delivered_at IS NOT NULL FROM jobs").fetchall() == [("done", 1)]
 
 
 def test_sigterm_does_not_wait_for_a_line_of_input(tmp_path, tiny_model_dir):

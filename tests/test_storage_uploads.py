@@ -3,6 +3,8 @@ made plain RGB with no metadata left."""
 
 from __future__ import annotations
 
+import struct
+
 import pytest
 from PIL import Image
 
@@ -86,3 +88,34 @@ def test_exif_orientation_is_applied_and_no_metadata_is_stored(tmp_path):
     with Image.open(path) as stored:
         assert stored.size == (32, 64) and not stored.getexif() and not stored.info.get("exif")
     assert not list((tmp_path / "uploads").rglob(".partial-*"))
+
+
+@pytest.mark.parametrize("fmt", ["TIFF", "BMP", "ICO", "PPM"])
+def test_only_png_jpeg_webp_and_gif_are_opened(fmt):
+    # TIFF walks its IFDs, EPS would start Ghostscript: a stranger's file reaches four decoders only.
+    with pytest.raises(BadUpload) as info:
+        read_picture(encoded(gradient((32, 32)), fmt))
+    assert info.value.key == "error.upload_not_image"
+
+
+class Unconvertible:
+    mode, size = "LAB", (32, 32)
+
+    def convert(self, mode):
+        raise ValueError(f"conversion from LAB to {mode} not supported")
+
+
+@pytest.mark.parametrize(
+    "odd",
+    [
+        lambda image: Image.new("La", image.size),  # Pillow cannot convert it: ValueError
+        lambda image: Unconvertible(),  # LAB, HSV on Pillows that cannot make RGB of them
+        lambda image: (_ for _ in ()).throw(struct.error("bad EXIF")),  # a broken EXIF block
+    ],
+    ids=["La", "lab", "bad-exif"],
+)
+def test_a_picture_that_cannot_be_made_rgb_is_refused_as_not_an_image(monkeypatch, odd):
+    monkeypatch.setattr("storage.uploads.ImageOps.exif_transpose", odd)
+    with pytest.raises(BadUpload) as info:
+        read_picture(encoded(gradient((32, 32)), "PNG"))
+    assert info.value.key == "error.upload_not_image"

@@ -70,3 +70,17 @@ def test_a_broken_file_keeps_the_previous_presets(tmp_path):
     path.write_text("[neon\nprompt = ", encoding="utf-8")
     os.utime(path, (2, 2))
     assert book.get("neon") is not None and book.problems
+
+
+def test_a_preset_brings_its_loras_and_the_users_own_weight_wins(tmp_path):
+    path = tmp_path / "styles.toml"
+    path.write_text(
+        '[inked]\nprompt = "{prompt}, ink"\nloras = ["ink:0.8", "Paper"]\n'
+        '[heavy]\nprompt = "{prompt}"\nloras = ["ink:5"]\n'
+        '[many]\nprompt = "{prompt}"\nloras = ["a", "b", "c", "d"]\n',
+        encoding="utf-8",
+    )
+    book = StyleBook(path, TINY)
+    assert book.get("heavy") is None and book.get("many") is None and len(book.problems) == 2
+    styled = book.get("inked").apply(DrawRequest("a fox", loras=(("ink", -1.0),)), TINY)
+    assert styled.loras == (("ink", -1.0), ("paper", None))

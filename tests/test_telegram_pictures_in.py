@@ -98,7 +98,7 @@ async def test_a_photo_with_draw_words_is_drawn_from_and_show_names_it(easel, tg
     assert job.status is JobStatus.DONE and job.kind == "variation" and job.parent_id is None
     assert job.request["strength"] == 0.5 and (job.request["width"], job.request["height"]) == (320, 208)  # 3:2
     [stored] = uploads_in(app)
-    assert job.request["source_image"] == str(stored) and len(tg.downloads) == 1
+    assert app.service.images.resolve(job.request["source_image"]) == stored and len(tg.downloads) == 1
     show = await say(tg, ALICE, ALICE, f"/show #{job.id}")
     assert t("kind.upload", "en") in show.params["text"]
     # Its buttons work as on any picture: Pan right grows it.
@@ -156,3 +156,25 @@ async def test_each_bad_file_gets_its_message_and_leaves_nothing(easel, tg):
     assert (await settled(app, job.id)).status is JobStatus.DONE
     with Image.open(uploads_in(app)[0]) as stored:
         assert stored.mode == "RGB" and stored.getpixel((5, 5)) == (255, 0, 0)
+
+
+async def test_a_file_of_no_reported_size_is_sized_by_get_file_before_it_is_downloaded(easel, tg):
+    # A document may come without file_size: getFile's is asked for, and without one nothing is read
+    # (a local Bot API server would hand over a file of any size straight into memory).
+    app, _ = await easel.start()
+    big, small = 11 * 1024 * 1024, encoded(photo_of((64, 64)))
+    cases = [
+        ("error.upload_too_big", {"file_size": big}),
+        ("error.upload_failed", {"file_size": None}),
+    ]
+    for key, extra in cases:
+        mark = len(tg.calls)
+        tg.send_user_picture(ALICE, ALICE, small, "/draw anything --steps 1", as_document=True, unsized=True, **extra)
+        answer = await answer_after(tg, ALICE, mark)
+        assert answer.params["text"].startswith(t(key, "en").split("{")[0][:30]), (key, answer.params["text"])
+    assert tg.downloads == [] and await jobs_of(app, ALICE) == [] and uploads_in(app) == []
+    # Sized by getFile and small enough: drawn from.
+    mark = len(tg.calls)
+    tg.send_user_picture(ALICE, ALICE, small, "/draw a cat --steps 1", as_document=True, unsized=True)
+    await picture(tg, ALICE, mark)
+    assert len(tg.downloads) == 1 and len(uploads_in(app)) == 1

@@ -118,9 +118,10 @@ def _configuration_problems(settings: Settings) -> list[str]:
 
 
 def _community_problems(settings: Settings, profile) -> list[str]:
-    """Word-list files that cannot be read and style presets that will be skipped."""
+    """Word-list files that cannot be read, style presets and LoRA files that will be skipped."""
     from bot.community.moderation import WordListUnreadable, configured_files, read_terms
     from bot.community.styles import StyleBook
+    from engine.loras import scan
 
     problems = []
     for variable, path in configured_files(settings):
@@ -131,6 +132,9 @@ def _community_problems(settings: Settings, profile) -> list[str]:
     book = StyleBook(settings.styles_path, profile)
     book.all()
     problems += [f"style preset skipped: {problem}" for problem in book.problems]
+    # The header check only; the engine also matches each file's keys to its transformer when it loads.
+    loras = scan(settings.loras_path, settings.max_lora_mb)
+    problems += [f"LoRA skipped: {name}: {why}" for name, why in loras.skipped.items()]
     return problems
 
 

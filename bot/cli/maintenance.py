@@ -173,8 +173,12 @@ def restore(settings: Settings, src: Path) -> str:
 
 def _replace_database(source: Path, target: Path) -> None:
     if target.exists():
+        # The database being replaced is kept, never simply overwritten: copied as it is with its -wal
+        # and -shm (no integrity check, no SQLite: restoring is what a corrupt database needs).
         aside = target.with_name(f"{target.name}.before-restore-{datetime.now(UTC):%Y%m%d-%H%M%S}")
-        copy_database(target, aside)  # the database being replaced is kept, never simply overwritten
+        for suffix in ("", "-wal", "-shm"):
+            if target.with_name(target.name + suffix).exists():
+                shutil.copy2(target.with_name(target.name + suffix), aside.with_name(aside.name + suffix))
     incoming = target.with_name(target.name + ".restoring")
     shutil.copyfile(source, incoming)
     for suffix in ("-wal", "-shm"):  # they belong to the old file; left behind they would corrupt the new

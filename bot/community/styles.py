@@ -10,6 +10,7 @@ default `<data dir>/styles.toml`), read again when it changes:
     aspect_ratio = "16:9"
     description = "Neon night"
     description_zh = "霓虹夜景"
+    loras = ["neon-glow:0.8"]   # LoRAs (engine/loras.py) the preset brings along; the user's own win
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from pathlib import Path
 
 from bot.community.watched import WatchedFile
 from engine.errors import InvalidRequest
+from engine.loras import MAX_LORAS, MAX_WEIGHT, MIN_WEIGHT
+from engine.loras import NAME as LORA_NAME
 from engine.request import DrawRequest, ModelProfile, size_for_ratio
 
 log = logging.getLogger(__name__)
@@ -39,6 +42,7 @@ class Style:
     aspect_ratio: str | None = None
     description: str = ""
     description_zh: str = ""
+    loras: tuple[tuple[str, float | None], ...] = ()
 
     def describe(self, lang: str) -> str:
         return (self.description_zh if lang == "zh" else "") or self.description
@@ -51,7 +55,9 @@ class Style:
         width, height = request.width, request.height
         if width is None and height is None and self.aspect_ratio:
             width, height = size_for_ratio(*_ratio(self.aspect_ratio), profile)
-        return replace(request, prompt=prompt, negative_prompt=negative, width=width, height=height)
+        named = {name for name, _ in request.loras}
+        loras = (*request.loras, *(lora for lora in self.loras if lora[0] not in named))
+        return replace(request, prompt=prompt, negative_prompt=negative, width=width, height=height, loras=loras)
 
 
 BUILT_IN: tuple[Style, ...] = (
@@ -123,7 +129,26 @@ def style_from(name: str, table: object, profile: ModelProfile) -> Style:
     texts = {key: table.get(key, "") for key in ("negative", "description", "description_zh")}
     if not all(isinstance(value, str) for value in texts.values()):
         raise InvalidStyle(f"{name}: negative and descriptions must be text")
-    return Style(name, prompt, texts["negative"], ratio and str(ratio), texts["description"], texts["description_zh"])
+    descriptions = texts["description"], texts["description_zh"]
+    return Style(name, prompt, texts["negative"], ratio and str(ratio), *descriptions, _loras(name, table))
+
+
+def _loras(name: str, table: dict) -> tuple[tuple[str, float | None], ...]:
+    """`loras = ["ink:0.8", "clay"]`: up to MAX_LORAS names, each with an optional weight."""
+    entries = table.get("loras", [])
+    if not isinstance(entries, list) or len(entries) > MAX_LORAS or not all(isinstance(e, str) for e in entries):
+        raise InvalidStyle(f'{name}: loras must be a list of at most {MAX_LORAS} texts like "ink:0.8"')
+    loras = []
+    for entry in entries:
+        lora, _, weight_text = entry.strip().lower().partition(":")
+        try:
+            weight = float(weight_text) if weight_text else None
+        except ValueError:
+            weight = float("nan")
+        if not LORA_NAME.fullmatch(lora) or (weight is not None and not MIN_WEIGHT <= weight <= MAX_WEIGHT):
+            raise InvalidStyle(f'{name}: LoRA {entry!r} should look like "ink" or "ink:0.8" (weight -2 to 2)')
+        loras.append((lora, weight))
+    return tuple(loras)
 
 
 def _ratio(text: str) -> tuple[int, int]:

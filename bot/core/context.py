@@ -14,6 +14,7 @@ from bot.core.members import Members
 from bot.core.scheduler import Scheduler
 from bot.runtime.metrics import Metrics
 from bot.runtime.settings import Settings
+from engine.loras import LoraRegistry
 from engine.request import ModelProfile
 from storage.db import Database
 from storage.disk import DiskGuard
@@ -45,6 +46,7 @@ class Context:
     metrics: Metrics
     adapters: dict[str, Adapter]
     disk: DiskGuard | None = None
+    loras: LoraRegistry | None = None
 
     @property
     def is_admin(self) -> bool:

@@ -143,6 +143,8 @@ class Dispatcher:
         self.background.spawn(self.notices.push_positions())
         try:
             request = DrawRequest.from_dict(job.request)
+            if request.source_image:  # kept relative to the images root (an upload), absolute in older rows
+                request = replace(request, source_image=str(self.images.resolve(request.source_image)))
             result = await self.worker.run(job_id, request, on_step=lambda step, total: self._on_step(job, step, total))
         except Exception as error:
             failure = failure_of(error, job_id)
@@ -192,8 +194,11 @@ class Dispatcher:
             await self.jobs.mark_done(
                 job.id, seed=result.seed, image_paths=paths, plan=plan, timings=timings, missing=missing
             )
-        except BaseException:
-            await asyncio.to_thread(self._remove, paths)  # no row points to them: they would only fill the disk
+        except Exception:
+            # The transaction failed: no row points to them, they would only fill the disk.  A cancel
+            # (CancelledError) is let through untouched: it may land while the commit is done already,
+            # and a done row must never lose its pictures (an unrecorded one is left to `prune --orphans`).
+            await asyncio.to_thread(self._remove, paths)
             raise
         log.info(
             "done in %.2fs, plan %s, fallbacks %s, retries %s",

@@ -19,6 +19,7 @@ from bot.language.commands import SETTINGS, ButtonPress
 from bot.language.errors import UserError
 from bot.language.messages import t
 from bot.language.text import clip, minutes
+from engine.loras import tags
 from engine.request import DrawRequest, seed_for
 from storage.disk import DiskGuard
 from storage.jobs import Job, Jobs, JobStatus
@@ -66,9 +67,10 @@ async def press(ctx: Context, press: ButtonPress) -> Reply:
         return ctx.reply(params_text(job, ctx.language, ctx.model_name), alert=True)
     if press.action is Action.DELETE:
         return await delete(ctx, job)
-    if job.expired and (press.action is not Action.REROLL or job.request.get("source_image")):
-        # retention removed the pictures (and an upload with the last job drawn from it); a reroll
-        # needs none, unless it was drawn from a picture
+    # retention removed the pictures (and an upload with the last job drawn from it); a reroll
+    # needs none, unless it was drawn from a picture
+    expired = job.expired and (press.action is not Action.REROLL or job.request.get("source_image"))
+    if expired or picture_gone(ctx, job, press):
         return ctx.reply(t("picture_expired", ctx.language, job_id=job.id), alert=True)
     if press.action is Action.ENHANCE and not job.request.get("draft"):  # only a draft has the button
         return ctx.reply(t("stale_button", ctx.language), alert=True)
@@ -83,6 +85,19 @@ async def press(ctx: Context, press: ButtonPress) -> Reply:
         idempotency_key=ctx.idempotency_key,
         own_words=own_words,
     )
+
+
+def picture_gone(ctx: Context, job: Job, press: ButtonPress) -> bool:
+    """Whether the file the new job would be drawn from is missing although the job is not marked
+    expired: retention removes the files first and marks the jobs after (a press in between, or
+    after a crash between the two, would queue a job that fails on a missing source)."""
+    source = job.request.get("source_image") if press.action is Action.REROLL else job.image_paths[press.picture]
+    if not source:
+        return False
+    try:
+        return not ctx.images.resolve(source).exists()
+    except ValueError:  # a path outside the store (an old row): left to the job to report
+        return False
 
 
 async def delete(ctx: Context, job: Job) -> Reply:
@@ -126,6 +141,8 @@ def params_text(job: Job, lang: str, model_name: str) -> str:
         extra.append(t("params_chaos", lang, chaos=request.chaos))
     if request.draft:
         extra.append(t("params_draft", lang))
+    if request.loras:
+        extra.append(t("params_loras", lang, loras=tags(request.loras)))
     return "\n".join([params_core(request, seed, lang, model_name), *extra])
 
 
@@ -215,6 +232,8 @@ async def show(ctx: Context, command: c.Show) -> Reply:
         )
         if request.expanded:  # the prompt enhancer's words, under the user's
             lines.append(t("show_expanded", lang, expanded=clip(request.expanded, EXCERPT)))
+        if request.loras:
+            lines.append(t("params_loras", lang, loras=tags(request.loras)))
     return ctx.reply("\n".join(lines))
 
 
@@ -265,6 +284,31 @@ async def styles(ctx: Context, command: c.Styles) -> Reply:
     lines = [t("styles_header", lang)]
     for style in ctx.styles.all():
         lines.append(t("styles_line", lang, name=style.name, description=style.describe(lang) or style.prompt))
+    return ctx.reply("\n".join(lines))
+
+
+async def loras(ctx: Context, command: c.Loras) -> Reply:
+    """The installed LoRAs: name, a line of description, trigger words, default weight."""
+    lang = ctx.language
+    if ctx.loras is not None:
+        ctx.loras.rescan()  # files added, changed or removed since: the folder is the truth
+    installed = [ctx.loras.get(name) for name in ctx.loras.names()] if ctx.loras is not None else []
+    if not installed:
+        return ctx.reply(t("loras_none", lang))
+    lines = [t("loras_header", lang)]
+    for lora in installed:
+        triggers = ", ".join(lora.triggers) or "-"
+        description = clip(lora.description, 120) or "-"
+        lines.append(
+            t(
+                "loras_line",
+                lang,
+                name=lora.name,
+                weight=f"{lora.default_weight:g}",
+                description=description,
+                triggers=triggers,
+            )
+        )
     return ctx.reply("\n".join(lines))
 
 
@@ -465,6 +509,7 @@ HANDLERS: dict[type, Handler] = {
     c.Help: help_,
     c.Start: help_,
     c.Styles: styles,
+    c.Loras: loras,
     c.WordListCmd: word_list,
 }
 

@@ -25,9 +25,11 @@ from bot.language.text import duration
 from bot.runtime.metrics import Metrics
 from bot.runtime.settings import Settings
 from engine.errors import EngineError
+from engine.loras import LoraRegistry, resolve
 from engine.request import DrawRequest, ModelProfile, validate
 from storage.disk import DiskGuard
-from storage.jobs import Acceptance, Jobs, Outcome
+from storage.jobs import Acceptance, Job, Jobs, Outcome
+from storage.quota import Quota
 from storage.users import User
 
 log = logging.getLogger(__name__)
@@ -47,6 +49,8 @@ class Intake:
         metrics: Metrics,
         background: Background,
         disk: DiskGuard | None = None,
+        loras: LoraRegistry | None = None,
+        quota: Quota | None = None,
     ) -> None:
         self.settings = settings
         self.jobs = jobs
@@ -59,6 +63,8 @@ class Intake:
         self.metrics = metrics
         self.background = background
         self.disk = disk
+        self.quota = quota  # read by `precheck` (accept decides again, atomically); None: not checked early
+        self.loras = loras  # the installed LoRAs (engine/loras.py); None: --lora names nothing
         # Set when this process's own GPU thread can never draw (the full model on a machine
         # without a GPU): every new job is refused with it instead of being queued to fail.
         self.cannot_draw: EngineError | None = None
@@ -91,13 +97,13 @@ class Intake:
         if not resent:
             # The user's own words are judged, before a preset adds its (trusted) template.
             sensitive = await self._moderate(caller, user, request, parent_id, idempotency_key, own_words)
-        if style is not None:
-            request = await self._styled(caller, request, style)
-            stored["style"] = style.lower()
-        request = validate(request, self.profile)
+        request = validate(await self._with_style_and_loras(caller, request, style, stored), self.profile)
         cost = self.scheduler.cost_of(request)
         if not resent:
             self._check_job_cost(request, cost, lang)
+            # Pending and quota before the cooldown mark and the enhancer's call: a user with no room
+            # left must not make the bot call a language model (nor hold their cooldown) for nothing.
+            await self._check_room(caller, user, request, cost)
         marks = None if resent else self._pace(caller, user)
         try:
             if not resent:  # after the cheap refusals (size, cooldown): a refused job never waits for it
@@ -114,7 +120,7 @@ class Intake:
                 parent_id=parent_id,
                 idempotency_key=idempotency_key,
                 cost=cost,
-                sensitive=sensitive,
+                sensitive=sensitive or self._sensitive_lora(request),  # a preset's LoRA too
             )
         except BaseException:
             if marks is not None:
@@ -124,19 +130,61 @@ class Intake:
             self.moderator.undo_cooldown(user.id, marks)
         return self._answer(caller, user, request, cost, acceptance, lang)
 
+    async def precheck(self, caller: Caller, user: User) -> None:
+        """The refusals a new job would meet, checked before anything costly is done for it (an
+        upload's download and decode): cannot draw, disk, strikes, cooldown, pending, and quota (at
+        least one unit left).  Raises UserError; `accept` still decides atomically."""
+        if self.cannot_draw is not None:
+            raise self.cannot_draw
+        if self.disk is not None and self.disk.low():
+            self._refuse_for_disk(caller)
+        if self.members.is_admin(caller):
+            return
+        if (left := await self.moderator.limited_for(user.id, scope_for(caller))) > 0:
+            raise UserError("rate_limited", wait=duration(math.ceil(left)))
+        if (wait := self.moderator.cooldown_left(user.id)) > 0:
+            self.metrics.refusals.labels("cooldown").inc()
+            raise UserError("cooldown", wait=duration(math.ceil(wait)))
+        await self._check_room(caller, user, None, 1)
+
+    async def _check_room(self, caller: Caller, user: User, request: DrawRequest | None, cost: int) -> None:
+        """Refuse early a job the user has no room for: at EASEL_MAX_PENDING, or over the day's quota."""
+        pending = await self.jobs.pending_for_user(user.id)
+        if len(pending) >= self.settings.max_pending:
+            self._refuse(caller, user, request, cost, Outcome.PENDING, 0, pending)
+        limit = self.members.daily_limit(caller, user)
+        if limit is not None and self.quota is not None:
+            used = await self.quota.used(user.id, self.members.today())
+            if used + cost > limit:
+                self._refuse(caller, user, request, cost, Outcome.QUOTA, used, pending)
+
+    def _refuse(
+        self,
+        caller: Caller,
+        user: User,
+        request: DrawRequest | None,
+        cost: int,
+        outcome: Outcome,
+        used: int,
+        pending: list[Job],
+    ) -> None:
+        """Raise the answer to a job over the quota (`outcome` QUOTA) or at the pending limit."""
+        if outcome is Outcome.QUOTA:
+            limit = self.members.daily_limit(caller, user)
+            left = max(0, (limit or 0) - used)
+            if left > 0 and request is not None:  # some left, not enough for the whole job
+                lang = self.members.language(user)
+                raise UserError("quota_not_enough", cost=cost, left=left, hint=self._what_fits(request, left, lang))
+            raise UserError("quota_exceeded", limit=limit, resets=self.members.resets_in())
+        jobs = ", ".join(f"#{job.id}" for job in pending)
+        raise UserError("pending_limit", max_pending=self.settings.max_pending, jobs=jobs)
+
     def _answer(
         self, caller: Caller, user: User, request: DrawRequest, cost: int, acceptance: Acceptance, lang: str
     ) -> Reply:
         """Queue an accepted job and say where it stands; refuse one over quota or pending."""
-        if acceptance.outcome is Outcome.QUOTA:
-            limit = self.members.daily_limit(caller, user)
-            left = max(0, (limit or 0) - acceptance.used)
-            if left > 0:  # some left, not enough for the whole job
-                raise UserError("quota_not_enough", cost=cost, left=left, hint=self._what_fits(request, left, lang))
-            raise UserError("quota_exceeded", limit=limit, resets=self.members.resets_in())
-        if acceptance.outcome is Outcome.PENDING:
-            jobs = ", ".join(f"#{job.id}" for job in acceptance.pending)
-            raise UserError("pending_limit", max_pending=self.settings.max_pending, jobs=jobs)
+        if acceptance.outcome in (Outcome.QUOTA, Outcome.PENDING):
+            self._refuse(caller, user, request, cost, acceptance.outcome, acceptance.used, acceptance.pending)
         job = acceptance.job
         if acceptance.outcome is Outcome.ACCEPTED:
             log.info(
@@ -177,14 +225,16 @@ class Intake:
         scope = scope_for(caller)
         if not admin and (left := await self.moderator.limited_for(user.id, scope)) > 0:
             raise UserError("rate_limited", wait=duration(math.ceil(left)))
-        verdict = await self.moderator.judge(scope, request.prompt, request.negative_prompt)
+        # LoRA names are words like any other: a blocked one is refused before it is looked up.
+        lora_words = " ".join(name.replace("_", " ").replace("-", " ") for name, _ in request.loras)
+        verdict = await self.moderator.judge(scope, f"{request.prompt} {lora_words}".strip(), request.negative_prompt)
         if verdict.blocked is not None:
             log.info("refused a prompt from %s:%s: it matches a blocked entry", caller.platform, caller.user_id)
             self.metrics.refusals.labels("blocked").inc()
             if not admin and own_words:
                 await self.moderator.strike(user.id, scope, idempotency_key)
             raise UserError("blocked_prompt")
-        sensitive = verdict.sensitive
+        sensitive = verdict.sensitive or self._sensitive_lora(request)
         if not sensitive and parent_id is not None:
             parent = await self.jobs.get(parent_id)
             sensitive = parent is not None and parent.sensitive
@@ -193,6 +243,22 @@ class Intake:
             self.metrics.refusals.labels("sensitive").inc()
             raise UserError("sensitive_nsfw_only")
         return sensitive
+
+    async def _with_style_and_loras(
+        self, caller: Caller, request: DrawRequest, style: str | None, stored: dict[str, Any]
+    ) -> DrawRequest:
+        """The style preset applied (its name kept in `stored`), and each LoRA's weight filled in from
+        its settings, so /show, the PNG and a reroll say them; an unknown LoRA is refused with the
+        closest installed names."""
+        if style is not None:
+            request = await self._styled(caller, request, style)
+            stored["style"] = style.lower()
+        return replace(request, loras=resolve(request.loras, self.loras))
+
+    def _sensitive_lora(self, request: DrawRequest) -> bool:
+        """A LoRA its admin marked sensitive puts every picture drawn with it behind a spoiler."""
+        found = [self.loras.get(name) for name, _ in request.loras] if self.loras is not None else []
+        return any(lora is not None and lora.sensitive for lora in found)
 
     def _refuse_for_disk(self, caller: Caller) -> None:
         """The disk is under EASEL_MIN_FREE_GB: members hear "try later", an admin what to do about it."""

@@ -35,6 +35,7 @@ from bot.language.messages import t
 from bot.runtime.metrics import Metrics
 from bot.runtime.settings import Settings
 from engine.errors import EngineError
+from engine.loras import scan
 from engine.request import ModelProfile
 from storage.db import Database
 from storage.disk import DiskGuard
@@ -67,6 +68,8 @@ class Service:
         self.metrics.watch_disk(self.disk.free_gb, lambda: self.disk.low())
         self.moderator = Moderator(settings, db.moderation, clock)
         self.styles = StyleBook(settings.styles_path, profile)
+        # The files are checked against the transformer where the engine loads them (engine/loras.py).
+        self.loras = scan(settings.loras_path, settings.max_lora_mb)
         self.uploads = Uploads(settings, profile, images)
         self.notices = Notices(db.jobs, self.adapters, self.members, self.scheduler)
         self.deliverer = Deliverer(settings, db, images, self.adapters, self.members, self.metrics, self.background)
@@ -76,13 +79,13 @@ class Service:
         )  # fmt: skip
         self.intake = Intake(
             settings, db.jobs, profile, self.moderator, self.styles, self.members, self.scheduler, self.notices,
-            self.metrics, self.background, self.disk,
+            self.metrics, self.background, self.disk, self.loras, quota=db.quota,
         )  # fmt: skip
         self._context = partial(
             Context, settings=settings, db=db, images=images, profile=profile, model_name=model_name,
             members=self.members, moderator=self.moderator, styles=self.styles, intake=self.intake,
             scheduler=self.scheduler, dispatcher=self.dispatcher, worker=worker, metrics=self.metrics,
-            adapters=self.adapters, disk=self.disk,
+            adapters=self.adapters, disk=self.disk, loras=self.loras,
         )  # fmt: skip
 
     @property
@@ -223,8 +226,9 @@ class Service:
         idempotency_key: str | None,
         bot_username: str | None = None,
     ) -> Reply | None:
-        """/draw words with a picture of the user's own: image to image from it.  The words are read
-        before the file is fetched; a refused file or job leaves nothing stored."""
+        """/draw words with a picture of the user's own: image to image from it.  The words are read,
+        and what would refuse the job checked (Intake.precheck: quota, pending, cooldown...), before
+        the file is fetched; a refused file or job leaves nothing stored."""
         refusal = await self.members.turned_away(caller)
         if refusal is not None:
             return refusal
@@ -234,6 +238,11 @@ class Service:
             return await self._parse_error(caller, text, error)
         if not isinstance(command, Draw):
             return None
+        if idempotency_key is not None and await self.db.jobs.find_by_key(idempotency_key) is not None:
+            return await self._run(caller, command, reply_to, idempotency_key)  # re-sent: its job, no download
+        refused = await self._precheck(caller)  # no download, no decode for a job that would be refused
+        if refused is not None:
+            return refused
         try:
             draw, path, animated = await self.uploads.take(command, upload)
         except UserError as error:
@@ -241,7 +250,7 @@ class Service:
             return Reply(t(error.key, lang, **error.params), lang, alert=True)
         reply = await self._run(caller, draw, reply_to, idempotency_key)
         job = await self.db.jobs.get(reply.job_id) if reply.job_id is not None else None
-        if job is None or job.request.get("source_image") != str(path):  # refused, or a re-sent update
+        if job is None or job.request.get("source_image") != draw.request.source_image:  # refused, or re-sent
             await asyncio.to_thread(self.images.delete, path)
         elif animated:
             reply = dataclasses.replace(reply, text=f"{reply.text}\n{t('upload_first_frame', reply.language)}")
@@ -288,6 +297,16 @@ class Service:
             return await handlers.run(ctx, command)
         except (UserError, EngineError) as error:
             return Reply(t(error.key, lang, **error.params), lang, alert=True)
+
+    async def _precheck(self, caller: Caller) -> Reply | None:
+        """The refusal a new job would meet (Intake.precheck), as an answer; None: go on."""
+        user = await self.user_for(caller)
+        try:
+            await self.intake.precheck(caller, user)
+        except (UserError, EngineError) as error:
+            lang = self.members.language(user)
+            return Reply(t(error.key, lang, **error.params), lang, alert=True)
+        return None
 
     async def _parse_error(self, caller: Caller, text: str, error: UserError) -> Reply:
         """How to fix the command, unless it holds a blocked word: the fix would repeat it back."""

@@ -19,6 +19,8 @@ from bot.language.buttons import Action, parse_button_id
 from bot.language.errors import ParseError
 from bot.language.text import clip
 from engine.errors import InvalidRequest
+from engine.loras import MAX_LORAS, MAX_WEIGHT, MIN_WEIGHT
+from engine.loras import NAME as LORA_NAME
 from engine.request import (
     MAX_CHAOS,
     MAX_SEED,
@@ -115,6 +117,11 @@ class Styles:
 
 
 @dataclass(frozen=True)
+class Loras:
+    pass
+
+
+@dataclass(frozen=True)
 class ButtonPress:
     """A press of one of our buttons (bot/language/buttons.py), checked against the message it was pressed on."""
 
@@ -158,6 +165,7 @@ Command = (
     | QueueCmd
     | Stats
     | Styles
+    | Loras
     | WordListCmd
 )
 
@@ -166,11 +174,12 @@ SETTINGS = {"lang": ("en", "zh"), "png": ("on", "off")}  # what /settings may ch
 # 2. Draw flags
 
 # Also the order examples write them in.
-FLAGS = ("ar", "size", "n", "style", "seed", "steps", "cfg", "chaos", "strength", "draft", "raw", "no")
+FLAGS = ("ar", "size", "n", "style", "lora", "seed", "steps", "cfg", "chaos", "strength", "draft", "raw", "no")
 KNOWN_FLAGS = ", ".join("--" + name for name in FLAGS)
 STRENGTH_RANGE = (0.1, 0.95)  # --strength, for a picture of the user's own
 SAMPLE_PROMPT = "a red fox in the snow"
 _VALUELESS = frozenset({"raw", "draft"})
+_REPEATABLE = frozenset({"lora"})  # their values gather, space separated: `--lora a --lora b:0.5`
 # Names people bring from other tools, so an unknown-flag error can point at ours.
 _MEANT = {
     "aspect": "ar",
@@ -193,6 +202,8 @@ _MEANT = {
     "c": "chaos",
     "fast": "draft",
     "preview": "draft",
+    "loras": "lora",
+    "lycoris": "lora",
 }
 
 _DASHES = "-\u2010\u2011\u2012\u2013\u2014\u2015\u2212\ufe58\ufe63\uff0d"
@@ -311,14 +322,39 @@ def _settle(flags: list[_Flag], fail: Callable[..., ParseError]) -> dict[str, st
     for flag in flags:
         if flag.name is None:
             raise fail("error.unknown_flag", flag=_shown(flag.written), known=KNOWN_FLAGS)
-        if flag.name in values:
+        if flag.name in values and flag.name not in _REPEATABLE:
             raise fail("error.repeated_flag", flag="--" + flag.name)
         if flag.value is None and flag.name not in _VALUELESS:
             raise fail("error.missing_value", flag="--" + flag.name)
-        values[flag.name] = flag.value
+        values[flag.name] = _gathered(values.get(flag.name), flag.value) if flag.name in _REPEATABLE else flag.value
     if "ar" in values and "size" in values:
         raise fail("error.flag_conflict", first="--ar", second="--size")
     return values
+
+
+def _gathered(before: str | None, value: str | None) -> str | None:
+    return " ".join(part for part in (before, value) if part) or None
+
+
+def _loras(text: str, fail: Callable[..., ParseError]) -> tuple[tuple[str, float | None], ...]:
+    """`--lora name[:weight]`, up to MAX_LORAS times: a weight left out is the LoRA's own default.
+    Whether the name is installed is the service's to judge."""
+    loras = []
+    for item in text.split():
+        name, _, weight_text = item.partition(":")
+        if not LORA_NAME.fullmatch(name.lower()):
+            raise fail("error.lora_format", value=_shown(item))
+        weight = None
+        if weight_text:
+            weight = _to_float(weight_text)
+            if weight is None or not MIN_WEIGHT <= weight <= MAX_WEIGHT:
+                raise fail(
+                    "error.lora_weight", name=name.lower(), value=_shown(weight_text), min=MIN_WEIGHT, max=MAX_WEIGHT
+                )
+        loras.append((name.lower(), weight))
+    if len(loras) > MAX_LORAS:
+        raise fail("error.lora_count", count=len(loras), max=MAX_LORAS)
+    return tuple(loras)
 
 
 def _build(
@@ -360,6 +396,8 @@ def _build(
         if size is None:
             raise fail("error.size_format", value=_shown(text))
         fields["width"], fields["height"] = size
+    if "lora" in values:
+        fields["loras"] = _loras(values["lora"] or "", fail)
     if "draft" in values:
         fields.update(_draft_fields(fields, profile))
     return DrawRequest(prompt=prompt, negative_prompt=values.get("no") or "", enhance="raw" not in values, **fields)
@@ -423,7 +461,9 @@ def _corrected_command(prompt: str, flags: list[_Flag], profile: ModelProfile) -
     """The user's command with every fixable mistake fixed; `parse` accepts it."""
     values: dict[str, str | None] = {}
     for flag in flags:
-        if flag.meant and flag.meant not in values:  # unknown flags become their guess, repeats go
+        if flag.meant in _REPEATABLE:
+            values[flag.meant] = _gathered(values.get(flag.meant), flag.value)
+        elif flag.meant and flag.meant not in values:  # unknown flags become their guess, repeats go
             values[flag.meant] = flag.value
     if "ar" in values:
         values.pop("size", None)
@@ -455,6 +495,7 @@ def _sample(name: str, profile: ModelProfile) -> str:
         "style": "photo",
         "chaos": "50",
         "strength": f"{profile.upload_strength:g}",
+        "lora": "",  # no name to suggest: the flag goes
     }[name]
 
 
@@ -525,6 +566,20 @@ def _repair_chaos(value: str, profile: ModelProfile) -> str | None:
     return None if chaos is None else str(min(max(chaos, 0), MAX_CHAOS))
 
 
+def _repair_lora(value: str, profile: ModelProfile) -> str:
+    """Up to MAX_LORAS distinct `name[:weight]`, names cleaned, weights brought into range; several
+    come back joined by ` --lora `, so the example repeats the flag."""
+    repaired: dict[str, str] = {}
+    for item in value.split():
+        name, _, weight_text = item.partition(":")
+        name = re.sub(r"[^a-z0-9_-]", "", name.lower())[:48]
+        if not name or name in repaired:
+            continue
+        weight = _to_float(weight_text) if weight_text else None
+        repaired[name] = name if weight is None else f"{name}:{min(max(weight, MIN_WEIGHT), MAX_WEIGHT):g}"
+    return " --lora ".join(list(repaired.values())[:MAX_LORAS])
+
+
 def _repair_style(value: str, profile: ModelProfile) -> str:
     return value.lower()
 
@@ -544,6 +599,7 @@ _REPAIRS: dict[str, Callable[[str, ModelProfile], str | None]] = {
     "style": _repair_style,
     "chaos": _repair_chaos,
     "strength": _repair_strength,
+    "lora": _repair_lora,
 }
 
 # 4. Slash commands
@@ -716,6 +772,7 @@ _COMMANDS: dict[str, Callable[[str, ModelProfile], Command]] = {
     "queue": lambda rest, profile: QueueCmd(),
     "stats": lambda rest, profile: Stats(),
     "styles": lambda rest, profile: Styles(),
+    "loras": lambda rest, profile: Loras(),
     "block": _word_list("blocked"),
     "sensitive": _word_list("sensitive"),
 }

@@ -41,6 +41,11 @@ _EN = {
     "upload_first_frame": "That picture is animated: I started from its first frame.",
     "error.count_range": "I can draw {min} to {max} pictures at once (you asked for {value}).",
     "error.chaos_range": "--chaos must be a whole number from 0 to {max} (you asked for {value}).",
+    "error.lora_count": "At most {max} --lora per picture (you gave {count}).",
+    "error.lora_weight": "The weight of LoRA “{name}” must be a number from {min} to {max} (got {value}).",
+    "error.lora_twice": "LoRA “{name}” is named twice; give it once, with one weight.",
+    "error.lora_format": "I can't read “{value}” as a LoRA: write --lora name or --lora name:0.8.",
+    "error.lora_unknown": "There's no LoRA called “{name}”. Closest installed: {closest}. /loras lists them all.",
     "error.invalid": "I can't draw that request as it is.",
     # Failures while drawing (engine/errors.py)
     "error.oom": "The GPU ran out of memory for this picture. Try a smaller size.",
@@ -92,7 +97,7 @@ _EN = {
     "slash.draw.count": "How many pictures (each costs work units from your quota)",
     "slash.draw.style": "A style preset (see /styles)",
     "slash.draw.chaos": "0-100: more variety between seeds (0 = none)",
-    "slash.draw.draft": "A quick half-size draft for a quarter of the cost; Enhance it after",
+    "slash.draw.draft": "A quick half-size draft: four of them cost one unit; Enhance the one you like",
     "slash.draw.image": "Start from your own picture",
     "slash.draw.strength": "With a picture: how far to move away from it (0.1-0.95)",
     "slash.styles": "The style presets.",
@@ -101,6 +106,7 @@ _EN = {
     "slash.wordlist.action": "add, remove or list",
     "slash.wordlist.term": "The word or phrase (re:pattern for a regular expression)",
     "command.styles": "Style presets for --style",
+    "command.loras": "LoRAs for --lora",
     "error.worker_lost": "The GPU machines kept failing on this picture, so I gave up on it. Your quota was refunded.",
     "command.draw": "Draw a picture: /draw a fox in the snow --ar 3:2",
     "command.cancel": "Cancel a picture that is still waiting",
@@ -222,6 +228,7 @@ _EN = {
         "--raw · use your words exactly, without my touch-ups\n"
         "--n 4 · several pictures at once, with consecutive seeds\n"
         "--style anime · a style preset; /styles lists them\n"
+        "--lora ink:0.8 · a LoRA (up to 3); /loras lists them\n"
         "--strength 0.6 · how far from your own picture (0.1-0.95)\n"
         "--chaos 50 · more varied pictures (0-100)\n"
         "--draft · ¼-cost quick draft; ✨ Enhance (or reply “enhance”) draws it full size\n"
@@ -269,6 +276,7 @@ _EN = {
     "button.enhance": "✨ Enhance",
     "button.enhance_n": "✨ E{n}",
     "params_chaos": "Chaos: {chaos}",
+    "params_loras": "LoRA: {loras}",
     "params_expanded": "Drawn from (prompt enhancer): {expanded}",
     "show_expanded": "✨ {expanded}",
     "enhancer_note.timeout": "The prompt enhancer took too long, so this was drawn from your own words.",
@@ -304,6 +312,9 @@ _EN = {
     "unknown_style": "There's no style called “{name}”. Styles: {styles}.",
     "styles_header": "Styles (add --style NAME to /draw):",
     "styles_line": "{name} · {description}",
+    "loras_header": "LoRAs (add --lora NAME or --lora NAME:0.8 to /draw):",
+    "loras_line": "{name} · {description} · triggers: {triggers} · weight {weight}",
+    "loras_none": "No LoRAs are installed here.",
     "batch_caption": "{prompt}\n#{job_id} · {count} pictures · seeds {first_seed}–{last_seed}"
     " · {width}x{height} · {seconds}s",
     "batch_buttons": "#{job_id}: U = upscale, V = vary; the number is the picture.",
@@ -348,6 +359,11 @@ _ZH = {
     "upload_first_frame": "这是一张动图：我从它的第一帧开始画。",
     "error.count_range": "一次可以画 {min} 到 {max} 张（你填的是 {value}）。",
     "error.chaos_range": "--chaos 必须是 0 到 {max} 之间的整数（你填的是 {value}）。",
+    "error.lora_count": "每张图最多 {max} 个 --lora（你给了 {count} 个）。",
+    "error.lora_weight": "LoRA“{name}”的权重必须是 {min} 到 {max} 之间的数（你填的是 {value}）。",
+    "error.lora_twice": "LoRA“{name}”写了两次；只写一次，配一个权重。",
+    "error.lora_format": "看不懂“{value}”这个 LoRA：请写 --lora 名称 或 --lora 名称:0.8。",
+    "error.lora_unknown": "没有名为“{name}”的 LoRA。最接近的已安装 LoRA：{closest}。用 /loras 查看全部。",
     "error.invalid": "这个请求没法照原样画。",
     "error.oom": "画这张图时显卡内存不够了，试试小一点的尺寸。",
     "error.bad_output": "换用更稳妥的精度重试后，图片仍然是空白的。请换个种子或描述再试。",
@@ -393,7 +409,7 @@ _ZH = {
     "slash.draw.count": "画几张（每张都按算力单位计入额度）",
     "slash.draw.style": "风格预设（见 /styles）",
     "slash.draw.chaos": "0-100：让不同种子的构图差别更大（0 = 不加）",
-    "slash.draw.draft": "半尺寸快速草图，只花四分之一的算力；之后可以精修",
+    "slash.draw.draft": "半尺寸快速草图：四张只算一个单位；挑中的再精修",
     "slash.draw.image": "从你自己的图片开始",
     "slash.draw.strength": "从图片出发时，改动多大（0.1-0.95）",
     "slash.styles": "查看风格预设。",
@@ -402,6 +418,7 @@ _ZH = {
     "slash.wordlist.action": "add（添加）、remove（移除）或 list（查看）",
     "slash.wordlist.term": "词或短语（re:表达式 表示正则）",
     "command.styles": "查看 --style 可用的风格",
+    "command.loras": "查看 --lora 可用的 LoRA",
     "error.worker_lost": "GPU 机器画这张图时接连出错，只好放弃了。额度已退还。",
     "command.draw": "画一张图：/draw 雪地里的狐狸 --ar 3:2",
     "command.cancel": "取消还在排队的图",
@@ -515,6 +532,7 @@ _ZH = {
         "--raw · 完全按原话画，不做润色\n"
         "--n 4 · 一次画几张，种子依次加一\n"
         "--style anime · 风格预设，用 /styles 查看\n"
+        "--lora ink:0.8 · 使用 LoRA（最多 3 个），用 /loras 查看\n"
         "--strength 0.6 · 从你自己的图片出发时改动多大（0.1-0.95）\n"
         "--chaos 50 · 让每张图的构图差别更大（0-100）\n"
         "--draft · 快速草图，只花 ¼ 的算力；点“✨ 精修”（或回复“增强”）画成全尺寸\n"
@@ -562,6 +580,7 @@ _ZH = {
     "button.enhance": "✨ 精修",
     "button.enhance_n": "✨ E{n}",
     "params_chaos": "随机度：{chaos}",
+    "params_loras": "LoRA：{loras}",
     "params_expanded": "实际绘制的描述（提示词扩写）：{expanded}",
     "show_expanded": "✨ {expanded}",
     "enhancer_note.timeout": "提示词扩写超时，这张按你的原话画。",
@@ -596,6 +615,9 @@ _ZH = {
     "unknown_style": "没有名为“{name}”的风格。可用风格：{styles}。",
     "styles_header": "风格（在 /draw 后加 --style 名称）：",
     "styles_line": "{name} · {description}",
+    "loras_header": "LoRA（在 /draw 后加 --lora 名称 或 --lora 名称:0.8）：",
+    "loras_line": "{name} · {description} · 触发词：{triggers} · 权重 {weight}",
+    "loras_none": "这里还没有安装 LoRA。",
     "batch_caption": "{prompt}\n#{job_id} · {count} 张 · 种子 {first_seed}–{last_seed}"
     " · {width}x{height} · {seconds} 秒",
     "batch_buttons": "#{job_id}：U = 放大，V = 变化，数字是第几张图。",

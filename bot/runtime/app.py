@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,9 +34,12 @@ class App:
     def __post_init__(self) -> None:
         self.health = Health(self.service)
 
-    async def stop(self, finish_s: float = 0.0) -> None:
-        """Stop taking jobs; give the running one `finish_s` to finish (then it is handed back)."""
+    async def stop(self, finish_s: float = 0.0, then: Callable[[], Awaitable[None]] | None = None) -> None:
+        """Stop taking jobs; give the running one `finish_s` to finish (then it is handed back); `then`
+        runs once its delivery went out (closing the adapters), before the rest is closed."""
         await self.service.stop(finish_s=finish_s)
+        if then is not None:
+            await then()
         await self.health.stop()
         await self.worker.close()
         await self.db.close()
@@ -56,7 +59,8 @@ async def build_app(settings: Settings, factory: Callable[[], Any] | None = None
 
         worker: Worker = WorkerPool.from_settings(settings)
     else:
-        worker = GpuWorker(factory or engine_loader(settings.model, settings.device))
+        loras = (settings.loras_path, settings.max_lora_mb, settings.max_loaded_loras)
+        worker = GpuWorker(factory or engine_loader(settings.model, settings.device, loras))
     service = Service(settings, db, images, worker, profile_for(settings.model), model_name=_model_name(settings))
     if not settings.redis_url and factory is None:
         service.cannot_draw = await asyncio.to_thread(_why_drawing_cannot_run, settings)
@@ -85,26 +89,39 @@ async def run_forever(app: App, adapters: list[Any]) -> None:
         await app.health.start(app.settings.metrics_port)
         log.info("metrics and health on :%d (/metrics, /healthz, /readyz)", app.settings.metrics_port)
     adapters_task = asyncio.ensure_future(asyncio.gather(*(adapter.run() for adapter in adapters)))
-    signalled = _stop_on_signals(adapters_task)
+    stop = asyncio.Event()
+    signalled = _stop_on_signals(stop)
+    stop_task = asyncio.ensure_future(stop.wait())
     try:
-        await adapters_task
-    except asyncio.CancelledError:
-        if not signalled:
-            raise
-        log.info("stopping: no new jobs; the running one has %.0f s to finish", app.settings.stop_grace_s)
+        await asyncio.wait([adapters_task, stop_task], return_when=asyncio.FIRST_COMPLETED)
+        if signalled:
+            log.info("stopping: no new jobs; the running one has %.0f s to finish", app.settings.stop_grace_s)
+        else:
+            adapters_task.result()  # the adapters ended by themselves: what one raised is raised here
     finally:
+        stop_task.cancel()
         warm_up.cancel()
-        await app.stop(finish_s=app.settings.stop_grace_s)
+        # The adapters stay open through the drain: the picture the running job finishes goes out
+        # through them before they close (closed first, it would wait for the restart).
+        await app.stop(finish_s=app.settings.stop_grace_s, then=lambda: _close_adapters(adapters_task))
 
 
-def _stop_on_signals(task: asyncio.Future) -> list[int]:
-    """SIGTERM (docker stop) and SIGINT end the adapters; `run_forever` then drains.  The list it
-    returns fills with the signals received."""
+async def _close_adapters(adapters_task: asyncio.Future) -> None:
+    if adapters_task.done():  # they ended by themselves; what one raised was raised already
+        return
+    adapters_task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await adapters_task
+
+
+def _stop_on_signals(stop: asyncio.Event) -> list[int]:
+    """SIGTERM (docker stop) and SIGINT set `stop`; `run_forever` then drains and closes the
+    adapters last.  The list it returns fills with the signals received."""
     loop, received = asyncio.get_running_loop(), []
 
     def on_signal(signum: int) -> None:
         received.append(signum)
-        task.cancel()
+        stop.set()
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError):  # not the main thread, or Windows

@@ -63,6 +63,11 @@ class Settings(BaseSettings):
     max_chat_terms: int = Field(default=1000, ge=0, alias="EASEL_MAX_CHAT_TERMS")
     styles_file: Path | None = Field(default=None, alias="EASEL_STYLES_FILE")
 
+    # LoRA (engine/loras.py): admins' .safetensors files, used by name with --lora
+    lora_dir: Path | None = Field(default=None, alias="EASEL_LORA_DIR")  # None: <EASEL_DATA_DIR>/loras
+    max_lora_mb: float = Field(default=512.0, gt=0, alias="EASEL_MAX_LORA_MB")
+    max_loaded_loras: int = Field(default=4, ge=3, alias="EASEL_MAX_LOADED_LORAS")
+
     # Prompt enhancer (bot/core/enhancer.py): any OpenAI-compatible chat endpoint; off when no URL
     enhancer_url: str | None = Field(default=None, alias="EASEL_ENHANCER_URL")
     enhancer_model: str = Field(default="qwen2.5:3b", alias="EASEL_ENHANCER_MODEL")
@@ -94,6 +99,11 @@ class Settings(BaseSettings):
     @property
     def images_dir(self) -> Path:
         return self.data_dir / "images"
+
+    @property
+    def loras_path(self) -> Path:
+        """The folder of installed LoRA files (may be missing: no LoRAs)."""
+        return self.lora_dir or self.data_dir / "loras"
 
     @property
     def styles_path(self) -> Path:

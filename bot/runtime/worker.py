@@ -50,14 +50,18 @@ def failure_of(error: Exception, job_id: int, crash: Failure = CRASHED) -> Failu
     return crash
 
 
-def engine_loader(model: str, device: str) -> Callable[[], Any]:
-    """Loads the engine when called (on the GPU thread): the real model, for `GpuThread`."""
+def engine_loader(model: str, device: str, loras: tuple | None = None) -> Callable[[], Any]:
+    """Loads the engine when called (on the GPU thread): the real model, for `GpuThread`; with
+    `loras` (folder, max MB, how many kept loaded) its LoRA files installed (engine/loras.py)."""
 
     def load():
         from engine.engine import Engine
 
         log.info("loading model %s on %s", model, device)
-        return Engine.load(model, device=device)
+        engine = Engine.load(model, device=device)
+        if loras is not None:
+            engine.install_loras(str(loras[0]), loras[1], loras[2])
+        return engine
 
     return load
 

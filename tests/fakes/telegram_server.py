@@ -504,16 +504,26 @@ class FakeTelegram:
         reported_size: int | None = None,
         chat_type: str = "private",
         reply_to_message_id: int | None = None,
+        unsized: bool = False,
+        file_size: int | None | str = "stored",
     ) -> int:
         """A user sends a photo (or, `as_document`, a file of type `mime_type`) with an optional
         caption; returns the message's id.  The bytes are kept for getFile and the file download;
         `reported_size` is the `file_size` Telegram reports (a test may claim more than it stores).
-        A photo must be a readable picture (Telegram's clients re-encode photos); a file need not."""
+        A photo must be a readable picture (Telegram's clients re-encode photos); a file need not.
+        `unsized`: the document comes with no `file_size` (the Bot API may leave it out); `file_size`:
+        what getFile reports then ("stored": the stored bytes' length, None: nothing)."""
         chat = self._chat(chat_id, chat_type)
         user = self._remember_user(user_id, None, "Tester", "en", False)
         size = {} if reported_size is None else {"file_size": reported_size}
         if as_document:
             info = {**self._store_file(data, "documents", ".bin"), "file_name": "picture", "mime_type": mime_type}
+            if file_size != "stored":
+                stored_info = self._files[info["file_id"]].info
+                stored_info.pop("file_size", None)
+                stored_info.update({} if file_size is None else {"file_size": file_size})
+            if unsized:
+                info.pop("file_size", None)
             fields: dict[str, Any] = {"document": data, "document_info": {**info, **size}}
         else:
             scan = _scan_photo(data)

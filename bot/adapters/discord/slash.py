@@ -97,7 +97,7 @@ def build_commands(profile: ModelProfile, run: Runner, styles: list[str] | None 
         count="How many pictures (each costs work units from your quota)",
         style="A style preset (see /styles)",
         chaos="0-100: more variety between seeds (0 = none)",
-        draft="A quick half-size draft for a quarter of the cost; Enhance it after",
+        draft="A quick half-size draft: four of them cost one unit; Enhance the one you like",
         image="Start from your own picture",
         strength="With a picture: how far to move away from it (0.1-0.95)",
     )

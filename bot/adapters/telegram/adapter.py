@@ -48,7 +48,7 @@ class TelegramAdapter:
         self.service = service
         self.application = build_application(settings, rate_limiter=rate_limiter)
         self.outbox = Outbox(self.application.bot, service, edit_interval)
-        Incoming(service, self.outbox).register(self.application)
+        Incoming(service, self.outbox, settings.max_upload_mb).register(self.application)
         self.ready = asyncio.Event()  # set while polling
         self._closing = asyncio.Event()
         self._poll_timeout = poll_timeout

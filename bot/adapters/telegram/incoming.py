@@ -21,6 +21,7 @@ from bot.adapters.telegram.outbox import Outbox
 from bot.adapters.telegram.texts import unexpected_error
 from bot.contract import Caller, ChatService, Upload
 from bot.language.buttons import parse_button_id
+from bot.language.errors import UserError
 from bot.language.messages import language_for, t
 
 log = logging.getLogger(__name__)
@@ -29,9 +30,10 @@ _LIST_COMMAND = re.compile(r"[/\uff0f](block|sensitive)(@\w+)?(\s|$)", re.IGNORE
 
 
 class Incoming:
-    def __init__(self, service: ChatService, outbox: Outbox) -> None:
+    def __init__(self, service: ChatService, outbox: Outbox, max_upload_mb: float = 10.0) -> None:
         self.service = service
         self.outbox = outbox
+        self.max_upload_mb = max_upload_mb  # EASEL_MAX_UPLOAD_MB: nothing larger is downloaded
 
     def register(self, application: Application) -> None:
         """All the wiring, in one place."""
@@ -66,7 +68,11 @@ class Incoming:
             reply = await self.service.vary_from_picture(
                 caller, text, str(chat.id), picture, reply_to, key, bot_username=context.bot.username
             )
-        upload = None if _replies_to(message, context.bot.id) else _upload_of(message.reply_to_message, context.bot)
+        upload = (
+            None
+            if _replies_to(message, context.bot.id)
+            else _upload_of(message.reply_to_message, context.bot, self.max_upload_mb)
+        )
         if reply is None and upload is not None and (private or _addresses(message, context.bot.username)):
             text = _without_mention(message.text, context.bot.username)
             reply = await self.service.draw_from_upload(
@@ -98,7 +104,7 @@ class Incoming:
         reply = await self.service.draw_from_upload(
             caller_for(sender, chat),
             _without_mention(caption, context.bot.username),
-            _upload_of(message, context.bot),
+            _upload_of(message, context.bot, self.max_upload_mb),
             {"chat_id": chat.id, "reply_to_message_id": message.message_id},
             f"telegram:{chat.id}:{message.message_id}",
             bot_username=context.bot.username,
@@ -201,9 +207,11 @@ def _replied_sender(message: Message) -> str | None:
     return str(replied.from_user.id)
 
 
-def _upload_of(message: Message | None, bot) -> Upload | None:
+def _upload_of(message: Message | None, bot, max_upload_mb: float = 10.0) -> Upload | None:
     """The picture a message carries (its largest photo size, or an image sent as a file), fetched
-    only when the service asks for it, after checking the size Telegram reports."""
+    only when the service asks for it, after checking the size Telegram reports: a document may
+    report none, so then getFile's is asked for, and a file of no known size is not downloaded
+    (a local Bot API server would hand over any size)."""
     if message is None:
         return None
     if message.photo:
@@ -213,9 +221,20 @@ def _upload_of(message: Message | None, bot) -> Upload | None:
     else:
         return None
 
+    limit = int(max_upload_mb * 1024 * 1024)
+
+    def check(size: int | None) -> None:
+        if size is None:
+            raise UserError("error.upload_failed")
+        if size > limit:
+            raise UserError("error.upload_too_big", size_mb=f"{size / 1024 / 1024:.1f}", limit_mb=f"{max_upload_mb:g}")
+
     async def fetch() -> bytes:
         file = await bot.get_file(item.file_id)
-        return bytes(await file.download_as_bytearray())
+        check(item.file_size if item.file_size is not None else file.file_size)
+        data = bytes(await file.download_as_bytearray())
+        check(len(data))  # what arrived, whatever was reported
+        return data
 
     return Upload(item.file_size, fetch)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from bot.language.messages import DEFAULT_LANGUAGE, LANGUAGES, t
 
-COMMANDS = ("draw", "cancel", "history", "show", "quota", "styles", "settings", "help")
+COMMANDS = ("draw", "cancel", "history", "show", "quota", "styles", "loras", "settings", "help")
 
 
 def command_menu(lang: str) -> list[tuple[str, str]]:

@@ -1,0 +1,29 @@
+"""Tiny random LoRAs for the tiny transformer, made with peft the way trainers make them."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+TARGETS = ["to_q", "to_k", "to_v"]
+
+
+def write_lora(path: str | Path, transformer, seed: int = 0, rank: int = 4, std: float = 0.3) -> Path:
+    """Write `path` (a .safetensors LoRA in diffusers' format) with random A and B matrices, so the
+    picture changes visibly with it."""
+    import torch
+    from peft import LoraConfig, get_peft_model_state_dict, inject_adapter_in_model
+    from safetensors.torch import save_file
+
+    config = LoraConfig(r=rank, lora_alpha=rank, target_modules=TARGETS, init_lora_weights=False)
+    model = inject_adapter_in_model(config, copy.deepcopy(transformer))
+    generator = torch.Generator().manual_seed(seed)
+    state = get_peft_model_state_dict(model)
+    weights = {
+        f"transformer.{key}": torch.randn(value.shape, generator=generator, dtype=torch.float32).mul(std).contiguous()
+        for key, value in state.items()
+    }
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(weights, str(path))
+    return path

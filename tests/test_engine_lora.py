@@ -1,0 +1,191 @@
+"""LoRA with the tiny real pipeline: the folder's files checked (engine/loras.py), adapters loaded once
+and switched per job, and a job without LoRA bit for bit the base model's picture."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from engine.errors import InvalidRequest
+from engine.loras import resolve, scan, tags
+from engine.request import TINY, DrawRequest, validate
+from tests.support.loras import write_lora
+from tests.support.pipeline import pixels
+
+
+@pytest.fixture(scope="module")
+def lora_engine(tiny_model_dir, tmp_path_factory):
+    """An engine of its own (the shared one stays free of adapters) with three LoRAs installed."""
+    from engine.engine import Engine
+
+    engine = Engine.load(tiny_model_dir, device="cpu")
+    folder = tmp_path_factory.mktemp("loras")
+    for seed, name in enumerate(["ink", "neon", "clay"], start=1):
+        write_lora(folder / f"{name}.safetensors", engine.pipeline.transformer, seed=seed)
+    (folder / "clay.toml").write_text('description = "soft clay"\ntriggers = ["claymation"]\ndefault_weight = 0.5\n')
+    engine.install_loras(str(folder), max_mb=5, max_loaded=3)
+    return engine
+
+
+def draw(engine, *loras, seed=3):
+    request = DrawRequest("a lighthouse at dusk", seed=seed, width=64, height=64, steps=3, loras=tuple(loras))
+    return pixels(engine.generate(request).image)
+
+
+def test_the_picture_changes_with_a_lora_and_comes_back_without(lora_engine, engine):
+    base = draw(engine)  # the shared engine never loaded a LoRA
+    assert np.array_equal(draw(lora_engine), base)
+    with_ink = draw(lora_engine, ("ink", 1.0))
+    assert not np.array_equal(with_ink, base)
+    assert np.array_equal(draw(lora_engine), base)  # after a LoRA job: bit for bit the base again
+    assert np.array_equal(draw(lora_engine, ("ink", 0.0)), base)
+    assert np.array_equal(draw(lora_engine, ("ink", 1.0)), with_ink)
+    assert not np.array_equal(draw(lora_engine, ("ink", 0.5)), with_ink)
+
+
+def test_two_loras_mix(lora_engine):
+    ink, neon = draw(lora_engine, ("ink", 1.0)), draw(lora_engine, ("neon", 1.0))
+    both = draw(lora_engine, ("ink", 1.0), ("neon", 1.0))
+    assert not np.array_equal(both, ink) and not np.array_equal(both, neon)
+    swapped = draw(lora_engine, ("neon", 1.0), ("ink", 1.0))  # the same sum, added in another order
+    assert np.abs(swapped - both).max() <= 2
+
+
+def test_result_records_the_weights_with_the_lora_default_filled_in(lora_engine):
+    request = DrawRequest("a vase", seed=1, width=64, height=64, steps=1, loras=(("clay", None), ("ink", 0.8)))
+    result = lora_engine.generate(request)
+    assert result.request.loras == (("clay", 0.5), ("ink", 0.8))
+    assert tags(result.request.loras) == "<lora:clay:0.5> <lora:ink:0.8>"
+    clay = lora_engine.loras.get("clay")
+    assert clay.description == "soft clay" and clay.triggers == ("claymation",)
+
+
+def test_loaded_adapters_are_bounded_least_recently_used_first(lora_engine, tmp_path):
+    folder = lora_engine.loras.directory
+    write_lora(folder / "moss.safetensors", lora_engine.pipeline.transformer, seed=9)
+    try:
+        lora_engine.install_loras(str(folder), max_mb=5)
+        ink = draw(lora_engine, ("ink", 1.0))
+        draw(lora_engine, ("neon", 1.0))
+        draw(lora_engine, ("clay", 1.0))
+        draw(lora_engine, ("moss", 1.0))
+        loaded = lora_engine._loras.loaded
+        assert len(loaded) == 3 and "ink" not in loaded
+        assert np.array_equal(draw(lora_engine, ("ink", 1.0)), ink)  # loaded again, same picture
+    finally:
+        (folder / "moss.safetensors").unlink()
+        lora_engine.install_loras(str(folder), max_mb=5)
+
+
+def test_an_unknown_name_names_the_closest_installed_ones(lora_engine):
+    with pytest.raises(InvalidRequest) as error:
+        lora_engine.generate(DrawRequest("x", width=64, height=64, steps=1, loras=(("inky", 1.0),)))
+    assert error.value.key == "error.lora_unknown"
+    assert error.value.params["name"] == "inky" and "ink" in error.value.params["closest"]
+
+
+def test_bad_files_are_skipped_with_a_log_line(lora_engine, tmp_path, caplog):
+    transformer = lora_engine.pipeline.transformer
+    write_lora(tmp_path / "good.safetensors", transformer, seed=1)
+    (tmp_path / "junk.safetensors").write_bytes(b"not a safetensors file")
+    (tmp_path / "pickled.ckpt").write_bytes(b"never read")
+    big = write_lora(tmp_path / "big.safetensors", transformer, seed=2, rank=64)
+    other = write_lora(tmp_path / "other.safetensors", transformer, seed=3)
+    _rename_keys(other, "to_q", "to_qq")  # a LoRA for some other transformer
+    with caplog.at_level("WARNING", logger="engine.loras"):
+        registry = scan(tmp_path, max_mb=big.stat().st_size / 1024**2 - 0.01, transformer=transformer)
+    assert registry.names() == ["good"]
+    assert set(registry.skipped) == {"junk.safetensors", "big.safetensors", "other.safetensors"}
+    assert "EASEL_MAX_LORA_MB" in registry.skipped["big.safetensors"]
+    assert "does not match" in registry.skipped["other.safetensors"]
+    assert sum("skipped" in record.message for record in caplog.records) == 3
+    assert scan(tmp_path / "missing", max_mb=5).names() == []
+
+
+def _rename_keys(path, old, new):
+    from safetensors.torch import load_file, save_file
+
+    weights = load_file(str(path))
+    save_file({key.replace(old, new): value for key, value in weights.items()}, str(path))
+
+
+def test_lora_requests_are_checked_and_survive_a_round_trip():
+    request = DrawRequest("x", loras=(("ink", 0.8), ("clay", None)))
+    again = DrawRequest.from_dict(json.loads(json.dumps(request.to_dict())))
+    assert again == request
+    with pytest.raises(InvalidRequest) as error:
+        validate(DrawRequest("x", loras=tuple((f"l{i}", 1.0) for i in range(4))), TINY)
+    assert error.value.key == "error.lora_count"
+    with pytest.raises(InvalidRequest) as error:
+        validate(DrawRequest("x", loras=(("ink", 2.5),)), TINY)
+    assert error.value.key == "error.lora_weight"
+    with pytest.raises(InvalidRequest) as error:
+        validate(DrawRequest("x", loras=(("ink", 1.0), ("ink", 0.5))), TINY)
+    assert error.value.key == "error.lora_twice"
+    for forged, key in (((("../x", 1.0),), "error.lora_format"), ((("ink", "1"),), "error.lora_weight")):
+        with pytest.raises(InvalidRequest) as error:  # what storage or Redis could hand back
+            validate(DrawRequest.from_dict({"prompt": "x", "loras": forged}), TINY)
+        assert error.value.key == key
+
+
+@pytest.fixture
+def cpu_stands_in_for_the_gpu(monkeypatch):
+    """As in tests/test_placement_cpu.py: accelerate's `cpu:0` onload device named plain `cpu`."""
+    import accelerate.hooks
+
+    original = accelerate.hooks.set_module_tensor_to_device
+
+    def normalised(module, name, device, *args, **kwargs):
+        return original(module, name, "cpu" if str(device) == "cpu:0" else device, *args, **kwargs)
+
+    monkeypatch.setattr(accelerate.hooks, "set_module_tensor_to_device", normalised)
+
+
+@pytest.mark.parametrize("placement", ["model_offload", "group_offload", "sequential_offload"])
+def test_loras_draw_the_same_under_each_offload_placement(
+    tiny_model_dir, lora_engine, placement, monkeypatch, cpu_stands_in_for_the_gpu
+):
+    import engine.engine as engine_module
+    from engine.engine import Engine
+    from engine.planner import Placement, Plan
+
+    expected = [draw(lora_engine), draw(lora_engine, ("ink", 1.0)), draw(lora_engine, ("ink", 1.0), ("neon", 0.5))]
+    offloaded = Engine.load(tiny_model_dir, device="cpu")
+    offloaded.install_loras(str(lora_engine.loras.directory), max_mb=5)
+    rung = Plan("cpu", "float32", Placement(placement), False, False, 0.0, True)
+    monkeypatch.setattr(engine_module, "ladder", lambda *args, **kwargs: [rung])
+    got = [draw(offloaded), draw(offloaded, ("ink", 1.0)), draw(offloaded, ("ink", 1.0), ("neon", 0.5))]
+    # As every offload placement draws next to the plain CPU (tests/test_placement_cpu.py): a pixel
+    # may round one or two steps apart, never more, and hardly any do.
+    for a, b in zip(got, expected, strict=True):
+        assert np.abs(a - b).max() <= 2 and np.abs(a - b).mean() < 0.01
+    assert not np.array_equal(got[0], got[1]) and offloaded._applied.placement.value == placement
+
+
+def test_the_folder_is_read_again_for_a_new_name_and_unchanged_files_are_not(lora_engine, tmp_path, caplog):
+    transformer = lora_engine.pipeline.transformer
+    (tmp_path / "junk.safetensors").write_bytes(b"junk")
+    registry = scan(tmp_path, max_mb=5, transformer=transformer)
+    assert registry.names() == []
+    write_lora(tmp_path / "fresh.safetensors", transformer, seed=4)
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="engine.loras"):
+        assert resolve((("fresh", None),), registry) == (("fresh", 1.0),)  # an unknown name reads again
+    assert not caplog.records  # the junk file, unchanged, was not read (nor logged) again
+    (tmp_path / "fresh.toml").write_text("default_weight = -0.5\n")
+    (tmp_path / "junk.safetensors").unlink()
+    registry.rescan()
+    assert registry.get("fresh").default_weight == -0.5 and registry.skipped == {}
+
+
+def test_the_engine_draws_with_a_file_added_after_it_started(lora_engine):
+    folder = lora_engine.loras.directory
+    write_lora(folder / "late.safetensors", lora_engine.pipeline.transformer, seed=7)
+    try:
+        assert not np.array_equal(draw(lora_engine, ("late", 1.0)), draw(lora_engine))
+    finally:
+        (folder / "late.safetensors").unlink()
+        lora_engine.loras.rescan()
+    assert lora_engine.loras.get("late") is None
