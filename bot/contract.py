@@ -141,6 +141,9 @@ class ChatService(Protocol):
     ) -> Reply | None:
         """/draw words with a picture of the user's own (a caption, a reply to it, an attachment)."""
 
+    def lora_names(self) -> list[str]:
+        """The installed LoRA names, sorted (Discord's autocomplete); cheap, never raises."""
+
     async def language_of(self, caller: Caller) -> str:
         """The caller's language, without creating a user row."""
 

@@ -51,6 +51,8 @@ CALLBACK_MESSAGE = 4
 CALLBACK_DEFERRED_MESSAGE = 5
 CALLBACK_DEFERRED_UPDATE = 6
 CALLBACK_UPDATE_MESSAGE = 7
+CALLBACK_AUTOCOMPLETE_RESULT = 8
+AUTOCOMPLETE = 4  # the interaction type Discord sends while a user types into an autocomplete option
 
 RequestMatcher = Callable[["Recorded"], bool] | tuple[str, str]
 
@@ -486,6 +488,52 @@ class FakeDiscord:
         )
         await self.dispatch("INTERACTION_CREATE", payload)
         return payload
+
+    async def send_autocomplete(
+        self,
+        name: str,
+        options: dict[str, Any],
+        focused: str,
+        *,
+        user_id: int,
+        guild_id: int | None,
+        channel_id: int,
+        locale: str = "en-US",
+        timeout: float = 3,
+    ) -> list[dict[str, Any]]:
+        """A user types into option ``focused`` of ``/name`` (``options`` holds what is typed so far,
+        ``focused`` included, as strings). Returns the choices the bot answered, which Discord wants
+        within 3 seconds."""
+        command, command_guild_id = self._find_synced_command(name, guild_id)
+        definitions = command.get("options", []) if command else []
+        built, _ = self._build_options([], definitions, options)
+        for option in built:
+            option["value"] = str(option["value"])  # Discord sends partial input as typed text
+            if option["name"] == focused:
+                option["focused"] = True
+        data: dict[str, Any] = {
+            "id": command["id"] if command else str(self._snowflake()),
+            "name": name,
+            "type": 1,
+            "options": built,
+        }
+        if command_guild_id is not None:
+            data["guild_id"] = str(command_guild_id)
+        payload = self._interaction_payload(
+            AUTOCOMPLETE,
+            data,
+            user_id=user_id,
+            guild_id=guild_id,
+            channel_id=channel_id,
+            locale=locale,
+            attachment_size_limit=DEFAULT_ATTACHMENT_SIZE_LIMIT,
+            roles=(),
+        )
+        path = f"/interactions/{payload['id']}/{payload['token']}/callback"
+        since = len(self.requests)
+        await self.dispatch("INTERACTION_CREATE", payload)
+        answer = await self.wait_for(("POST", path), timeout, since=since)
+        return answer.json["data"]["choices"]
 
     async def press_button(
         self,
@@ -997,6 +1045,8 @@ class FakeDiscord:
         callback_type = int(body["type"])
         data = body.get("data") or {}
         message: StoredMessage | None = None
+        if (callback_type == CALLBACK_AUTOCOMPLETE_RESULT) != (state.type == AUTOCOMPLETE):
+            raise _DiscordError(400, 50035, "Invalid Form Body: autocomplete results answer autocomplete only")
         if callback_type == CALLBACK_MESSAGE:
             message = self._bot_message(state.channel_id, data, recorded.files, webhook=True)
             message.type = 20 if state.type == 2 else 0

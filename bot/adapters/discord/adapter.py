@@ -126,7 +126,7 @@ class DiscordAdapter:
         tree = self.client.tree
         await tree.set_translator(CatalogueTranslator())
         styles = [style.name for style in self.service.styles.all()]
-        for command in build_commands(self.service.profile, self.on_command, styles):
+        for command in build_commands(self.service.profile, self.on_command, styles, self.service.lora_names):
             tree.add_command(command)
         try:
             if self.settings.discord_guild_ids:

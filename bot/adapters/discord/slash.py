@@ -5,6 +5,7 @@ No `from __future__ import annotations` here: the option annotations carry the m
 bounds, computed when the commands are built, and discord.py reads them from the signatures.
 """
 
+import logging
 import re
 from collections.abc import Awaitable, Callable
 
@@ -16,6 +17,11 @@ from engine.request import MAX_CHAOS, MAX_SEED, ModelProfile
 
 # Runs a command line for an interaction (DiscordAdapter.on_command), with /draw's picture if any.
 Runner = Callable[..., Awaitable[None]]
+# The installed LoRA names (ChatService.lora_names), asked on every autocomplete keystroke.
+LoraNames = Callable[[], list[str]]
+Completer = Callable[[discord.Interaction, str], Awaitable[list[app_commands.Choice[str]]]]
+
+log = logging.getLogger(__name__)
 
 MAX_CHOICES = 25  # Discord's limit per option
 _MENTION = re.compile(r"<@!?([0-9]+)>")
@@ -35,6 +41,7 @@ def draw_text(
     chaos: int | None = None,
     draft: bool = False,
     strength: float | None = None,
+    lora: str | None = None,
 ) -> str:
     """`/draw <prompt> --ar .. --n .. --style .. --seed .. --steps .. --cfg .. --raw --no ..`; `--no`
     last, as it takes every word after it.  Flags typed inside the prompt still count (the parser
@@ -56,6 +63,8 @@ def draw_text(
         parts += ["--chaos", str(chaos)]
     if strength is not None:
         parts += ["--strength", repr(float(strength))]
+    for item in (lora or "").replace(",", " ").split():  # `ink`, `ink:0.8`, or several
+        parts += ["--lora", item]
     if draft:
         parts.append("--draft")
     if raw:
@@ -76,8 +85,37 @@ def target(user: str) -> str:
     return f"discord:{match[1]}" if match else user.strip()
 
 
-def build_commands(profile: ModelProfile, run: Runner, styles: list[str] | None = None) -> list[app_commands.Command]:
-    """Every command, with option bounds and choices from the model profile and the style presets."""
+def lora_choices(names: list[str], current: str) -> list[app_commands.Choice[str]]:
+    """The names matching what was typed so far (prefix matches first), keeping a typed `:weight`."""
+    typed, colon, weight = current.strip().partition(":")
+    typed = typed.lower()
+    matches = sorted((name for name in names if typed in name.lower()), key=lambda n: not n.lower().startswith(typed))
+    return [
+        app_commands.Choice(name=value, value=value)
+        for value in (f"{name}{colon}{weight}" for name in matches[:MAX_CHOICES])
+        if len(value) <= 100  # Discord's limit for a choice
+    ]
+
+
+def lora_completer(lora_names: LoraNames | None) -> Completer:
+    """Autocomplete for /draw's `lora`: answers from memory at once, and an empty list on any error
+    (an exception would leave Discord showing "Loading options failed")."""
+
+    async def complete(interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
+        try:
+            return lora_choices(lora_names() if lora_names is not None else [], current or "")
+        except Exception:
+            log.exception("LoRA autocomplete failed")
+            return []
+
+    return complete
+
+
+def build_commands(
+    profile: ModelProfile, run: Runner, styles: list[str] | None = None, lora_names: LoraNames | None = None
+) -> list[app_commands.Command]:
+    """Every command, with option bounds and choices from the model profile, the style presets and,
+    as the user types, the installed LoRAs."""
     ratios = [app_commands.Choice(name=ratio, value=ratio) for ratio in list(profile.aspect_ratios)[:MAX_CHOICES]]
     style_choices = [app_commands.Choice(name=name, value=name) for name in (styles or [])[:MAX_CHOICES]]
     actions = [app_commands.Choice(name=action, value=action) for action in ("add", "remove", "list")]
@@ -100,8 +138,10 @@ def build_commands(profile: ModelProfile, run: Runner, styles: list[str] | None 
         draft="A quick half-size draft: four of them cost one unit; Enhance the one you like",
         image="Start from your own picture",
         strength="With a picture: how far to move away from it (0.1-0.95)",
+        lora="A LoRA by name, or name:0.8 for its weight (see /loras)",
     )
     @app_commands.choices(aspect_ratio=ratios, **({"style": style_choices} if style_choices else {}))
+    @app_commands.autocomplete(lora=lora_completer(lora_names))
     async def draw(
         interaction: discord.Interaction,
         prompt: str,
@@ -117,6 +157,7 @@ def build_commands(profile: ModelProfile, run: Runner, styles: list[str] | None 
         draft: bool = False,
         image: discord.Attachment = None,
         strength: app_commands.Range[float, STRENGTH_RANGE[0], STRENGTH_RANGE[1]] = None,
+        lora: str = None,
     ) -> None:
         """Draw a picture from your words."""
         text = draw_text(
@@ -132,6 +173,7 @@ def build_commands(profile: ModelProfile, run: Runner, styles: list[str] | None 
             chaos=chaos,
             draft=draft,
             strength=strength,
+            lora=lora,
         )
         await run(interaction, text, image)
 
@@ -139,6 +181,11 @@ def build_commands(profile: ModelProfile, run: Runner, styles: list[str] | None 
     async def styles(interaction: discord.Interaction) -> None:
         """The style presets."""
         await run(interaction, "/styles")
+
+    @app_commands.command()
+    async def loras(interaction: discord.Interaction) -> None:
+        """The installed LoRAs."""
+        await run(interaction, "/loras")
 
     def word_list(name: str, description: str) -> app_commands.Command:
         @app_commands.command(name=name, description=description)
@@ -226,6 +273,7 @@ def build_commands(profile: ModelProfile, run: Runner, styles: list[str] | None 
     return [
         draw,
         styles,
+        loras,
         cancel,
         history,
         show,
