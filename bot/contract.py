@@ -92,6 +92,10 @@ class Adapter(Protocol):
     async def notify_failure(self, job: Job, text: str) -> None:
         """Tell the owner their job failed; raise if it did not go out."""
 
+    # Optional: an adapter without it cannot reach admins privately (the core checks with getattr).
+    async def tell_admin(self, user_id: str, text: str) -> bool:
+        """A private message to a bot admin (EASEL_ADMINS `platform:user_id`); True when it went out."""
+
 
 class ChatService(Protocol):
     """What adapters call on the service (bot/core/service.py).  Replies come back as `Reply`; None means

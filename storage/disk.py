@@ -34,6 +34,8 @@ class DiskGuard:
         self._read_at = float("-inf")
         self._free = float("inf")
         self.low_since: float | None = None  # clock time the disk went low, None while it is fine
+        # Called once per edge with (low, free GB): the disk went low, or space came back.
+        self.on_change: Callable[[bool, float], None] | None = None
 
     def free_gb(self) -> float:
         """Free space where the data lives, at most CACHE_S old."""
@@ -61,10 +63,20 @@ class DiskGuard:
                 self.path,
                 self.min_free_gb,
             )
+            self._changed(True, free)
         elif not is_low and self.low_since is not None:
             self.low_since = None
             log.warning("disk space back: %.2f GB free under %s; taking jobs again", free, self.path)
+            self._changed(False, free)
         return is_low
+
+    def _changed(self, low: bool, free: float) -> None:
+        if self.on_change is None:
+            return
+        try:
+            self.on_change(low, free)
+        except Exception:  # telling someone must never stop the guard from answering
+            log.warning("disk guard: the change callback failed", exc_info=True)
 
 
 def _free_gb(path: Path) -> float:

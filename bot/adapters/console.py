@@ -109,6 +109,10 @@ class ConsoleAdapter:
         self._print("\n".join(lines))
         self._settled.set()
 
+    async def tell_admin(self, user_id: str, text: str) -> bool:
+        self._print(f"[admin] {text}")
+        return True
+
     async def notify_failure(self, job: Job, text: str) -> None:
         self._print(f"#{job.id}: {text}")
         self._settled.set()

@@ -45,6 +45,23 @@ class Notices:
         lang = await self.members.owner_language(job)
         await self.status(adapter, job, t("running", lang, job_id=job_id, step=step, steps=total))
 
+    async def tell_admins(self, key: str, **params: object) -> None:
+        """One private message to each admin in EASEL_ADMINS whose platform is connected, in their
+        language.  Never raises: an admin who cannot be reached is logged and skipped."""
+        for entry in self.members.settings.admins:
+            platform, _, user_id = entry.partition(":")
+            adapter = self.adapters.get(platform)
+            tell = getattr(adapter, "tell_admin", None)
+            if tell is None or not user_id:
+                continue
+            try:
+                known = await self.members.users.find(platform, user_id)
+                lang = self.members.language(known) if known else self.members.settings.default_language
+                if not await tell(user_id, t(key, lang, **params)):
+                    log.warning("telling admin %s (%s) did not go out", entry, key)
+            except Exception:
+                log.warning("telling admin %s (%s) failed", entry, key, exc_info=True)
+
     async def push_positions(self) -> None:
         """Tell the first few queued users their new place in line, once per change."""
         positions = self.scheduler.queue.positions()

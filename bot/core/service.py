@@ -72,6 +72,7 @@ class Service:
         self.loras = scan(settings.loras_path, settings.max_lora_mb)
         self.uploads = Uploads(settings, profile, images)
         self.notices = Notices(db.jobs, self.adapters, self.members, self.scheduler)
+        self.disk.on_change = self._disk_changed
         self.deliverer = Deliverer(settings, db, images, self.adapters, self.members, self.metrics, self.background)
         self.dispatcher = Dispatcher(
             db.jobs, images, worker, self.scheduler, self.deliverer, self.notices, self.metrics, self.background,
@@ -128,6 +129,15 @@ class Service:
     async def redeliver_pending(self) -> None:
         """Deliver what finished while an adapter was away (call after registering one)."""
         await self.deliverer.redeliver_pending()
+
+    def _disk_changed(self, low: bool, free: float) -> None:
+        """The disk guard saw an edge: tell the admins once, off the request path."""
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:  # asked outside the bot's loop (a CLI check): the log line is enough
+            return
+        key = "admin_disk_low" if low else "admin_disk_back"
+        self.background.spawn(self.notices.tell_admins(key, free=f"{free:.1f}", guard=f"{self.disk.min_free_gb:g}"))
 
     def live_workers(self) -> int:
         return self.worker.live_workers()

@@ -197,6 +197,10 @@ _EN = {
     "stats_disk": "Disk: {free} GB free (new jobs are refused under {guard} GB).",
     "stats_disk_low": "Disk nearly full: {free} GB free, under the {guard} GB guard. New jobs are refused "
     "until space returns; free some (`easel prune --older-than 30d`) and drawing resumes by itself.",
+    "admin_disk_low": "⚠️ Disk nearly full: {free} GB free, under the {guard} GB guard (EASEL_MIN_FREE_GB). "
+    "New jobs are refused until space returns; free some with `easel prune --older-than 30d` and drawing "
+    "resumes by itself.",
+    "admin_disk_back": "✅ Disk space is back: {free} GB free (guard {guard} GB). Drawing resumed.",
     "disk_full": "The server is out of disk space, so I can't take new drawings right now. "
     "Nothing was charged; please try again later.",
     "picture_expired": "This picture is no longer kept on the server, so I can't start from it. "
@@ -508,6 +512,9 @@ _ZH = {
     "stats_disk": "磁盘：剩余 {free} GB（低于 {guard} GB 时不接新任务）。",
     "stats_disk_low": "磁盘快满了：剩余 {free} GB，低于 {guard} GB 的警戒线。在空间恢复前不接新任务；"
     "清理一些（`easel prune --older-than 30d`）后会自动恢复绘图。",
+    "admin_disk_low": "⚠️ 磁盘快满了：剩余 {free} GB，低于 {guard} GB 的警戒线（EASEL_MIN_FREE_GB）。"
+    "在空间恢复前不接新任务；用 `easel prune --older-than 30d` 清理一些后会自动恢复绘图。",
+    "admin_disk_back": "✅ 磁盘空间已恢复：剩余 {free} GB（警戒线 {guard} GB）。已恢复绘图。",
     "disk_full": "服务器磁盘空间不足，暂时不能接新的绘图。没有扣额度，请稍后再试。",
     "picture_expired": "这张图已不在服务器上保存，无法以它为基础继续。"
     "🎲 重新生成仍然可用，/show {job_id} 里有它的种子和描述。",

@@ -34,7 +34,7 @@ class Harness:
 
     async def app(self, **settings):
         values = {"TELEGRAM_TOKEN": TOKEN, "TELEGRAM_API_URL": self.tg.base_url, "EASEL_ADMINS": f"telegram:{ADMIN}"}
-        app = await self.make_app(**values, **settings)
+        app = await self.make_app(**{**values, **settings})  # a test may name its own admins
         self.apps.append(app)
         return app
 

@@ -303,6 +303,19 @@ class DiscordAdapter:
         with contextlib.suppress(Exception):
             await self._clear_status(origin)
 
+    async def tell_admin(self, user_id: str, text: str) -> bool:
+        """A direct message to a bot admin; False (logged) when it did not go out."""
+        try:
+            await asyncio.wait_for(self._ready.wait(), READY_TIMEOUT_S)
+            if self._closed:
+                raise RuntimeError("the Discord adapter is closed")
+            channel = await self.client.create_dm(discord.Object(id=int(user_id)))  # cached after the first
+            await channel.send(_clip(text))
+        except Exception as error:  # DMs closed, an unknown id, not logged in
+            log.warning("discord: message to admin %s not sent: %s", user_id, error)
+            return False
+        return True
+
     # -- sending ----------------------------------------------------------------------------------
 
     async def _post(

@@ -121,6 +121,16 @@ class TelegramAdapter:
         await self._until_ready()
         await self.outbox.notify_failure(job, text)
 
+    async def tell_admin(self, user_id: str, text: str) -> bool:
+        """A private message to a bot admin; False (logged) when it did not go out."""
+        try:
+            await self._until_ready()
+            await self.outbox.send_text(int(user_id), text)
+        except Exception as error:  # never started the bot, blocked it, a bad id, not connected
+            log.warning("telegram: message to admin %s not sent: %s", user_id, error)
+            return False
+        return True
+
     async def _until_ready(self) -> None:
         # A TimeoutError here is a failed delivery: the service tries again later.
         await asyncio.wait_for(self.ready.wait(), READY_TIMEOUT_S)
