@@ -7,47 +7,12 @@ import os
 import re
 import signal
 import sqlite3
-import subprocess
-import sys
-import time
-from pathlib import Path
 
 import pytest
 
+from tests.support.console_process import PROGRESS, console, read_until
+
 pytestmark = pytest.mark.slow
-
-
-def console(tmp_path: Path, model: str) -> subprocess.Popen:
-    env = {
-        **os.environ,
-        "EASEL_MODEL": model,
-        "EASEL_DATA_DIR": str(tmp_path / "data"),
-        "EASEL_DEVICE": "cpu",
-        "PYTHONUNBUFFERED": "1",
-        "EASEL_LOG_LEVEL": "WARNING",
-    }
-    return subprocess.Popen(
-        [sys.executable, "-m", "bot.cli.main", "console"],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=env,
-        cwd=Path(__file__).resolve().parents[1],
-    )
-
-
-def read_until(process: subprocess.Popen, pattern: str, timeout: float = 60.0) -> list[str]:
-    lines = []
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        line = process.stdout.readline()
-        if not line:
-            break
-        lines.append(line)
-        if re.search(pattern, line):
-            return lines
-    raise AssertionError(f"never saw {pattern!r}; output was:\n{''.join(lines)}")
 
 
 def test_sigkill_mid_job_then_restart_delivers_every_job_once(tmp_path, tiny_model_dir):
@@ -55,7 +20,7 @@ def test_sigkill_mid_job_then_restart_delivers_every_job_once(tmp_path, tiny_mod
     for i in range(3):
         first.stdin.write(f"/draw a slow picture number {i} --size 256x256 --steps 16 --seed {i}\n")
     first.stdin.flush()
-    before = read_until(first, r"\[#+\.*\]")  # a progress bar: job 1 is running
+    before = read_until(first, PROGRESS)  # job 1 is running
     os.kill(first.pid, signal.SIGKILL)
     first.wait(timeout=10)
     before += first.stdout.read().splitlines(keepends=True)

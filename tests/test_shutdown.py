@@ -5,68 +5,30 @@ is delivered exactly once."""
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import signal
 import sqlite3
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from bot.runtime.app import build_app, run_forever
+from tests.support.console_process import PROGRESS, console, read_until
 from tests.support.service import RecordingAdapter, alice
 from tests.support.telegram_harness import Gate
 
 pytestmark = pytest.mark.slow
 
-PROGRESS = r"\[#+\.*\]"  # a progress bar: the job is running
-
-
-def console(tmp_path: Path, model: str, grace_s: float) -> subprocess.Popen:
-    env = {
-        **os.environ,
-        "EASEL_MODEL": model,
-        "EASEL_DATA_DIR": str(tmp_path / "data"),
-        "EASEL_DEVICE": "cpu",
-        "EASEL_STOP_GRACE_S": str(grace_s),
-        "PYTHONUNBUFFERED": "1",
-        "EASEL_LOG_LEVEL": "WARNING",
-    }
-    return subprocess.Popen(
-        [sys.executable, "-m", "bot.cli.main", "console"],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=env,
-        cwd=Path(__file__).resolve().parents[1],
-    )
-
-
-def read_until(process: subprocess.Popen, pattern: str, timeout: float = 60.0) -> str:
-    lines = []
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        line = process.stdout.readline()
-        if not line:
-            break
-        lines.append(line)
-        if re.search(pattern, line):
-            return "".join(lines)
-    raise AssertionError(f"never saw {pattern!r}; output was:\n{''.join(lines)}")
-
 
 def terminated_mid_job(tmp_path: Path, model: str, grace_s: float) -> tuple[str, float]:
     """Two jobs accepted, SIGTERM while the first runs; the output and how long the exit took."""
-    first = console(tmp_path, model, grace_s)
+    first = console(tmp_path, model, EASEL_STOP_GRACE_S=str(grace_s))
     first.stdin.write("/draw a slow picture --size 256x256 --steps 16 --seed 1\n")
     first.stdin.write("/draw another slow picture --size 256x256 --steps 16 --seed 2\n")
     first.stdin.close()  # the console now waits for its jobs; SIGTERM comes while it does
     first.stdin = None  # (so communicate() leaves it alone)
-    before = read_until(first, PROGRESS)
+    before = "".join(read_until(first, PROGRESS))
     sent = time.monotonic()
     first.send_signal(signal.SIGTERM)
     rest, _ = first.communicate(timeout=grace_s + 30)
@@ -92,7 +54,7 @@ def test_sigterm_mid_job_exits_0_and_every_job_is_delivered_once_after_the_resta
         sent = database.execute("SELECT delivered_at IS NOT NULL FROM jobs WHERE id = 1").fetchone()
         assert sent == (1,)  # recorded as delivered by the process that stopped, not left for the restart
 
-    second = console(tmp_path, tiny_model_dir, grace_s)
+    second = console(tmp_path, tiny_model_dir, EASEL_STOP_GRACE_S=str(grace_s))
     after, _ = second.communicate(input="", timeout=120)  # end of input: finish what was accepted, exit
     assert second.returncode == 0, after
     assert delivered(before + after) == [1, 2]  # each exactly once, across the stop
@@ -149,7 +111,7 @@ async def test_sigterm_delivers_the_finished_picture_before_the_adapters_close(m
 
 def test_sigterm_does_not_wait_for_a_line_of_input(tmp_path, tiny_model_dir):
     """An interactive console (input still open, nobody typing) stops on SIGTERM all the same."""
-    process = console(tmp_path, tiny_model_dir, grace_s=0.0)
+    process = console(tmp_path, tiny_model_dir, EASEL_STOP_GRACE_S="0.0")
     process.stdin.write("/draw a slow picture --size 256x256 --steps 16 --seed 1\n")
     process.stdin.flush()  # and left open
     read_until(process, PROGRESS)
