@@ -13,7 +13,7 @@ from engine.metadata import read_parameters
 from tests.fakes.discord_server import FakeDiscord
 from tests.support import discord_harness as harness
 from tests.support.discord_harness import CHANNEL_ID, GUILD_ID, USER_ID, ZH_ID, answer, command, drawn
-from tests.support.loras import write_lora
+from tests.support.loras import installed_loras
 
 fake = harness.fake  # fixtures
 start_bot = harness.start_bot
@@ -21,16 +21,7 @@ start_bot = harness.start_bot
 
 @pytest.fixture(scope="module")
 def lora_dir(tmp_path_factory, tiny_model_dir):
-    from engine.engine import Engine
-
-    folder = tmp_path_factory.mktemp("loras")
-    transformer = Engine.load(tiny_model_dir, device="cpu").pipeline.transformer
-    write_lora(folder / "ink.safetensors", transformer, seed=1)
-    (folder / "ink.toml").write_text('description = "bold ink lines"\ntriggers = ["inked"]\ndefault_weight = 0.7\n')
-    write_lora(folder / "neon-glow.safetensors", transformer, seed=2)
-    write_lora(folder / "pink-noise.safetensors", transformer, seed=3)
-    (folder / "broken.safetensors").write_bytes(b"not a LoRA")
-    return folder
+    return installed_loras(tmp_path_factory.mktemp("loras"), tiny_model_dir, {"pink-noise": None})
 
 
 @pytest.fixture(scope="module")

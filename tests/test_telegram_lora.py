@@ -9,7 +9,7 @@ from bot.language.buttons import Action, button_id
 from bot.language.messages import t
 from engine.metadata import read_parameters
 from tests.support import telegram_harness as harness
-from tests.support.loras import write_lora
+from tests.support.loras import installed_loras, write_lora
 from tests.support.telegram_harness import ALICE, BOB, jobs_of, picture, press, said, say, settled
 
 tg = harness.tg  # fixtures
@@ -18,17 +18,7 @@ easel = harness.easel
 
 @pytest.fixture(scope="module")
 def lora_dir(tmp_path_factory, tiny_model_dir):
-    from engine.engine import Engine
-
-    folder = tmp_path_factory.mktemp("loras")
-    transformer = Engine.load(tiny_model_dir, device="cpu").pipeline.transformer
-    write_lora(folder / "ink.safetensors", transformer, seed=1)
-    (folder / "ink.toml").write_text('description = "bold ink lines"\ntriggers = ["inked"]\ndefault_weight = 0.7\n')
-    write_lora(folder / "neon-glow.safetensors", transformer, seed=2)
-    write_lora(folder / "racy.safetensors", transformer, seed=3)
-    (folder / "racy.toml").write_text("sensitive = true\n")
-    (folder / "broken.safetensors").write_bytes(b"not a LoRA")
-    return folder
+    return installed_loras(tmp_path_factory.mktemp("loras"), tiny_model_dir, {"racy": "sensitive = true\n"})
 
 
 @pytest.fixture(scope="module")

@@ -27,3 +27,20 @@ def write_lora(path: str | Path, transformer, seed: int = 0, rank: int = 4, std:
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file(weights, str(path))
     return path
+
+
+def installed_loras(folder: Path, tiny_model_dir: str, extra: dict[str, str | None]) -> Path:
+    """A LoRA folder as an admin fills it: `ink` with its settings, `neon-glow`, a broken file, and
+    `extra` (name -> its TOML, or None for none), each a random LoRA for the tiny transformer."""
+    from engine.engine import Engine
+
+    transformer = Engine.load(tiny_model_dir, device="cpu").pipeline.transformer
+    write_lora(folder / "ink.safetensors", transformer, seed=1)
+    (folder / "ink.toml").write_text('description = "bold ink lines"\ntriggers = ["inked"]\ndefault_weight = 0.7\n')
+    write_lora(folder / "neon-glow.safetensors", transformer, seed=2)
+    for seed, (name, settings) in enumerate(extra.items(), start=3):
+        write_lora(folder / f"{name}.safetensors", transformer, seed=seed)
+        if settings is not None:
+            (folder / f"{name}.toml").write_text(settings)
+    (folder / "broken.safetensors").write_bytes(b"not a LoRA")
+    return folder
