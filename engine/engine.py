@@ -38,9 +38,11 @@ from engine.planner import (
     Placement,
     Plan,
     choose_dtype,
+    choose_recipe,
     ladder,
     ram_shortfall,
 )
+from engine.quantize import Recipe, Weights, WeightsWanted, is_gguf, load_components, model_folder
 from engine.request import MAX_SEED, RANDOM_SEED, DrawRequest, Kind, ModelProfile, profile_for, seed_for, validate
 from engine.result import Result
 
@@ -60,19 +62,23 @@ def turbo_sigmas(steps: int) -> list[float]:
 class Engine:
     """One loaded model on one device.  Not thread-safe: one generation at a time."""
 
-    def __init__(self, pipeline, model: str, profile: ModelProfile, device: str, probe=probe_device) -> None:
+    def __init__(
+        self, pipeline, model: str, profile: ModelProfile, device: str, probe=probe_device, recipe: Recipe = Recipe.NONE
+    ) -> None:
         from diffusers import ZImageImg2ImgPipeline, ZImageInpaintPipeline
 
         self._pipeline = pipeline
-        # from_pipe shares every weight with the text-to-image pipeline: no second copy in memory.
-        # dtype given: from_pipe otherwise casts every shared weight to fp32 (twice the RAM).
-        self._img2img = ZImageImg2ImgPipeline.from_pipe(pipeline, dtype=pipeline.transformer.dtype)
-        self._inpaint = ZImageInpaintPipeline.from_pipe(pipeline, dtype=pipeline.transformer.dtype)
+        # Built on the text-to-image pipeline's own components: every weight shared, no second copy.
+        # (from_pipe would also cast them all, which quantized weights refuse.)
+        self._img2img = ZImageImg2ImgPipeline(**pipeline.components)
+        self._inpaint = ZImageInpaintPipeline(**pipeline.components)
         for pipe in (self._pipeline, self._img2img, self._inpaint):
             pipe.set_progress_bar_config(disable=True)
         self.model = model
         self.profile = profile
         self.device = device
+        self.recipe = recipe  # the weights' precision (engine/quantize.py); every plan records it
+        self.gguf = is_gguf(pipeline.transformer)  # int4's transformer, or EASEL_TRANSFORMER_FILE's
         self._probe = probe
         self._applied: Plan | None = None
         self._learned = LearnedRungs()
@@ -96,28 +102,40 @@ class Engine:
         return self._loras.registry if self._loras else None
 
     @classmethod
-    def load(cls, model: str, device: str = "auto", allow_cpu: bool | None = None) -> Engine:
-        """Load a hub id or a local directory through `from_pretrained` (no network for local files)."""
+    def load(
+        cls, model: str, device: str = "auto", allow_cpu: bool | None = None, weights: WeightsWanted | None = None
+    ) -> Engine:
+        """Load a hub id or a local directory through `from_pretrained` (no network for local files),
+        in the weights `weights` asks for: `auto` picks a recipe for this card (engine/planner.py)."""
         from diffusers import ZImagePipeline
         from diffusers.utils import logging as diffusers_logging
         from transformers.utils import logging as transformers_logging
 
         diffusers_logging.disable_progress_bar()
         transformers_logging.disable_progress_bar()
+        weights = weights or WeightsWanted()
         profile = profile_for(model)
         device = resolve_device(device)
         facts = probe_device(device)
         if (refusal := why_it_cannot_run(model, facts, allow_cpu, profile)) is not None:
             raise refusal
-        shortfall = ram_shortfall(facts, profile)
+        recipe = choose_recipe(facts, profile, weights.quantize)
+        shortfall = ram_shortfall(facts, profile, recipe)
         if shortfall:
             log.warning(shortfall)
         dtype, _ = choose_dtype(facts)
         try:
-            pipeline = ZImagePipeline.from_pretrained(model, dtype=DTYPES[dtype])
+            chosen = Weights(recipe, weights.transformer_file, weights.cache_dir)
+            components = load_components(model_folder(model), chosen, DTYPES[dtype]) if weights.changes(recipe) else {}
+            pipeline = ZImagePipeline.from_pretrained(model, dtype=DTYPES[dtype], **components)
         except (OSError, ValueError) as exc:
             raise ModelNotFound(model=model, reason=str(exc).splitlines()[0][:200]) from exc
-        return cls(pipeline, model, profile, device)
+        log.info(
+            "weights: %s%s",
+            recipe.value,
+            f", transformer from {weights.transformer_file}" * bool(weights.transformer_file),
+        )
+        return cls(pipeline, model, profile, device, recipe=recipe)
 
     @property
     def pipeline(self):
@@ -198,7 +216,8 @@ class Engine:
     def _ladders(self, facts: DeviceFacts, request: DrawRequest, dtype: str | None = None) -> tuple[list, list]:
         """The OOM ladder for one picture per call, and the same rungs for the whole batch in one."""
         size = (facts, self.profile, request.width, request.height, request.cfg, dtype)
-        return ladder(*size), ladder(*size, batch=request.count)
+        kept = dict(recipe=self.recipe, gguf=self.gguf)
+        return ladder(*size, **kept), ladder(*size, batch=request.count, **kept)
 
     def _run(self, plan: Plan, batch: _Batch, batched: bool) -> None:
         """Draw the pictures of the batch not yet finished, adding each once it is checked: all in

@@ -25,8 +25,8 @@ def apply_placement(pipe, plan: Plan, device: str, previous: Plan | None) -> Non
     moved = previous is None or (previous.placement, previous.dtype, previous.low_cpu_memory) != where
     if moved:
         _remove_offload(pipe, previous)
-        if previous is HALF_PLACED or pipe.transformer.dtype != DTYPES[plan.dtype]:
-            pipe.to(dtype=DTYPES[plan.dtype])
+        if previous is HALF_PLACED or pipe.vae.dtype != DTYPES[plan.dtype]:
+            cast(pipe, DTYPES[plan.dtype])
         _place(pipe, plan, device)
         _set_clamp(pipe.transformer, plan.clamp_fp16)
     if plan.vae_tiling:
@@ -35,6 +35,20 @@ def apply_placement(pipe, plan: Plan, device: str, previous: Plan | None) -> Non
         pipe.vae.disable_tiling()
     if plan.placement is Placement.CPU_LOW_MEMORY:
         pipe.vae.enable_slicing()
+
+
+def cast(pipe, dtype: torch.dtype) -> None:
+    """Every component in `dtype`, but quantized ones (engine/quantize.py): their weights keep their
+    own format and diffusers refuses to cast them; their other layers were loaded in the plan's dtype.
+    The VAE is never quantized: its dtype is the pipeline's."""
+    for component in pipe.components.values():
+        if isinstance(component, torch.nn.Module) and not is_quantized(component):
+            component.to(dtype=dtype)
+
+
+def is_quantized(module: torch.nn.Module) -> bool:
+    """Loaded with a quantization config (torchao, GGUF): diffusers and transformers both say so."""
+    return bool(getattr(module, "is_quantized", False) or getattr(module, "hf_quantizer", None))
 
 
 def _place(pipe, plan: Plan, device: str) -> None:

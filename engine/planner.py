@@ -9,9 +9,10 @@ engine decodes a batch one picture at a time).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from enum import StrEnum
 
+from engine.quantize import SCALE, Recipe
 from engine.request import ModelProfile
 
 HEADROOM_GB = 1.2
@@ -80,6 +81,7 @@ class Plan:
     fits: bool
     warnings: tuple[str, ...] = field(default_factory=tuple)
     low_cpu_memory: bool = False  # group offload pins each layer as it goes, not all weights up front
+    recipe: str = Recipe.NONE.value  # the weights' own precision, or int8 / int4 (engine/quantize.py)
 
     def to_dict(self) -> dict:
         data = asdict(self)
@@ -88,9 +90,10 @@ class Plan:
         return data
 
     def describe(self) -> str:
+        weights = f" {self.recipe} weights" if self.recipe != Recipe.NONE else ""
         tiling = ", VAE tiling" if self.vae_tiling else ""
         low_ram = ", low RAM" if self.low_cpu_memory else ""
-        return f"{self.placement.value} {self.dtype}{tiling}{low_ram} (~{self.estimated_peak_gb:.1f} GB)"
+        return f"{self.placement.value} {self.dtype}{weights}{tiling}{low_ram} (~{self.estimated_peak_gb:.1f} GB)"
 
 
 def choose_dtype(device: DeviceFacts) -> tuple[str, bool]:
@@ -153,9 +156,11 @@ def plan_for(
     cfg: float = 1.0,
     dtype: str | None = None,
     batch: int = 1,
+    recipe: Recipe = Recipe.NONE,
+    gguf: bool | None = None,
 ) -> Plan:
     """The fastest plan that leaves at least HEADROOM_GB free; the safest one when none does."""
-    plans = ladder(device, profile, width, height, cfg, dtype, batch)
+    plans = ladder(device, profile, width, height, cfg, dtype, batch, recipe, gguf)
     return plans[first_fitting(plans)]
 
 
@@ -172,14 +177,23 @@ def ladder(
     cfg: float = 1.0,
     dtype: str | None = None,
     batch: int = 1,
+    recipe: Recipe = Recipe.NONE,
+    gguf: bool | None = None,
 ) -> list[Plan]:
     """Every plan for this device from fastest to safest, for `batch` pictures denoised in one call;
-    the OOM ladder walks down it."""
+    the OOM ladder walks down it.  `profile` is the model's; its weights are sized for `recipe` here.
+    A GGUF transformer (`gguf`, int4's by default) has no sequential offload: accelerate re-wraps each
+    weight it moves without its quantization type, so that rung would fail every job; group offload,
+    which moves whole tensors, is its safest rung."""
+    profile = quantized(profile, recipe)
+    gguf = recipe is Recipe.INT4 if gguf is None else gguf
     default_dtype, _ = choose_dtype(device)
     dtype = dtype or default_dtype
     clamp = dtype == "float16"
     size = bytes_per_param(dtype)
     rungs = GPU_LADDER if device.is_gpu else CPU_LADDER
+    if gguf:
+        rungs = [rung for rung in rungs if rung is not Placement.SEQUENTIAL_OFFLOAD]
     plans = []
     for placement in rungs:
         tiling = _needs_tiling(placement, width, height)
@@ -192,8 +206,51 @@ def ladder(
             warnings.append("warning.low_system_ram")
         if clamp:
             warnings.append("warning.fp16_clamped")
-        plans.append(Plan(device.kind, dtype, placement, tiling, clamp, round(peak, 2), fits, tuple(warnings), low_ram))
+        plan = Plan(device.kind, dtype, placement, tiling, clamp, round(peak, 2), fits, tuple(warnings), low_ram)
+        plans.append(replace(plan, recipe=recipe.value))
     return plans
+
+
+def quantized(profile: ModelProfile, recipe: Recipe) -> ModelProfile:
+    """The profile with its transformer and text encoder sized for `recipe` (engine/quantize.py)."""
+    if recipe is Recipe.NONE:
+        return profile
+    scale = SCALE[recipe]
+    return replace(
+        profile,
+        transformer_gb=profile.transformer_gb * scale["transformer"],
+        text_encoder_gb=profile.text_encoder_gb * scale["text_encoder"],
+    )
+
+
+# What `auto` tries, best first: the model's own weights where they run resident or with model
+# offload; then int8, then int4, kept on the GPU; then int8 or int4 streamed by group offload (better
+# than sequential offload by several times, FACTS.md).  Quality before speed among weights that need
+# the same kind of offload.
+RESIDENT = (Placement.GPU, Placement.MODEL_OFFLOAD)
+AUTO_ORDER = (
+    (Recipe.NONE, RESIDENT),
+    (Recipe.INT8, RESIDENT),
+    (Recipe.INT8, (Placement.GROUP_OFFLOAD,)),
+    (Recipe.INT4, RESIDENT),
+    (Recipe.INT4, (Placement.GROUP_OFFLOAD,)),
+)
+
+
+def choose_recipe(device: DeviceFacts, profile: ModelProfile, wanted: str = "auto") -> Recipe:
+    """The weights to load for this machine: `wanted` when an admin forces one; for `auto`, the first
+    of AUTO_ORDER whose plan for the default size fits both VRAM and RAM + swap.  A CPU keeps the
+    model's own weights (its RAM is not planned); a card nothing fits gets int4, the smallest."""
+    if wanted != "auto":
+        return Recipe(wanted)
+    if not device.is_gpu:
+        return Recipe.NONE
+    side = min(profile.default_size)
+    for recipe, placements in AUTO_ORDER:
+        plan = plan_for(device, profile, side, side, recipe=recipe)
+        if plan.fits and plan.placement in placements and fits_in_ram(device, quantized(profile, recipe), plan):
+            return recipe
+    return Recipe.INT4
 
 
 def bytes_per_param(dtype: str) -> int:
@@ -224,7 +281,7 @@ def plan_ram_gb(plan: Plan, profile: ModelProfile) -> float:
     return ram_needed_gb(plan.placement, profile, plan.low_cpu_memory, bytes_per_param(plan.dtype))
 
 
-def ram_shortfall(facts: DeviceFacts, profile: ModelProfile) -> str | None:
+def ram_shortfall(facts: DeviceFacts, profile: ModelProfile, recipe: Recipe = Recipe.NONE) -> str | None:
     """Why RAM + swap cannot hold what the plan for the default size, or a rung it may fall back to,
     keeps in system RAM (offload keeps the weights there); None when it can.  A machine short of it
     is killed by the kernel, while loading or mid-job, which nothing can explain afterwards: say it
@@ -232,7 +289,8 @@ def ram_shortfall(facts: DeviceFacts, profile: ModelProfile) -> str | None:
     if not facts.is_gpu:
         return None
     side = min(profile.default_size)
-    plans = ladder(facts, profile, side, side)
+    plans = ladder(facts, profile, side, side, recipe=recipe)
+    profile = quantized(profile, recipe)
     planned = first_fitting(plans)
     worst = max(plans[planned:], key=lambda plan: plan_ram_gb(plan, profile))
     needed = plan_ram_gb(worst, profile)

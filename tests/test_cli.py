@@ -141,13 +141,37 @@ def test_doctor_warns_when_system_ram_cannot_hold_what_the_plan_offloads(tmp_pat
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("EASEL_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("EASEL_MODEL", "Tongyi-MAI/Z-Image-Turbo")
+    monkeypatch.setenv("EASEL_QUANTIZE", "none")  # an admin who wants the model's own weights
     monkeypatch.setattr(engine.device, "probe_device", small_machine(16.0))
     main(["doctor", "--json"])
     report = json.loads(capsys.readouterr().out)
     [problem] = [p for p in report["problems"] if "system RAM" in p]
     assert "runs as sequential_offload" in problem and "16 GB RAM + 0 GB swap" in problem
     assert report["plans"]["1024x1024"].startswith("sequential_offload")
+    assert "EASEL_QUANTIZE" in report["weights"]
 
     monkeypatch.setattr(engine.device, "probe_device", small_machine(64.0))
     main(["doctor", "--json"])
     assert not [p for p in json.loads(capsys.readouterr().out)["problems"] if "system RAM" in p]
+
+
+def test_doctor_shows_the_recipe_auto_picks_and_every_recipe_per_size(tmp_path, monkeypatch, capsys):
+    """The same 8 GB card in a 16 GB machine with EASEL_QUANTIZE=auto: int8 weights, no RAM warning,
+    and the text report lists what each size would run as in each recipe."""
+    import engine.device
+    from engine.planner import DeviceFacts
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("EASEL_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("EASEL_MODEL", "Tongyi-MAI/Z-Image-Turbo")
+    facts = DeviceFacts("cuda", "RTX 3070", 8.0, 7.6, (8, 6), True, system_ram_gb=16.0)
+    monkeypatch.setattr(engine.device, "probe_device", lambda requested="auto": facts)
+    main(["doctor", "--json"])
+    report = json.loads(capsys.readouterr().out)
+    assert report["weights"].startswith("int8 (auto)")
+    assert "int8 weights" in report["plans"]["1024x1024"]
+    assert not [p for p in report["problems"] if "system RAM" in p]
+    assert set(report["recipes"]["1024x1024"]) == {"none", "int8", "int4"}
+    main(["doctor"])
+    text = capsys.readouterr().out
+    assert "weights: int8 (auto)" in text and "1024x1024 as int4: " in text

@@ -31,20 +31,8 @@ def cpu_engine(tiny_model_dir):
 
 
 @pytest.fixture(autouse=True)
-def cpu_zero_is_cpu(monkeypatch):
-    """diffusers names the offload device `cpu:0`, and accelerate re-wraps each onloaded weight with
-    `Parameter(...).to("cpu:0")`, which on the CPU returns a plain tensor (on `cuda:0` the same call
-    returns the parameter itself).  Only this CPU stand-in needs the name normalised."""
-    import accelerate.hooks
-
-    original = accelerate.hooks.set_module_tensor_to_device
-
-    def normalised(module, name, device, *args, **kwargs):
-        if str(device) == "cpu:0":
-            device = "cpu"
-        return original(module, name, device, *args, **kwargs)
-
-    monkeypatch.setattr(accelerate.hooks, "set_module_tensor_to_device", normalised)
+def cpu_zero_is_cpu(cpu_as_accelerator):
+    """Every test here runs the offload hooks with the CPU as the accelerator (tests/conftest.py)."""
 
 
 def plan(placement: Placement) -> Plan:

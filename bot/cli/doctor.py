@@ -6,7 +6,8 @@ import os
 from pathlib import Path
 
 from bot.runtime.settings import Settings
-from engine.planner import largest_fitting_square, plan_for, ram_shortfall
+from engine.planner import choose_recipe, largest_fitting_square, plan_for, quantized, ram_shortfall
+from engine.quantize import Recipe
 from engine.request import profile_for
 from storage.disk import DiskGuard
 
@@ -31,20 +32,18 @@ def report(settings: Settings) -> dict:
                 f"{profile.name} needs an NVIDIA GPU (6 GB or more): on this CPU-only machine it would need "
                 f"~{profile.model_gb * 2:.0f} GB of RAM and minutes per picture."
             )
-    plans = {}
-    for side in SIZES:
-        if side > profile.max_side:
-            continue
-        plan = plan_for(facts, profile, side, side)
-        plans[f"{side}x{side}"] = plan.describe() + ("" if plan.fits else " - may not fit")
-    if facts.is_gpu and largest_fitting_square(facts, profile) is None:
+    recipe = choose_recipe(facts, profile, settings.quantize)
+    plans, recipes = _plans(facts, profile, recipe)
+    if facts.is_gpu and largest_fitting_square(facts, quantized(profile, recipe)) is None:
         problems.append("not enough free GPU memory for even the smallest picture")
-    shortfall = ram_shortfall(facts, profile)
+    shortfall = ram_shortfall(facts, profile, recipe)
     if shortfall:
         problems.append(shortfall)
     model = _model_status(settings.model)
     if model["status"] == "missing":
         problems.append(model["hint"])
+    if settings.transformer_file and not settings.transformer_file.expanduser().is_file():
+        problems.append(f"EASEL_TRANSFORMER_FILE {settings.transformer_file} does not exist")
     problems += _configuration_problems(settings)
     problems += _community_problems(settings, profile)
     mode = (
@@ -65,12 +64,42 @@ def report(settings: Settings) -> dict:
     return {
         "ok": not problems,
         "device": {"summary": summary, **facts.__dict__},
+        "weights": _describe_weights(settings, recipe),
         "plans": plans,
+        "recipes": recipes,
         "model": model,
         "mode": mode,
         "redis": redis,
         "problems": problems,
     }
+
+
+def _plans(facts, profile, recipe: Recipe) -> tuple[dict, dict]:
+    """Per size: the plan in the recipe the engine will load, and the plan in each recipe."""
+    plans, recipes = {}, {}
+    for side in SIZES:
+        if side > profile.max_side:
+            continue
+        plans[f"{side}x{side}"] = _fitting(plan_for(facts, profile, side, side, recipe=recipe))
+        recipes[f"{side}x{side}"] = {
+            other.value: _fitting(plan_for(facts, profile, side, side, recipe=other)) for other in Recipe
+        }
+    return plans, recipes
+
+
+def _fitting(plan) -> str:
+    return plan.describe() + ("" if plan.fits else " - may not fit")
+
+
+def _describe_weights(settings: Settings, recipe: Recipe) -> str:
+    """The recipe the engine will load, and why: forced by EASEL_QUANTIZE, or the planner's pick."""
+    how = "EASEL_QUANTIZE" if settings.quantize != "auto" else "auto"
+    text = {Recipe.NONE: "the model's own", Recipe.INT8: "int8", Recipe.INT4: "int4"}[recipe] + f" ({how})"
+    if recipe is not Recipe.NONE:
+        text += f", quantized once into {settings.quantized_path}"
+    if settings.transformer_file:
+        text += f"; transformer from {settings.transformer_file}"
+    return text
 
 
 def _model_status(model: str) -> dict:

@@ -31,7 +31,7 @@ def draw_once(args: argparse.Namespace, settings: Settings) -> int:
     lang = settings.default_language
     try:
         request = parse_draw_args(" ".join([args.prompt, *flags]), profile)
-        engine = Engine.load(model, device=settings.device)
+        engine = Engine.load(model, device=settings.device, weights=settings.weights())
         result = engine.generate(request, on_step=lambda step, total: print(f"step {step}/{total}", end="\r"))
     except (UserError, EngineError) as error:
         print(t(error.key, lang, **error.params))

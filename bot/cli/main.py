@@ -126,7 +126,11 @@ def _configure_logging(level: str) -> None:
 
 def _format_report(result: dict) -> str:
     lines = [f"device: {result['device']['summary']}"]
+    lines.append(f"weights: {result['weights']}")
     lines += [f"  plan for {size}: {plan}" for size, plan in result["plans"].items()]
+    if result["device"]["kind"] == "cuda":  # what each recipe would run as (EASEL_QUANTIZE forces one)
+        for size, by_recipe in result["recipes"].items():
+            lines += [f"    {size} as {recipe}: {plan}" for recipe, plan in by_recipe.items()]
     lines.append(f"model: {result['model']['name']} ({result['model']['status']})")
     lines.append(f"mode: {result['mode']}")
     lines += [f"problem: {problem}" for problem in result["problems"]]

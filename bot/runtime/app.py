@@ -60,7 +60,7 @@ async def build_app(settings: Settings, factory: Callable[[], Any] | None = None
         worker: Worker = WorkerPool.from_settings(settings)
     else:
         loras = (settings.loras_path, settings.max_lora_mb, settings.max_loaded_loras)
-        worker = GpuWorker(factory or engine_loader(settings.model, settings.device, loras))
+        worker = GpuWorker(factory or engine_loader(settings.model, settings.device, loras, settings.weights()))
     service = Service(settings, db, images, worker, profile_for(settings.model), model_name=_model_name(settings))
     if not settings.redis_url and factory is None:
         service.cannot_draw = await asyncio.to_thread(_why_drawing_cannot_run, settings)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -27,6 +27,9 @@ class Settings(BaseSettings):
 
     model: str = Field(default="Tongyi-MAI/Z-Image-Turbo", alias="EASEL_MODEL")
     device: str = Field(default="auto", alias="EASEL_DEVICE")
+    # Weights (engine/quantize.py): auto lets the planner pick bf16, int8 or int4 for this card
+    quantize: Literal["auto", "none", "int8", "int4"] = Field(default="auto", alias="EASEL_QUANTIZE")
+    transformer_file: Path | None = Field(default=None, alias="EASEL_TRANSFORMER_FILE")  # a .gguf transformer
     data_dir: Path = Field(default=Path("data"), alias="EASEL_DATA_DIR")
     daily_quota: int = Field(default=50, ge=0, alias="EASEL_DAILY_QUOTA")
     role_quotas: Annotated[dict[str, int], NoDecode] = Field(default_factory=dict, alias="EASEL_ROLE_QUOTAS")
@@ -104,6 +107,18 @@ class Settings(BaseSettings):
     def loras_path(self) -> Path:
         """The folder of installed LoRA files (may be missing: no LoRAs)."""
         return self.lora_dir or self.data_dir / "loras"
+
+    @property
+    def quantized_path(self) -> Path:
+        """Where quantized copies of the model are written once and loaded from afterwards."""
+        return self.data_dir / "quantized"
+
+    def weights(self):
+        """What to load (engine.quantize.WeightsWanted): the recipe asked for, a GGUF transformer."""
+        from engine.quantize import WeightsWanted
+
+        file = str(self.transformer_file.expanduser()) if self.transformer_file else None
+        return WeightsWanted(self.quantize, file, self.quantized_path)
 
     @property
     def styles_path(self) -> Path:

@@ -50,15 +50,16 @@ def failure_of(error: Exception, job_id: int, crash: Failure = CRASHED) -> Failu
     return crash
 
 
-def engine_loader(model: str, device: str, loras: tuple | None = None) -> Callable[[], Any]:
-    """Loads the engine when called (on the GPU thread): the real model, for `GpuThread`; with
-    `loras` (folder, max MB, how many kept loaded) its LoRA files installed (engine/loras.py)."""
+def engine_loader(model: str, device: str, loras: tuple | None = None, weights: Any = None) -> Callable[[], Any]:
+    """Loads the engine when called (on the GPU thread): the real model, for `GpuThread`, in the
+    `weights` asked for (engine.quantize.WeightsWanted); with `loras` (folder, max MB, how many kept
+    loaded) its LoRA files installed (engine/loras.py)."""
 
     def load():
         from engine.engine import Engine
 
         log.info("loading model %s on %s", model, device)
-        engine = Engine.load(model, device=device)
+        engine = Engine.load(model, device=device, weights=weights)
         if loras is not None:
             engine.install_loras(str(loras[0]), loras[1], loras[2])
         return engine

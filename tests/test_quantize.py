@@ -1,0 +1,159 @@
+"""Quantized weights (issue 17) with the real tiny model: int8 (torchao) and int4 (a GGUF Q4_0
+transformer written by engine/quantize.py) draw finite pictures close to the model's own, are
+written once and read back bit for bit, and a GGUF file of one's own loads through
+EASEL_TRANSFORMER_FILE.  Sizes and speed on the real architecture: bench/quantized_ram.py."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from engine.engine import Engine
+from engine.quantize import GGUF_NAME, Recipe, WeightsWanted, cache_folder, is_complete, write_gguf
+from engine.request import DrawRequest, Kind
+
+# PSNR (dB) of the quantized tiny model's picture against the model's own, same seed.  Measured here:
+# int8 51-60 dB, int4 (Q4_0) 35-37 dB; the bounds leave room for other CPUs' arithmetic.
+MIN_PSNR = {Recipe.INT8: 40.0, Recipe.INT4: 28.0}
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    error = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+    return float("inf") if error == 0 else 10 * np.log10(255.0**2 / error)
+
+
+def pixels(result) -> np.ndarray:
+    return np.asarray(result.images[0])
+
+
+def draw(engine: Engine, **overrides):
+    return engine.generate(DrawRequest("a red fox in the snow", **{**dict(width=128, height=128, seed=7), **overrides}))
+
+
+@pytest.fixture(scope="module")
+def reference(tiny_model_dir) -> np.ndarray:
+    return pixels(draw(Engine.load(tiny_model_dir, device="cpu")))
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("quantized")
+
+
+@pytest.mark.parametrize("recipe", [Recipe.INT8, Recipe.INT4])
+def test_a_quantized_recipe_draws_a_finite_picture_close_to_the_models_own(tiny_model_dir, cache, reference, recipe):
+    engine = Engine.load(tiny_model_dir, device="cpu", weights=WeightsWanted(recipe.value, None, cache))
+    result = draw(engine)
+    picture = pixels(result)
+    assert engine.recipe is recipe and result.plan.recipe == recipe.value
+    assert f"{recipe.value} weights" in result.plan.describe()
+    assert picture.std() > 1.0, "a flat picture"
+    assert MIN_PSNR[recipe] <= psnr(picture, reference) < float("inf"), "the weights were not quantized"
+
+
+@pytest.mark.parametrize("recipe", [Recipe.INT8, Recipe.INT4])
+def test_weights_are_quantized_once_and_read_back_bit_for_bit(tiny_model_dir, tmp_path, recipe):
+    from pathlib import Path
+
+    wanted = WeightsWanted(recipe.value, None, tmp_path)
+    first = Engine.load(tiny_model_dir, device="cpu", weights=wanted)
+    folder = cache_folder(Path(tiny_model_dir), recipe, tmp_path)
+    assert is_complete(folder)
+    written = {path: path.stat().st_mtime_ns for path in folder.rglob("*") if path.is_file()}
+    assert (folder / GGUF_NAME).is_file() == (recipe is Recipe.INT4)
+    again = Engine.load(tiny_model_dir, device="cpu", weights=wanted)
+    assert {path: path.stat().st_mtime_ns for path in folder.rglob("*") if path.is_file()} == written
+    assert np.array_equal(pixels(draw(first)), pixels(draw(again)))
+
+
+def test_a_start_killed_while_quantizing_quantizes_again(tiny_model_dir, tmp_path, reference):
+    """Half-written weights are never loaded: they live in a `.partial` folder until complete."""
+    from pathlib import Path
+
+    folder = cache_folder(Path(tiny_model_dir), Recipe.INT8, tmp_path)
+    partial = folder.with_name(folder.name + ".partial")
+    (partial / "transformer").mkdir(parents=True)
+    (partial / "transformer" / "config.json").write_text("{")  # what a killed start left
+    engine = Engine.load(tiny_model_dir, device="cpu", weights=WeightsWanted("int8", None, tmp_path))
+    assert is_complete(folder) and not partial.exists()
+    assert psnr(pixels(draw(engine)), reference) >= MIN_PSNR[Recipe.INT8]
+
+
+@pytest.mark.parametrize("kind", ["Q8_0", "Q4_0"])
+def test_a_gguf_transformer_file_loads_like_the_communitys(tiny_model_dir, tmp_path, reference, kind):
+    """EASEL_TRANSFORMER_FILE: a GGUF file in the original checkpoint's key names (fused qkv), as
+    ComfyUI users download them, read by diffusers' single-file loader."""
+    from pathlib import Path
+
+    file = tmp_path / f"z-image-turbo-{kind}.gguf"
+    write_gguf(Path(tiny_model_dir) / "transformer", file, kind, progress=False)
+    engine = Engine.load(tiny_model_dir, device="cpu", weights=WeightsWanted("none", str(file), tmp_path))
+    type_name = type(engine.pipeline.transformer.layers[0].attention.to_q.weight).__name__
+    assert type_name == "GGUFParameter"
+    assert psnr(pixels(draw(engine)), reference) >= (MIN_PSNR[Recipe.INT8] if kind == "Q8_0" else 28.0)
+
+
+def test_a_missing_gguf_file_is_a_clear_model_error(tiny_model_dir, tmp_path):
+    from engine.errors import ModelNotFound
+
+    with pytest.raises(ModelNotFound):
+        Engine.load(tiny_model_dir, device="cpu", weights=WeightsWanted("none", str(tmp_path / "nope.gguf"), tmp_path))
+
+
+def test_image_to_image_and_outpaint_run_on_quantized_weights(tiny_model_dir, cache, tmp_path):
+    """The img2img and inpaint pipelines share the quantized modules (no cast, which they refuse)."""
+    engine = Engine.load(tiny_model_dir, device="cpu", weights=WeightsWanted("int8", None, cache))
+    source = tmp_path / "source.png"
+    draw(engine).images[0].save(source)
+    upscaled = draw(engine, kind=Kind.VARIATION, source_image=str(source), strength=0.5)
+    outpainted = draw(
+        engine, kind=Kind.OUTPAINT, source_image=str(source), width=256, height=128, region=(64, 0, 128, 128)
+    )
+    assert upscaled.images[0].size == (128, 128) and outpainted.images[0].size == (256, 128)
+    assert np.isfinite(pixels(outpainted)).all() and pixels(outpainted).std() > 1.0
+
+
+OFFLOADS = ["model_offload", "group_offload", "sequential_offload"]
+
+
+@pytest.mark.parametrize(
+    ("recipe", "placement"),
+    [(Recipe.INT8, where) for where in OFFLOADS] + [(Recipe.INT4, where) for where in OFFLOADS[:2]],
+)
+def test_quantized_weights_draw_the_same_picture_under_every_offload(
+    tiny_model_dir, cache, monkeypatch, cpu_as_accelerator, recipe, placement
+):
+    """Rehearsed with the CPU as the accelerator (tests/test_placement_cpu.py): the hooks move
+    quantized tensors (torchao's, GGUF's) layer by layer and the picture does not change."""
+    import engine.engine as engine_module
+    from engine.planner import Placement, Plan
+
+    engine = Engine.load(tiny_model_dir, device="cpu", weights=WeightsWanted(recipe.value, None, cache))
+
+    def force(where: str) -> None:
+        rung = Plan("cpu", "float32", Placement(where), False, False, 0.0, True, recipe=recipe.value)
+        monkeypatch.setattr(engine_module, "ladder", lambda *args, **kwargs: [rung])
+
+    force("cpu")
+    plain = pixels(draw(engine))
+    force(placement)
+    offloaded = draw(engine)
+    assert offloaded.plan.placement.value == placement
+    assert np.abs(pixels(offloaded).astype(int) - plain.astype(int)).max() <= 1
+
+
+def test_a_gguf_transformer_has_no_sequential_offload_rung(tiny_model_dir, cache, monkeypatch, cpu_as_accelerator):
+    """accelerate's sequential offload re-wraps each weight it moves as `GGUFParameter(tensor)`, losing
+    its quantization type (KeyError: None): the ladder of a GGUF transformer stops at group offload."""
+    from engine.planner import DeviceFacts, Placement, ladder
+    from engine.request import Z_IMAGE_TURBO
+
+    six_gb = DeviceFacts("cuda", "RTX 2060", 6.0, 5.6, (7, 5), False, 16.0)
+    assert Placement.SEQUENTIAL_OFFLOAD not in {
+        plan.placement for plan in ladder(six_gb, Z_IMAGE_TURBO, 1024, 1024, recipe=Recipe.INT4)
+    }
+    assert ladder(six_gb, Z_IMAGE_TURBO, 1024, 1024, recipe=Recipe.INT8)[-1].placement is Placement.SEQUENTIAL_OFFLOAD
+    engine = Engine.load(tiny_model_dir, device="cpu", weights=WeightsWanted("int4", None, cache))
+    assert engine.gguf
+    plain = Engine.load(tiny_model_dir, device="cpu", weights=WeightsWanted("int8", None, cache))
+    assert not plain.gguf
