@@ -5,6 +5,7 @@ of `--batch` pictures at 1024 per budget.
 
     python bench/gpu_matrix.py [--budgets 0,6,8,12,16,24] [--sizes 512,768,1024,1536] [--steps 8]
                                [--batch 4] [--markdown FILE] [--deadline SECONDS] [--ram GB] [--tiny]
+                               [--recipes none,int8,int4] [--model-dir DIR]
 
 Budget 0 = unlimited; it always runs first, in this process, as the baseline of every ratio.  A
 budget is enforced with torch.cuda.set_per_process_memory_fraction and reported to the planner as
@@ -12,6 +13,9 @@ the free memory.  Needs a CUDA GPU and ~40 GB of system RAM.  `--deadline` stops
 after that many seconds (a device call has a hard limit; the rows so far are already written).
 `--ram 24` has the planner believe the machine has 24 GB of RAM and no swap, so that it picks group
 offload's low-RAM variant (pinning layer by layer), whose speed is otherwise unmeasured.
+`--recipes` adds rows for quantized weights (engine/quantize.py) after the model's own: the model is
+written to `--model-dir` in the hub layout (~20 GB of disk, once), quantized once next to it and
+loaded through `Engine.load` as a bot start does; "x unl." stays the ratio to unlimited bf16.
 `--tiny` runs the tiny test model instead (on the CPU when there is no GPU, budgets then not
 enforced): a rehearsal of this script, which `tests/test_full_size.py` runs.
 """
@@ -56,6 +60,7 @@ class Cell:
     budget: float
     side: int
     count: int
+    recipe: str = "none"
 
 
 class Report:
@@ -85,7 +90,27 @@ def budget_label(budget: float) -> str:
     return f"{budget:g} GB" if budget else "unlimited"
 
 
-def build_engine(tiny: bool, device: str, budget_holder: dict) -> Engine:
+def build_engine(tiny: bool, device: str, budget_holder: dict, recipe: str = "none", model_dir: Path | None = None):
+    """The engine for one recipe: the model's own weights built in memory; a quantized recipe loaded
+    from the model written to `model_dir` (its quantized copy beside it), as `easel run` would."""
+    if recipe != "none":
+        from engine.quantize import WeightsWanted
+
+        model_dir = Path(model_dir or "/tmp/easel-full-size")
+        if tiny:
+            from engine.tiny import write_tiny_model
+
+            if not (model_dir / "model_index.json").is_file():
+                write_tiny_model(model_dir)
+        else:
+            from bench.quantized_ram import build
+
+            build(model_dir)
+        cache = model_dir.parent / f"{model_dir.name}-quantized"
+        engine = Engine.load(str(model_dir), device=device, allow_cpu=True, weights=WeightsWanted(recipe, None, cache))
+        engine.model = f"{'tiny-z-image' if tiny else 'Z-Image-Turbo'} (random weights, {recipe})"
+        engine._probe = budget_probe(budget_holder)
+        return engine
     if tiny:
         from engine.tiny import build_pipeline
 
@@ -94,6 +119,11 @@ def build_engine(tiny: bool, device: str, budget_holder: dict) -> Engine:
         from engine.full_size import full_size_pipeline
 
         pipeline, name, profile = full_size_pipeline(), "Z-Image-Turbo (random weights)", Z_IMAGE_TURBO
+    return Engine(pipeline, name, profile, device, probe=budget_probe(budget_holder))
+
+
+def budget_probe(budget_holder: dict):
+    """The device as the planner must see it under the current cell's budget."""
 
     def probe(device: str):
         facts = probe_device(device)
@@ -106,19 +136,20 @@ def build_engine(tiny: bool, device: str, budget_holder: dict) -> Engine:
             return dataclasses.replace(facts, free_vram_gb=free, total_vram_gb=budget_holder["gb"])
         return facts
 
-    return Engine(pipeline, name, profile, device, probe=probe)
+    return probe
 
 
-def cells(budgets: list[float], sizes: list[int], batch: int) -> list[Cell]:
+def cells(budgets: list[float], sizes: list[int], batch: int, recipes: list[str] | None = None) -> list[Cell]:
     """Unlimited first (the baseline), then each budget: every size, then the batch at 1024 (or the
-    largest size below it)."""
+    largest size below it); then the same budgets for each quantized recipe."""
     ordered = [0.0] + [b for b in budgets if b]
     batch_side = max([s for s in sizes if s <= 1024] or [min(sizes)])
     out = []
-    for budget in ordered:
-        out += [Cell(budget, side, 1) for side in sizes]
-        if batch > 1:
-            out.append(Cell(budget, batch_side, batch))
+    for recipe in ["none", *[r for r in recipes or [] if r != "none"]]:
+        for budget in ordered:
+            out += [Cell(budget, side, 1, recipe) for side in sizes]
+            if batch > 1:
+                out.append(Cell(budget, batch_side, batch, recipe))
     return out
 
 
@@ -151,6 +182,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--deadline", type=float, default=0.0)
     parser.add_argument("--tiny", action="store_true")
     parser.add_argument("--ram", type=float, default=0.0, help="pretend this much system RAM (GB), no swap")
+    parser.add_argument("--recipes", default="none", help="also quantized weights: none,int8,int4")
+    parser.add_argument("--model-dir", type=Path, default=None, help="where quantized recipes' model is written")
     args = parser.parse_args(argv)
     started = time.perf_counter()
     on_gpu = torch.cuda.is_available()
@@ -159,7 +192,8 @@ def main(argv: list[str] | None = None) -> None:
     device = "cuda" if on_gpu else "cpu"
     real = probe_device(device)
     budget_holder = {"gb": 0.0, "ram_gb": args.ram}
-    engine = build_engine(args.tiny, device, budget_holder)
+    engines = {"none": build_engine(args.tiny, device, budget_holder)}
+    engine = engines["none"]
     import diffusers
 
     header = (
@@ -171,9 +205,10 @@ def main(argv: list[str] | None = None) -> None:
     )
     report = Report(args.markdown, header)
     unlimited: dict[tuple[int, int], float] = {}
-    placements: dict[tuple[float, int], str] = {}  # (budget, side) -> placement of the single picture
-    for cell in cells([float(b) for b in args.budgets.split(",")], [int(s) for s in args.sizes.split(",")], args.batch):
-        label = budget_label(cell.budget)
+    placements: dict[tuple[str, float, int], str] = {}  # (recipe, budget, side) -> the single picture's placement
+    budgets, sizes = [float(b) for b in args.budgets.split(",")], [int(s) for s in args.sizes.split(",")]
+    for cell in cells(budgets, sizes, args.batch, args.recipes.split(",")):
+        label = budget_label(cell.budget) + ("" if cell.recipe == "none" else f" {cell.recipe}")
         if args.deadline and time.perf_counter() - started > args.deadline:
             report.unmeasured(cell, "skipped", "deadline")
             continue
@@ -182,12 +217,15 @@ def main(argv: list[str] | None = None) -> None:
             torch.cuda.empty_cache()
             fraction = min(1.0, cell.budget / real.total_vram_gb) if cell.budget else 1.0
             torch.cuda.set_per_process_memory_fraction(fraction)
-        if cell.count > 1 and placements.get((cell.budget, cell.side)) == "sequential_offload":
+        if cell.count > 1 and placements.get((cell.recipe, cell.budget, cell.side)) == "sequential_offload":
             # One call per picture there: n times the single row, minutes of a device call's ten.
             report.unmeasured(cell, "skipped", "sequential")
             continue
         try:
-            result, reserved, notes = measure(engine, cell, args.steps)
+            if cell.recipe not in engines:
+                engines.pop("none", None)  # the bf16 pipeline's RAM back before loading the next
+                engines[cell.recipe] = build_engine(args.tiny, device, budget_holder, cell.recipe, args.model_dir)
+            result, reserved, notes = measure(engines[cell.recipe], cell, args.steps)
         except EngineError as error:
             report.unmeasured(cell, "failed", error.key)
             continue
@@ -196,10 +234,10 @@ def main(argv: list[str] | None = None) -> None:
             report.unmeasured(cell, "crashed", type(error).__name__)
             continue
         if cell.count == 1:
-            placements[(cell.budget, cell.side)] = result.plan.placement.value
+            placements[(cell.recipe, cell.budget, cell.side)] = result.plan.placement.value
         seconds = result.timings["total"] / cell.count
         key = (cell.side, cell.count)
-        if not cell.budget:
+        if not cell.budget and cell.recipe == "none":
             unlimited[key] = seconds
         ratio = f"{seconds / unlimited[key]:.2f}" if key in unlimited else "-"
         # The engine refuses non-finite or black output (it retries once in a safer precision).

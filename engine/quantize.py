@@ -114,11 +114,17 @@ def quantize_once(model_folder: Path, recipe: Recipe, cache_dir: Path, progress:
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
     log.info("quantizing %s to %s once, into %s (later starts load it directly)", model_folder, recipe, folder)
+    from tqdm import tqdm
+
+    steps = tqdm(total=2, desc=f"quantizing to {recipe.value}", unit="component", disable=not progress)
     if recipe is Recipe.INT4:
         write_gguf(model_folder / "transformer", partial / GGUF_NAME, progress=progress)
     else:
         _save_int8(model_folder, "transformer", partial / "transformer")
+    steps.update()
     _save_int8(model_folder, "text_encoder", partial / "text_encoder")
+    steps.update()
+    steps.close()
     (partial / "complete").write_text(recipe.value)
     shutil.rmtree(folder, ignore_errors=True)
     os.replace(partial, folder)

@@ -79,6 +79,29 @@ def test_the_matrix_rehearses_every_cell_with_the_tiny_model(tmp_path):
     assert "tiny-z-image (random weights) on cpu" in markdown.read_text()
 
 
+def test_the_matrix_adds_rows_for_quantized_weights_loaded_as_a_bot_start_loads_them(tmp_path):
+    """--recipes: after the model's own rows, each recipe's, written to --model-dir, quantized once
+    beside it and loaded through Engine.load; the ratio stays against unlimited bf16."""
+    markdown = tmp_path / "matrix.md"
+    done = run_matrix(
+        "--sizes", "64", "--budgets", "6", "--steps", "2", "--batch", "1", "--markdown", str(markdown),
+        "--recipes", "none,int8,int4", "--model-dir", str(tmp_path / "model"),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = table_rows(markdown)
+    assert [r["budget"] for r in rows] == [
+        "unlimited",
+        "6 GB",
+        "unlimited int8",
+        "6 GB int8",
+        "unlimited int4",
+        "6 GB int4",
+    ]
+    assert [r["plan"].split()[-2] for r in rows[2:]] == ["int8", "int8", "int4", "int4"]
+    assert all(r["ok"] == "yes" and float(r["x unl."]) > 0 for r in rows)
+    assert (tmp_path / "model-quantized").is_dir()
+
+
 def test_the_matrix_stops_starting_cells_at_its_deadline(tmp_path):
     markdown = tmp_path / "matrix.md"
     done = run_matrix(

@@ -157,3 +157,21 @@ def test_a_gguf_transformer_has_no_sequential_offload_rung(tiny_model_dir, cache
     assert engine.gguf
     plain = Engine.load(tiny_model_dir, device="cpu", weights=WeightsWanted("int8", None, cache))
     assert not plain.gguf
+
+
+@pytest.mark.parametrize("recipe", [Recipe.INT8, Recipe.INT4])
+def test_a_lora_works_on_quantized_weights(tiny_model_dir, cache, tmp_path, recipe):
+    """peft wraps torchao's and GGUF's linear layers: the LoRA changes the picture about as it does
+    on the model's own weights, and a job without it is the quantized base picture again, bit for bit."""
+    from tests.support.loras import write_lora
+
+    own = Engine.load(tiny_model_dir, device="cpu")
+    write_lora(tmp_path / "ink.safetensors", own.pipeline.transformer, seed=1)
+    own.install_loras(str(tmp_path), max_mb=5, max_loaded=3)
+    engine = Engine.load(tiny_model_dir, device="cpu", weights=WeightsWanted(recipe.value, None, cache))
+    engine.install_loras(str(tmp_path), max_mb=5, max_loaded=3)
+    base = pixels(draw(engine))
+    inked = pixels(draw(engine, loras=(("ink", 1.0),)))
+    assert not np.array_equal(inked, base)
+    assert np.array_equal(pixels(draw(engine)), base)
+    assert psnr(inked, pixels(draw(own, loras=(("ink", 1.0),)))) >= MIN_PSNR[recipe]

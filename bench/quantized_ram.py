@@ -1,0 +1,152 @@
+"""Quantized weights at full size, on the CPU: how much RAM quantizing once and loading back take.
+
+    python bench/quantized_ram.py --dir /tmp/z-image-full   # ~20 GB of disk for the bf16 model
+
+Writes the full-size Z-Image-Turbo architecture with random weights (engine/full_size.py) to `--dir`
+in the hub layout (component by component: never the whole model in RAM), then in a fresh process
+per step: quantizes it once (the first start with EASEL_QUANTIZE=int8 or int4) and loads the
+quantized pipeline back (every later start), as the engine does on a GPU machine (bf16 around the
+quantized layers).  Prints each step's peak RSS, seconds and the files' size, next to what the
+planner's RAM check assumes (engine/planner.py `fits_in_ram`).  Random weights: sizes and memory are
+real, pictures are not, so no quality is measured here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[0] = str(ROOT)  # run from a checkout; bench/queue.py must not shadow the stdlib
+
+
+def build(folder: Path) -> None:
+    """The full-size model in the hub layout, one component in RAM at a time."""
+    import gc
+
+    import torch
+    from diffusers import FlowMatchEulerDiscreteScheduler, ZImagePipeline
+
+    from engine.full_size import VAE_CONFIG, full_size_modules, randomised
+    from engine.tiny import build_tokenizer
+
+    if (folder / "model_index.json").is_file():
+        return
+    modules = full_size_modules("meta")
+    for name in ("transformer", "text_encoder"):
+        started = time.perf_counter()
+        module = randomised(modules.pop(name), torch.bfloat16)
+        module.save_pretrained(folder / name)
+        del module
+        gc.collect()
+        print(f"wrote {name} in {time.perf_counter() - started:.0f} s", flush=True)
+    from diffusers import AutoencoderKL
+
+    # The index and the small parts, written by a pipeline around meta-free stand-ins of the big two.
+    small = ZImagePipeline(
+        scheduler=FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=3.0),
+        vae=AutoencoderKL(**VAE_CONFIG).to(torch.bfloat16),
+        text_encoder=None,
+        tokenizer=build_tokenizer(),
+        transformer=None,
+    )
+    for name in ("scheduler", "vae", "tokenizer"):
+        getattr(small, name).save_pretrained(folder / name)
+    index = {
+        "_class_name": "ZImagePipeline",
+        "_diffusers_version": "0.42.1",
+        "scheduler": ["diffusers", "FlowMatchEulerDiscreteScheduler"],
+        "text_encoder": ["transformers", "Qwen3Model"],
+        "tokenizer": ["transformers", type(small.tokenizer).__name__],
+        "transformer": ["diffusers", "ZImageTransformer2DModel"],
+        "vae": ["diffusers", "AutoencoderKL"],
+    }
+    (folder / "model_index.json").write_text(json.dumps(index, indent=2))
+
+
+def child(step: str, folder: str, recipe: str, cache: str) -> None:
+    """One step in this (fresh) process; prints a JSON line with its peak RSS and seconds."""
+    import torch
+
+    from engine.quantize import Recipe, Weights, load_components, quantize_once
+
+    started = time.perf_counter()
+    if step == "quantize":
+        quantize_once(Path(folder), Recipe(recipe), Path(cache), progress=False)
+    else:
+        from diffusers import ZImagePipeline
+
+        weights = Weights(Recipe(recipe), None, Path(cache))
+        components = load_components(Path(folder), weights, torch.bfloat16)
+        ZImagePipeline.from_pretrained(folder, dtype=torch.bfloat16, **components)
+    peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
+    print(json.dumps({"step": step, "recipe": recipe, "seconds": time.perf_counter() - started, "peak_gb": peak_gb}))
+
+
+def run_child(step: str, folder: Path, recipe: str, cache: Path) -> dict:
+    command = [
+        sys.executable,
+        __file__,
+        "--child",
+        step,
+        "--dir",
+        str(folder),
+        "--recipe",
+        recipe,
+        "--cache",
+        str(cache),
+    ]
+    output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+    return json.loads(output.strip().splitlines()[-1])
+
+
+def size_gb(path: Path) -> float:
+    return sum(file.stat().st_size for file in path.rglob("*") if file.is_file()) / 1024**3
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--dir", type=Path, required=True)
+    parser.add_argument("--cache", type=Path, default=None)
+    parser.add_argument("--recipes", default="int8,int4")
+    parser.add_argument("--child", default=None)
+    parser.add_argument("--recipe", default=None)
+    args = parser.parse_args()
+    cache = args.cache or args.dir.parent / f"{args.dir.name}-quantized"
+    if args.child:
+        child(args.child, str(args.dir), args.recipe, str(cache))
+        return
+
+    from engine.planner import DeviceFacts, Placement, plan_for, plan_ram_gb, quantized
+    from engine.quantize import Recipe, cache_folder
+    from engine.request import Z_IMAGE_TURBO
+
+    build(args.dir)
+    print(f"bf16 model on disk: {size_gb(args.dir):.2f} GB")
+    print("| recipe | files GB | quantize once: peak RSS GB, s | later start: peak RSS GB, s | RAM check plans GB |")
+    print("|---|---|---|---|---|")
+    for name in args.recipes.split(","):
+        recipe = Recipe(name)
+        once = run_child("quantize", args.dir, name, cache)
+        later = run_child("load", args.dir, name, cache)
+        files = size_gb(cache_folder(args.dir, recipe, cache))
+        # What the planner's RAM check assumes for the load (weights x 1.1) on a resident GPU plan.
+        profile = quantized(Z_IMAGE_TURBO, recipe)
+        card = DeviceFacts("cuda", "any", 24.0, 23.6, (8, 9), True, 64.0)
+        resident = plan_for(card, Z_IMAGE_TURBO, 1024, 1024, recipe=recipe)
+        planned = max(profile.model_gb * 1.1, plan_ram_gb(resident, profile))
+        print(
+            f"| {name} | {files:.2f} | {once['peak_gb']:.2f}, {once['seconds']:.0f} | "
+            f"{later['peak_gb']:.2f}, {later['seconds']:.0f} | {planned:.1f} "
+            f"({resident.placement.value if resident.placement is not Placement.GPU else 'gpu'}) |",
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    main()
