@@ -6,7 +6,8 @@
 # Then run bench/gpu_session.sh there with `.whl` carried (docs/PERFORMANCE.md, "GPU figures").
 set -euo pipefail
 cd "$(dirname "$0")/.."
-pins=$(grep -oE '"(diffusers|transformers)==[^"]+"' pyproject.toml | tr -d '"')
+# torchao and gguf: the quantized recipes (engine/quantize.py, gpu_matrix.py --recipes); peft: LoRA.
+pins=$(grep -oE '"(diffusers|transformers|torchao|gguf|peft)==[^"]+"' pyproject.toml | tr -d '"')
 python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
     -d .whl $pins importlib_metadata "huggingface_hub>=1.32,<2"

@@ -69,12 +69,38 @@ def build(folder: Path) -> None:
     (folder / "model_index.json").write_text(json.dumps(index, indent=2))
 
 
+class PeakMemory:
+    """Samples /proc/self/status every 50 ms: the peak of anonymous memory (what the kernel cannot
+    drop: weights copied, quantized, allocated) and of all RSS (plus pages of memory-mapped
+    safetensors files, which the page cache can give back under pressure)."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.anon_gb = self.total_gb = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.05):
+            fields = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines())
+            anon = int(fields["RssAnon"].split()[0]) / 1024**2
+            self.anon_gb = max(self.anon_gb, anon)
+            self.total_gb = max(self.total_gb, int(fields["VmRSS"].split()[0]) / 1024**2)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
 def child(step: str, folder: str, recipe: str, cache: str) -> None:
-    """One step in this (fresh) process; prints a JSON line with its peak RSS and seconds."""
+    """One step in this (fresh) process; prints a JSON line with its peak memory and seconds."""
     import torch
 
     from engine.quantize import Recipe, Weights, load_components, quantize_once
 
+    memory = PeakMemory()
     started = time.perf_counter()
     if step == "quantize":
         quantize_once(Path(folder), Recipe(recipe), Path(cache), progress=False)
@@ -84,8 +110,11 @@ def child(step: str, folder: str, recipe: str, cache: str) -> None:
         weights = Weights(Recipe(recipe), None, Path(cache))
         components = load_components(Path(folder), weights, torch.bfloat16)
         ZImagePipeline.from_pretrained(folder, dtype=torch.bfloat16, **components)
+    seconds = time.perf_counter() - started
+    memory.stop()
     peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
-    print(json.dumps({"step": step, "recipe": recipe, "seconds": time.perf_counter() - started, "peak_gb": peak_gb}))
+    figures = {"seconds": seconds, "peak_gb": peak_gb, "anon_gb": memory.anon_gb}
+    print(json.dumps({"step": step, "recipe": recipe, **figures}))
 
 
 def run_child(step: str, folder: Path, recipe: str, cache: Path) -> dict:
@@ -114,6 +143,7 @@ def main() -> None:
     parser.add_argument("--dir", type=Path, required=True)
     parser.add_argument("--cache", type=Path, default=None)
     parser.add_argument("--recipes", default="int8,int4")
+    parser.add_argument("--fresh", action="store_true", help="quantize again (delete earlier quantized copies)")
     parser.add_argument("--child", default=None)
     parser.add_argument("--recipe", default=None)
     args = parser.parse_args()
@@ -127,8 +157,15 @@ def main() -> None:
     from engine.request import Z_IMAGE_TURBO
 
     build(args.dir)
+    if args.fresh:
+        import shutil
+
+        shutil.rmtree(cache, ignore_errors=True)
     print(f"bf16 model on disk: {size_gb(args.dir):.2f} GB")
-    print("| recipe | files GB | quantize once: peak RSS GB, s | later start: peak RSS GB, s | RAM check plans GB |")
+    print(
+        "| recipe | files GB | quantize once: peak RSS (anonymous) GB, s "
+        "| later start: peak RSS (anonymous) GB, s | RAM check plans GB |"
+    )
     print("|---|---|---|---|---|")
     for name in args.recipes.split(","):
         recipe = Recipe(name)
@@ -141,8 +178,8 @@ def main() -> None:
         resident = plan_for(card, Z_IMAGE_TURBO, 1024, 1024, recipe=recipe)
         planned = max(profile.model_gb * 1.1, plan_ram_gb(resident, profile))
         print(
-            f"| {name} | {files:.2f} | {once['peak_gb']:.2f}, {once['seconds']:.0f} | "
-            f"{later['peak_gb']:.2f}, {later['seconds']:.0f} | {planned:.1f} "
+            f"| {name} | {files:.2f} | {once['peak_gb']:.2f} ({once['anon_gb']:.2f}), {once['seconds']:.0f} | "
+            f"{later['peak_gb']:.2f} ({later['anon_gb']:.2f}), {later['seconds']:.0f} | {planned:.1f} "
             f"({resident.placement.value if resident.placement is not Placement.GPU else 'gpu'}) |",
             flush=True,
         )

@@ -119,6 +119,7 @@ def quantize_once(model_folder: Path, recipe: Recipe, cache_dir: Path, progress:
     steps = tqdm(total=2, desc=f"quantizing to {recipe.value}", unit="component", disable=not progress)
     if recipe is Recipe.INT4:
         write_gguf(model_folder / "transformer", partial / GGUF_NAME, progress=progress)
+        _let_go()
     else:
         _save_int8(model_folder, "transformer", partial / "transformer")
     steps.update()
@@ -135,7 +136,15 @@ def _save_int8(model_folder: Path, component: str, target: Path) -> None:
     module = _load_int8(model_folder / component, component, quantize=True)
     module.save_pretrained(target)
     del module
+    _let_go()
+
+
+def _let_go() -> None:
+    """Hand a finished component's memory back before the next: glibc would keep it for this process."""
+    from engine.heap import release_freed_memory
+
     gc.collect()
+    release_freed_memory()
 
 
 def _load_int8(folder: Path, component: str, quantize: bool, dtype=None):

@@ -1,4 +1,4 @@
-"""Freed memory goes back to the system after every job, drawn or failed (bot/runtime/heap.py)."""
+"""Freed memory goes back to the system after every job, drawn or failed (engine/heap.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import threading
 import pytest
 
 from bot.runtime import worker as worker_module
-from bot.runtime.heap import release_freed_memory
+from engine.heap import release_freed_memory
 from bot.runtime.worker import GpuThread
 from engine.errors import BadOutput
 from engine.request import DrawRequest

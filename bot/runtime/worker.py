@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bot.contract import ProgressCallback
-from bot.runtime.heap import release_freed_memory
+from engine.heap import release_freed_memory
 from engine.errors import Cancelled, EngineError
 from engine.request import DrawRequest
 from storage.jobs import JobStatus
@@ -109,7 +109,7 @@ class GpuThread:
         try:
             return self._ensure_engine().generate(request, on_step=on_step, should_stop=should_stop)
         finally:
-            release_freed_memory()  # months of jobs must not creep up in RSS (bot/runtime/heap.py)
+            release_freed_memory()  # months of jobs must not creep up in RSS (engine/heap.py)
 
     def _ensure_engine(self):
         """Runs on the GPU thread only, so the model is loaded once however the calls interleave."""
@@ -123,6 +123,7 @@ class GpuWorker:
 
     # The GPU thread must be told to stop for the process to exit; the job runs again after restart.
     cancel_on_shutdown = True
+    loras = None  # unused: this process's engine reads the LoRA folder itself
 
     def __init__(self, engine_factory: Callable[[], Any]) -> None:
         self._gpu = GpuThread(engine_factory)
@@ -149,6 +150,10 @@ class GpuWorker:
 
     def live_workers(self) -> int:
         return 1
+
+    async def missing_loras(self, loras: tuple) -> list[str]:
+        """None: the engine here reads the same folder the intake checked the names against."""
+        return []
 
     async def run(self, job_id: int, request: DrawRequest, on_step: ProgressCallback | None = None) -> Any:
         """Generate on the GPU thread; `cancel(job_id)` stops it within a step."""
