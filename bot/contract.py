@@ -15,6 +15,7 @@ from storage.jobs import Job
 if TYPE_CHECKING:
     from bot.community.styles import StyleBook
     from bot.runtime.settings import Settings
+    from engine.loras import LoraRegistry
     from engine.request import DrawRequest, ModelProfile
     from engine.result import Result
     from storage.db import Database
@@ -171,6 +172,8 @@ class Worker(Protocol):
 
     # Whether a stopping service must cancel running jobs (they run again after the restart).
     cancel_on_shutdown: bool
+    # The bot's installed LoRAs, set by the service: with workers, the files theirs must match.
+    loras: LoraRegistry | None
 
     async def start(self) -> None:
         """Get ready (load the model, or start watching the workers); may fail and be retried."""
@@ -192,6 +195,12 @@ class Worker(Protocol):
 
     def live_workers(self) -> int:
         """How many workers can take jobs now."""
+
+    def recipes(self) -> dict[str, int]:
+        """How many live workers run each weights recipe (none, int8, int4: engine/quantize.py)."""
+
+    async def missing_loras(self, loras: tuple) -> list[str]:
+        """The names of a job's LoRAs that keep every live worker from drawing it; [] when one can."""
 
     async def close(self) -> None:
         """Stop for good."""

@@ -51,3 +51,9 @@ class NeedsGPU(EngineError):
     """The full-size model on a machine without an accelerator."""
 
     key = "error.needs_gpu"
+
+
+class LoraUnusable(EngineError):
+    """A LoRA file passed the folder's checks but the pipeline could not load it (wrong shapes, say)."""
+
+    key = "error.lora_bad"

@@ -10,14 +10,16 @@ skipped with a log line; it never stops the bot.
 from __future__ import annotations
 
 import difflib
+import hashlib
 import logging
 import re
+import threading
 import tomllib
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from engine.errors import InvalidRequest
+from engine.errors import InvalidRequest, LoraUnusable
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +66,14 @@ class LoraRegistry:
         """The installed names nearest to a mistyped one, best first."""
         return difflib.get_close_matches(name.lower(), self.names(), n=n, cutoff=0.4)
 
+    def mark_bad(self, name: str, reason: str) -> None:
+        """A file that passed the checks but failed when loaded: skipped, and neither listed nor
+        offered, until the file (or its settings) changes; the next scan reads a changed file again."""
+        lora = self.loras.pop(name.lower(), None)
+        if lora is not None:
+            self.skipped[lora.path.name] = reason
+            log.warning("LoRA %s marked bad: %s", lora.path.name, reason)
+
     def rescan(self) -> None:
         """Read the folder again: new files join, removed ones go, changed ones are checked again;
         a file unchanged since the last scan is neither read nor logged again."""
@@ -100,6 +110,30 @@ def scan(directory: str | Path, max_mb: float, transformer=None) -> LoraRegistry
     registry = LoraRegistry(Path(directory), max_mb, modules)
     registry.rescan()
     return registry
+
+
+_HASHES: dict[tuple[str, int, int], str] = {}  # (path, size, mtime ns) -> sha256: each file read once
+_HASHES_LOCK = threading.Lock()  # the bot hashes in worker threads, a worker on its GPU thread
+
+
+def content_hash(path: str | Path) -> str:
+    """The sha256 of a LoRA file, read once per (path, size, mtime): scale-out hands a LoRA job only to
+    a worker whose file has the same hash as the bot's (docs/SCALE_OUT.md).  Raises OSError."""
+    stat = Path(path).stat()
+    key = (str(path), stat.st_size, stat.st_mtime_ns)
+    with _HASHES_LOCK:
+        known = _HASHES.get(key)
+    if known is not None:
+        return known
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    with _HASHES_LOCK:
+        for stale in [old for old in _HASHES if old[0] == key[0]]:  # older versions of this file
+            del _HASHES[stale]
+        _HASHES[key] = digest.hexdigest()
+        return _HASHES[key]
 
 
 class BadLora(Exception):
@@ -179,9 +213,10 @@ def _settings(toml_path: Path) -> dict:
 
 def resolve(loras: tuple, registry: LoraRegistry | None) -> tuple[tuple[str, float], ...]:
     """The request's LoRAs with every weight filled in (None takes the LoRA's default), or
-    `InvalidRequest('error.lora_unknown')` naming the closest installed names.  A name not known yet
-    reads the folder again first: a file an admin just added works without a restart."""
-    if registry is not None and any(registry.get(name) is None for name, _ in loras):
+    `InvalidRequest('error.lora_unknown')` naming the closest installed names.  A job with LoRAs
+    reads the folder again first (a stat per unchanged file): a file an admin just added or replaced
+    is used without a restart, and the engine loads a replaced one afresh."""
+    if registry is not None and loras:
         registry.rescan()
     resolved = []
     for name, weight in loras:
@@ -238,7 +273,20 @@ class LoraSwitch:
             self._drop(name)
         while len(self.loaded) >= self.max_loaded:
             self._drop(next(old for old in self.loaded if old not in keep))
-        self.pipeline.load_lora_weights(str(lora.path), adapter_name=name)
+        try:
+            self.pipeline.load_lora_weights(str(lora.path), adapter_name=name)
+        except Exception as exc:
+            from engine.guards import is_out_of_memory  # torch: not at import (the bot process reads this module)
+
+            if is_out_of_memory(exc):  # the file is fine; the memory ladder deals with this
+                raise
+            # Keys that name the right modules with the wrong shapes pass the folder's checks and
+            # fail only here: a clear refusal (refunded), and the file is not offered again.
+            reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+            self.registry.mark_bad(name, f"failed to load: {reason}")
+            if name in self.pipeline.get_list_adapters().get("transformer", []):
+                self.pipeline.delete_adapters(name)  # diffusers already cleans up; an older one may not
+            raise LoraUnusable(name=name) from exc
         self.loaded[name] = lora
         log.info("LoRA %s loaded (%d kept)", name, len(self.loaded))
 

@@ -51,7 +51,7 @@ async def test_commands_sync_to_each_configured_guild_with_bounds_from_the_profi
     bot = await start_bot(DISCORD_GUILD_IDS="111,222")
 
     names = ["draw", "styles", "loras", "cancel", "history", "show", "quota", "settings", "help"]
-    names += ["ban", "unban", "setquota", "setrole", "queue", "stats", "block", "sensitive"]
+    names += ["ban", "unban", "setquota", "setrole", "queue", "stats", "lora", "block", "sensitive"]
     assert fake.synced_command_names(111) == fake.synced_command_names(222) == names
     assert None not in fake.commands  # nothing global when guilds are configured
     profile = bot.app.service.profile

@@ -12,7 +12,7 @@ from bot.language.messages import t
 from engine.metadata import read_parameters
 from tests.fakes.discord_server import FakeDiscord
 from tests.support import discord_harness as harness
-from tests.support.discord_harness import CHANNEL_ID, GUILD_ID, USER_ID, ZH_ID, answer, command, drawn
+from tests.support.discord_harness import ADMIN_ID, CHANNEL_ID, GUILD_ID, USER_ID, ZH_ID, answer, command, drawn
 from tests.support.loras import installed_loras
 
 fake = harness.fake  # fixtures
@@ -87,3 +87,13 @@ async def test_loras_lists_the_installed_ones(start_bot, fake: FakeDiscord, lora
     assert "neon-glow" in listing and "broken" not in listing
     chinese = await answer(fake, await command(fake, "loras", user_id=ZH_ID, locale="zh-CN"))
     assert chinese.splitlines()[0] == t("loras_header", "zh")
+
+
+async def test_lora_reload_is_an_admin_slash_command(start_bot, fake: FakeDiscord, lora_dir) -> None:
+    await start_bot(EASEL_LORA_DIR=str(lora_dir))
+    [lora] = [c for c in fake.commands[GUILD_ID if GUILD_ID in fake.commands else None] if c["name"] == "lora"]
+    assert lora["description_localizations"]["zh-CN"] == t("slash.lora", "zh")
+    assert await answer(fake, await command(fake, "lora", action="reload")) == t("not_admin", "en")
+    reloaded = await answer(fake, await command(fake, "lora", user_id=ADMIN_ID, action="reload"))
+    assert reloaded.splitlines()[0] == t("lora_reloaded", "en", count=3, names="ink, neon-glow, pink-noise")
+    assert "broken.safetensors · not a readable safetensors file" in reloaded

@@ -189,3 +189,62 @@ def test_the_engine_draws_with_a_file_added_after_it_started(lora_engine):
         (folder / "late.safetensors").unlink()
         lora_engine.loras.rescan()
     assert lora_engine.loras.get("late") is None
+
+
+def test_a_file_that_fails_to_load_is_refused_clearly_and_not_offered_until_it_changes(lora_engine, engine):
+    from engine.errors import LoraUnusable
+    from tests.support.loras import write_misshapen_lora
+
+    folder = lora_engine.loras.directory
+    warped = write_misshapen_lora(folder / "warped.safetensors", lora_engine.pipeline.transformer)
+    try:
+        lora_engine.install_loras(str(folder), max_mb=5, max_loaded=3)
+        assert "warped" in lora_engine.loras.names()  # its keys pass the checks; only loading tells
+        with pytest.raises(LoraUnusable) as refused:
+            draw(lora_engine, ("warped", 1.0))
+        assert refused.value.key == "error.lora_bad" and refused.value.params == {"name": "warped"}
+        assert "warped" not in lora_engine.loras.names()
+        assert lora_engine.loras.skipped["warped.safetensors"].startswith("failed to load: ")
+        lora_engine.loras.rescan()  # unchanged: still skipped, not read again
+        assert "warped" not in lora_engine.loras.names()
+        with pytest.raises(InvalidRequest):  # no longer offered: an unknown name now
+            draw(lora_engine, ("warped", 1.0))
+        assert np.array_equal(draw(lora_engine), draw(engine))  # nothing of it is left on the model
+        write_lora(warped, lora_engine.pipeline.transformer, seed=11)  # the admin replaces the file
+        assert not np.array_equal(draw(lora_engine, ("warped", 1.0)), draw(engine))
+    finally:
+        warped.unlink()
+        lora_engine.install_loras(str(folder), max_mb=5)
+
+
+def test_a_file_replaced_under_the_same_name_is_loaded_afresh(lora_engine, engine):
+    folder = lora_engine.loras.directory
+    fresh = folder / "fresh.safetensors"
+    write_lora(fresh, lora_engine.pipeline.transformer, seed=21)
+    try:
+        first = draw(lora_engine, ("fresh", 1.0))
+        write_lora(fresh, lora_engine.pipeline.transformer, seed=22)  # the admin copies a new version over it
+        second = draw(lora_engine, ("fresh", 1.0))
+        assert not np.array_equal(first, second)
+        assert np.array_equal(draw(lora_engine), draw(engine))
+    finally:
+        fresh.unlink()
+        lora_engine.install_loras(str(folder), max_mb=5)
+
+
+def test_a_files_hash_is_read_once_per_version(tmp_path):
+    import hashlib
+    import os
+
+    from engine import loras
+
+    path = tmp_path / "ink.safetensors"
+    path.write_bytes(b"first version")
+    assert loras.content_hash(path) == hashlib.sha256(b"first version").hexdigest()
+    os.utime(path, ns=(1, 1))
+    key = (str(path), path.stat().st_size, 1)
+    loras._HASHES[key] = "remembered"  # as if read before: not read again while size and mtime hold
+    assert loras.content_hash(path) == "remembered"
+    path.write_bytes(b"second version")  # replaced: read afresh, the old entry forgotten
+    assert loras.content_hash(path) == hashlib.sha256(b"second version").hexdigest()
+    assert key not in loras._HASHES

@@ -10,7 +10,7 @@ from bot.language.messages import t
 from engine.metadata import read_parameters
 from tests.support import telegram_harness as harness
 from tests.support.loras import installed_loras, write_lora
-from tests.support.telegram_harness import ALICE, BOB, jobs_of, picture, press, said, say, settled
+from tests.support.telegram_harness import ADMIN, ALICE, BOB, jobs_of, picture, press, said, say, settled
 
 tg = harness.tg  # fixtures
 easel = harness.easel
@@ -111,3 +111,19 @@ async def test_a_file_added_while_the_bot_runs_is_listed_and_draws(easel, tg, lo
         assert (await settled(app, job.id)).request["loras"] == [["late", 1.2]]
     finally:
         (lora_dir / "late.safetensors").unlink()
+
+
+async def test_lora_reload_answers_admins_with_what_was_installed_and_skipped(easel, tg, lora_dir):
+    await easel.start(EASEL_LORA_DIR=str(lora_dir))
+    assert (await say(tg, ALICE, ALICE, "/lora reload")).params["text"] == t("not_admin", "en")
+    answer = (await say(tg, ADMIN, ADMIN, "/lora reload")).params["text"].splitlines()
+    assert answer[0] == t("lora_reloaded", "en", count=3, names="ink, neon-glow, racy")
+    assert answer[1:] == [
+        t("lora_reloaded_skipped", "en", count=1),
+        t(
+            "lora_skipped_line",
+            "en",
+            file="broken.safetensors",
+            reason="not a readable safetensors file (SafetensorError)",
+        ),
+    ]

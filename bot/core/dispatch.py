@@ -21,6 +21,8 @@ from bot.core.scheduler import Scheduler
 from bot.runtime.logs import current_job
 from bot.runtime.metrics import Metrics
 from bot.runtime.worker import failure_of
+from engine.errors import LoraUnusable
+from engine.loras import LoraRegistry
 from engine.metadata import parameters_text
 from engine.request import DrawRequest, seed_for
 from storage.images import ImageStore
@@ -54,6 +56,7 @@ class Dispatcher:
         metrics: Metrics,
         background: Background,
         model_name: str,
+        loras: LoraRegistry | None = None,
     ) -> None:
         self.jobs = jobs
         self.images = images
@@ -64,6 +67,7 @@ class Dispatcher:
         self.metrics = metrics
         self.background = background
         self.model_name = model_name
+        self.loras = loras  # the bot's installed LoRAs: one that failed to load is no longer offered
         self._dispatched: set[int] = set()  # taken from the queue, generation not yet returned
         self._cancel_requested: set[int] = set()  # user cancels of dispatched jobs
         self._last_progress: dict[int, float] = {}
@@ -148,6 +152,9 @@ class Dispatcher:
             result = await self.worker.run(job_id, request, on_step=lambda step, total: self._on_step(job, step, total))
         except Exception as error:
             failure = failure_of(error, job_id)
+            if failure.key == LoraUnusable.key and self.loras is not None:
+                # It failed where it was loaded (here or on a worker): listed and offered no more.
+                self.loras.mark_bad(str(failure.params.get("name", "")), "failed to load into the model")
             if failure.status is JobStatus.CANCELLED:
                 await self._cancelled(job)
             else:
@@ -244,6 +251,7 @@ class Dispatcher:
             result.peak_memory_gb,
             learned_start=result.learned_start,
             prompt_cached=result.prompt_cached,
+            recipe=str(result.plan.to_dict().get("recipe", "none")),  # a worker of an older version: none
         )
 
     async def _fail(self, job: Job, key: str, params: dict) -> None:

@@ -312,6 +312,21 @@ async def loras(ctx: Context, command: c.Loras) -> Reply:
     return ctx.reply("\n".join(lines))
 
 
+async def lora_reload(ctx: Context, command: c.LoraReload) -> Reply:
+    """/lora reload (admins): read the LoRA folder now; say what is installed and what was skipped, why."""
+    lang = ctx.language
+    if ctx.loras is None:
+        return ctx.reply(t("loras_none", lang))
+    ctx.loras.rescan()
+    names = ctx.loras.names()
+    lines = [t("lora_reloaded", lang, count=len(names), names=", ".join(names) or "-")]
+    if ctx.loras.skipped:
+        lines.append(t("lora_reloaded_skipped", lang, count=len(ctx.loras.skipped)))
+        for file, reason in sorted(ctx.loras.skipped.items()):
+            lines.append(t("lora_skipped_line", lang, file=file, reason=clip(reason, 160)))
+    return ctx.reply("\n".join(lines))
+
+
 # -- a chat's own word lists -------------------------------------------------------------------------
 
 
@@ -405,6 +420,9 @@ async def stats(ctx: Context, command: c.Stats) -> Reply:
     lines.append(t("stats_learned", lang, learned=learned, cached=cached, encoded=encoded))
     spent = await ctx.db.quota.spent(ctx.members.today())
     lines.append(t("stats_units", lang, spent=spent, waiting=ctx.scheduler.waiting_units()))
+    if recipes := ctx.worker.recipes():
+        counted = ", ".join(f"{recipe} x{count}" for recipe, count in sorted(recipes.items()))
+        lines.append(t("stats_recipes", lang, recipes=counted))
     lines.append(await moderation_stats(ctx))
     if not ctx.worker.healthy():
         lines.append(t("stats_redis_down", lang))
@@ -520,6 +538,7 @@ ADMIN_HANDLERS: dict[type, Handler] = {
     c.Unban: unban,
     c.SetQuota: set_quota,
     c.SetRole: set_role,
+    c.LoraReload: lora_reload,
 }
 
 

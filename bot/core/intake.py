@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import Any
 
@@ -51,6 +52,7 @@ class Intake:
         disk: DiskGuard | None = None,
         loras: LoraRegistry | None = None,
         quota: Quota | None = None,
+        lora_gap: Callable[[tuple], Awaitable[list[str]]] | None = None,
     ) -> None:
         self.settings = settings
         self.jobs = jobs
@@ -65,6 +67,8 @@ class Intake:
         self.disk = disk
         self.quota = quota  # read by `precheck` (accept decides again, atomically); None: not checked early
         self.loras = loras  # the installed LoRAs (engine/loras.py); None: --lora names nothing
+        # Which of a job's LoRAs no live worker can draw with (scale-out: Worker.missing_loras).
+        self.lora_gap = lora_gap
         # Set when this process's own GPU thread can never draw (the full model on a machine
         # without a GPU): every new job is refused with it instead of being queued to fail.
         self.cannot_draw: EngineError | None = None
@@ -100,6 +104,7 @@ class Intake:
         request = validate(await self._with_style_and_loras(caller, request, style, stored), self.profile)
         cost = self.scheduler.cost_of(request)
         if not resent:
+            await self._check_loras_drawable(request)
             self._check_job_cost(request, cost, lang)
             # Pending and quota before the cooldown mark and the enhancer's call: a user with no room
             # left must not make the bot call a language model (nor hold their cooldown) for nothing.
@@ -254,6 +259,13 @@ class Intake:
             request = await self._styled(caller, request, style)
             stored["style"] = style.lower()
         return replace(request, loras=resolve(request.loras, self.loras))
+
+    async def _check_loras_drawable(self, request: DrawRequest) -> None:
+        """With workers: refuse at once, before anything is charged, a job whose LoRA files no live
+        worker holds (docs/SCALE_OUT.md)."""
+        if request.loras and self.lora_gap is not None and (missing := await self.lora_gap(request.loras)):
+            self.metrics.refusals.labels("lora").inc()
+            raise UserError("lora_not_on_workers", names=", ".join(missing))
 
     def _sensitive_lora(self, request: DrawRequest) -> bool:
         """A LoRA its admin marked sensitive puts every picture drawn with it behind a spoiler."""

@@ -62,7 +62,9 @@ class Service:
         self.background = Background()
         self.members = Members(settings, db.users, clock)
         self.scheduler = Scheduler(Unit.of(profile), self.live_workers)
-        self.metrics = Metrics(queue_depth=lambda: len(self.scheduler.queue), live_workers=self.live_workers)
+        self.metrics = Metrics(
+            queue_depth=lambda: len(self.scheduler.queue), live_workers=self.live_workers, recipes=self.worker.recipes
+        )
         self.disk = DiskGuard(settings.data_dir, settings.min_free_gb)
         self.retention = Retention(settings.keep_days, db.jobs, images, self.metrics) if settings.keep_days else None
         self.metrics.watch_disk(self.disk.free_gb, lambda: self.disk.low())
@@ -70,17 +72,18 @@ class Service:
         self.styles = StyleBook(settings.styles_path, profile)
         # The files are checked against the transformer where the engine loads them (engine/loras.py).
         self.loras = scan(settings.loras_path, settings.max_lora_mb)
+        worker.loras = self.loras  # scale-out: the reference a worker's files must match
         self.uploads = Uploads(settings, profile, images)
         self.notices = Notices(db.jobs, self.adapters, self.members, self.scheduler)
         self.disk.on_change = self._disk_changed
         self.deliverer = Deliverer(settings, db, images, self.adapters, self.members, self.metrics, self.background)
         self.dispatcher = Dispatcher(
             db.jobs, images, worker, self.scheduler, self.deliverer, self.notices, self.metrics, self.background,
-            model_name,
+            model_name, loras=self.loras,
         )  # fmt: skip
         self.intake = Intake(
             settings, db.jobs, profile, self.moderator, self.styles, self.members, self.scheduler, self.notices,
-            self.metrics, self.background, self.disk, self.loras, quota=db.quota,
+            self.metrics, self.background, self.disk, self.loras, quota=db.quota, lora_gap=worker.missing_loras,
         )  # fmt: skip
         self._context = partial(
             Context, settings=settings, db=db, images=images, profile=profile, model_name=model_name,

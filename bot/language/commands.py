@@ -122,6 +122,11 @@ class Loras:
 
 
 @dataclass(frozen=True)
+class LoraReload:
+    """`/lora reload` (admins): read the LoRA folder again now."""
+
+
+@dataclass(frozen=True)
 class ButtonPress:
     """A press of one of our buttons (bot/language/buttons.py), checked against the message it was pressed on."""
 
@@ -166,6 +171,7 @@ Command = (
     | Stats
     | Styles
     | Loras
+    | LoraReload
     | WordListCmd
 )
 
@@ -614,6 +620,7 @@ _USAGE = {
     "setrole": "/setrole telegram:12345 trusted",
     "block": "/block add some word",
     "sensitive": "/sensitive add some word",
+    "lora": "/lora reload",
 }
 _QUOTA_WORDS = {"default": None, "reset": None, "unlimited": 0}
 
@@ -753,6 +760,12 @@ def _parse_setrole(rest: str, profile: ModelProfile) -> SetRole:
     return SetRole(target, role.lower())
 
 
+def _parse_lora(rest: str, profile: ModelProfile) -> LoraReload:
+    if rest.strip().lower() != "reload":
+        raise _usage("lora")
+    return LoraReload()
+
+
 # Commands that take no arguments ignore any: Telegram appends a deep-link payload to /start.
 _COMMANDS: dict[str, Callable[[str, ModelProfile], Command]] = {
     "draw": _parse_draw,
@@ -773,6 +786,7 @@ _COMMANDS: dict[str, Callable[[str, ModelProfile], Command]] = {
     "stats": lambda rest, profile: Stats(),
     "styles": lambda rest, profile: Styles(),
     "loras": lambda rest, profile: Loras(),
+    "lora": _parse_lora,
     "block": _word_list("blocked"),
     "sensitive": _word_list("sensitive"),
 }

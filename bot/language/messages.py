@@ -46,6 +46,12 @@ _EN = {
     "error.lora_twice": "LoRA “{name}” is named twice; give it once, with one weight.",
     "error.lora_format": "I can't read “{value}” as a LoRA: write --lora name or --lora name:0.8.",
     "error.lora_unknown": "There's no LoRA called “{name}”. Closest installed: {closest}. /loras lists them all.",
+    "lora_not_on_workers": "No drawing machine has the LoRA {names} right now, so I can't draw this. Nothing was "
+    "charged. An admin can copy the same file to a worker's LoRA folder.",
+    "error.lora_not_on_workers": "The drawing machines that had the LoRA {names} went away before this picture "
+    "was drawn. Your quota was refunded; please try again later.",
+    "error.lora_bad": "The LoRA “{name}” could not be loaded: its file does not fit this model. It is no "
+    "longer offered until an admin replaces it. Your quota was refunded.",
     "error.invalid": "I can't draw that request as it is.",
     # Failures while drawing (engine/errors.py)
     "error.oom": "The GPU ran out of memory for this picture. Try a smaller size.",
@@ -103,6 +109,8 @@ _EN = {
     "slash.styles": "The style presets.",
     "slash.draw.lora": "A LoRA by name, or name:0.8 for its weight (see /loras)",
     "slash.loras": "The installed LoRAs.",
+    "slash.lora": "Admins: read the LoRA folder again.",
+    "slash.lora.action": "reload: read the folder now",
     "slash.block": "Admins: this server's blocked words.",
     "slash.sensitive": "Admins: words whose pictures go behind a spoiler.",
     "slash.wordlist.action": "add, remove or list",
@@ -190,6 +198,7 @@ _EN = {
     ),
     "stats_health": "Since start: {oom} out-of-memory fallbacks, {nan} safer-precision retries, {errors} failed sends.",
     "stats_units": "Work today: {spent} units charged to quotas; {waiting} units waiting in the queue.",
+    "stats_recipes": "Weights the GPU workers run: {recipes} (none = the model's own; int8/int4 = quantized).",
     "stats_learned": "Jobs started on a lower-memory plan because their size ran out of memory lately: {learned}. "
     "Prompts that reused their encoding: {cached} of {encoded}.",
     "stats_redis_down": "Redis is unreachable: jobs are kept here and go out when it is back.",
@@ -256,8 +265,8 @@ _EN = {
         "/help · this message"
     ),
     "help_admin": (
-        "Admin commands (name users by id: telegram:12345, discord:12345, a Discord @mention, "
-        "or reply to their message with the command):\n"
+        "Admin commands (name users by id: telegram:12345, discord:12345, an @mention, "
+        "or reply to their message):\n"
         "/ban <user> [reason] · stop someone drawing\n"
         "/unban <user> · let them draw again\n"
         "/setquota <user> <number|unlimited|default> · work units a day (0 = unlimited)\n"
@@ -265,7 +274,8 @@ _EN = {
         "/block add|remove|list [word] · this chat's blocked words (re:pattern for a regular expression)\n"
         "/sensitive add|remove|list [word] · words whose pictures go behind a spoiler\n"
         "/queue · everything waiting\n"
-        "/stats · totals and workers"
+        "/stats · totals and workers\n"
+        "/lora reload · read the LoRA folder again"
     ),
     "button.reroll": "🎲 Reroll",
     "button.vary_subtle": "Vary (subtle)",
@@ -321,6 +331,9 @@ _EN = {
     "loras_header": "LoRAs (add --lora NAME or --lora NAME:0.8 to /draw):",
     "loras_line": "{name} · {description} · triggers: {triggers} · weight {weight}",
     "loras_none": "No LoRAs are installed here.",
+    "lora_reloaded": "LoRA folder read again: {count} installed ({names}).",
+    "lora_reloaded_skipped": "Skipped {count}:",
+    "lora_skipped_line": "{file} · {reason}",
     "batch_caption": "{prompt}\n#{job_id} · {count} pictures · seeds {first_seed}–{last_seed}"
     " · {width}x{height} · {seconds}s",
     "batch_buttons": "#{job_id}: U = upscale, V = vary; the number is the picture.",
@@ -370,6 +383,10 @@ _ZH = {
     "error.lora_twice": "LoRA“{name}”写了两次；只写一次，配一个权重。",
     "error.lora_format": "看不懂“{value}”这个 LoRA：请写 --lora 名称 或 --lora 名称:0.8。",
     "error.lora_unknown": "没有名为“{name}”的 LoRA。最接近的已安装 LoRA：{closest}。用 /loras 查看全部。",
+    "lora_not_on_workers": "目前没有任何绘图机器装有 LoRA {names}，所以画不了这张图。没有扣除额度。"
+    "管理员可以把同一个文件复制到工作进程的 LoRA 文件夹。",
+    "error.lora_not_on_workers": "装有 LoRA {names} 的绘图机器在这张图画出之前离开了。额度已退还，请稍后再试。",
+    "error.lora_bad": "LoRA“{name}”无法加载：它的文件与这个模型不匹配。在管理员替换它之前不会再提供。额度已退还。",
     "error.invalid": "这个请求没法照原样画。",
     "error.oom": "画这张图时显卡内存不够了，试试小一点的尺寸。",
     "error.bad_output": "换用更稳妥的精度重试后，图片仍然是空白的。请换个种子或描述再试。",
@@ -421,6 +438,8 @@ _ZH = {
     "slash.styles": "查看风格预设。",
     "slash.draw.lora": "LoRA 名称，或用 名称:0.8 指定权重（见 /loras）",
     "slash.loras": "查看已安装的 LoRA。",
+    "slash.lora": "管理员：重新读取 LoRA 文件夹。",
+    "slash.lora.action": "reload：立即读取文件夹",
     "slash.block": "管理员：本服务器的屏蔽词。",
     "slash.sensitive": "管理员：敏感词，对应的图以剧透遮罩发送。",
     "slash.wordlist.action": "add（添加）、remove（移除）或 list（查看）",
@@ -505,6 +524,7 @@ _ZH = {
     ),
     "stats_health": "自启动以来：显存不足降级 {oom} 次，换更安全精度重试 {nan} 次，发送失败 {errors} 次。",
     "stats_units": "今天的算力：额度共扣 {spent} 个单位；队列中还有 {waiting} 个单位在等。",
+    "stats_recipes": "显卡工作进程使用的权重：{recipes}（none = 模型原始权重；int8/int4 = 量化权重）。",
     "stats_learned": "{learned} 个任务因为同尺寸最近显存不足而直接用了省显存方案；"
     "{encoded} 条描述中有 {cached} 条复用了编码。",
     "stats_redis_down": "连不上 Redis：任务先留在这里，恢复后再发出。",
@@ -574,7 +594,8 @@ _ZH = {
         "/block add|remove|list [词] · 本群的屏蔽词（re:表达式 表示正则）\n"
         "/sensitive add|remove|list [词] · 敏感词，对应的图以剧透遮罩发送\n"
         "/queue · 查看所有排队任务\n"
-        "/stats · 统计和工作进程"
+        "/stats · 统计和工作进程\n"
+        "/lora reload · 重新读取 LoRA 文件夹"
     ),
     "button.reroll": "🎲 重画",
     "button.vary_subtle": "轻微变化",
@@ -629,6 +650,9 @@ _ZH = {
     "loras_header": "LoRA（在 /draw 后加 --lora 名称 或 --lora 名称:0.8）：",
     "loras_line": "{name} · {description} · 触发词：{triggers} · 权重 {weight}",
     "loras_none": "这里还没有安装 LoRA。",
+    "lora_reloaded": "已重新读取 LoRA 文件夹：已安装 {count} 个（{names}）。",
+    "lora_reloaded_skipped": "跳过 {count} 个：",
+    "lora_skipped_line": "{file} · {reason}",
     "batch_caption": "{prompt}\n#{job_id} · {count} 张 · 种子 {first_seed}–{last_seed}"
     " · {width}x{height} · {seconds} 秒",
     "batch_buttons": "#{job_id}：U = 放大，V = 变化，数字是第几张图。",

@@ -7,6 +7,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 RUN_BUCKETS = (0.5, 1, 2, 3, 5, 8, 13, 20, 30, 60, 120, 300)
 WAIT_BUCKETS = (0.1, 1, 5, 15, 30, 60, 120, 300, 900, 1800, 3600)
@@ -20,14 +22,27 @@ def size_label(width: int, height: int) -> str:
 
 
 class Metrics:
-    def __init__(self, queue_depth: Callable[[], int], live_workers: Callable[[], int]) -> None:
+    def __init__(
+        self,
+        queue_depth: Callable[[], int],
+        live_workers: Callable[[], int],
+        recipes: Callable[[], dict[str, int]] | None = None,
+    ) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
         self.queue_depth = Gauge("easel_queue_depth", "Jobs waiting in the fair queue", registry=r)
         self.queue_depth.set_function(queue_depth)
         self.live_workers = Gauge("easel_live_workers", "GPU workers able to take jobs", registry=r)
         self.live_workers.set_function(live_workers)
+        if recipes is not None:
+            r.register(_WorkersByRecipe(recipes))
         self.jobs = Counter("easel_jobs", "Jobs by final status", ["status"], registry=r)
+        self.recipes = Counter(
+            "easel_jobs_by_recipe",
+            "Jobs drawn, by the weights they ran on: none (the model's own), int8 or int4",
+            ["recipe"],
+            registry=r,
+        )
         self.accepted = Counter("easel_jobs_accepted", "Jobs accepted into the queue", registry=r)
         self.work_units = Counter(
             "easel_work_units",
@@ -82,8 +97,10 @@ class Metrics:
         peak_gb,
         learned_start: bool = False,
         prompt_cached: bool = False,
+        recipe: str = "none",
     ) -> None:
         self.jobs.labels("done").inc()
+        self.recipes.labels(recipe).inc()
         if learned_start:
             self.learned_starts.inc()
         self.prompt_cache.labels("hit" if prompt_cached else "miss").inc()
@@ -98,3 +115,18 @@ class Metrics:
     def value(self, name: str, **labels: str) -> float:
         """A current sample, for /stats and tests."""
         return self.registry.get_sample_value(name, labels) or 0.0
+
+
+class _WorkersByRecipe(Collector):
+    """Live GPU workers by the weights they loaded, read when scraped (workers come and go)."""
+
+    def __init__(self, recipes: Callable[[], dict[str, int]]) -> None:
+        self._recipes = recipes
+
+    def collect(self):
+        family = GaugeMetricFamily(
+            "easel_workers_by_recipe", "Live GPU workers by weights: none, int8 or int4", labels=["recipe"]
+        )
+        for recipe, count in sorted(self._recipes().items()):
+            family.add_metric([recipe], count)
+        yield family

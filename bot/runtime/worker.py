@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bot.contract import ProgressCallback
-from engine.heap import release_freed_memory
 from engine.errors import Cancelled, EngineError
+from engine.heap import release_freed_memory
 from engine.request import DrawRequest
 from storage.jobs import JobStatus
 
@@ -150,6 +150,10 @@ class GpuWorker:
 
     def live_workers(self) -> int:
         return 1
+
+    def recipes(self) -> dict[str, int]:
+        engine = self._gpu.engine
+        return {str(engine.recipe): 1} if engine is not None and hasattr(engine, "recipe") else {}
 
     async def missing_loras(self, loras: tuple) -> list[str]:
         """None: the engine here reads the same folder the intake checked the names against."""

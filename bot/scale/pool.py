@@ -8,6 +8,11 @@ more jobs than the workers can start, and the order users were promised is the o
 draws the same picture), then follows it: progress and the finish arrive on `easel:events`, and a
 periodic check notices a Redis that lost the job (restarted without persistence) and hands it out
 again.  A job already in Redis from before a bot restart is adopted, not handed out twice.
+
+A job with LoRAs goes to the stream of its set of files (bot/scale/protocol.py), which only workers
+holding every file, byte for byte the bot's, read.  `missing_loras` lets the intake refuse at once a
+job that no live worker can draw; a job accepted while one could, whose workers then all left, is
+failed (and refunded) after EASEL_CLAIM_IDLE_S rather than waiting for ever.
 """
 
 from __future__ import annotations
@@ -18,7 +23,8 @@ import json
 import logging
 import random
 import time
-from dataclasses import replace
+from collections import Counter
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from redis.asyncio import Redis
@@ -28,9 +34,21 @@ from bot.contract import ProgressCallback
 from bot.runtime.logs import safe_url
 from bot.runtime.settings import Settings
 from bot.scale.config import ScaleSettings
-from bot.scale.protocol import TERMINAL, Broker, WorkerInfo, WorkerLost, connect, fingerprint
+from bot.scale.protocol import (
+    JOBS,
+    TERMINAL,
+    Broker,
+    Needs,
+    WorkerInfo,
+    WorkerLost,
+    connect,
+    fingerprint,
+    serves,
+    stream_for,
+)
 from bot.scale.results import decode_png, result_from
 from engine.errors import Cancelled, EngineError, InvalidRequest
+from engine.loras import LoraRegistry, content_hash
 from engine.request import MAX_SEED, RANDOM_SEED, DrawRequest
 from engine.result import Result
 from storage.jobs import JobStatus
@@ -62,12 +80,23 @@ class _Follower:
         self.woken.clear()
 
 
+@dataclass
+class _Route:
+    """Where one job goes: its stream, the LoRA files it needs, and since when no live worker has them."""
+
+    stream: str
+    needs: Needs
+    unserved_since: float | None = None
+
+
 class WorkerPool:
     """Jobs run on `easel worker` processes; this side hands them out and collects the outcomes."""
 
     # Jobs keep running on the workers while the bot restarts, and the next start adopts them, so
     # a stopping service has no reason to cancel them (see "Limits" in docs/SCALE_OUT.md).
     cancel_on_shutdown = False
+    # The bot's installed LoRAs, set by the service: the files a worker's must match (docs/SCALE_OUT.md).
+    loras: LoraRegistry | None = None
 
     def __init__(self, config: ScaleSettings, redis: Redis | None = None) -> None:
         self.config = config
@@ -117,6 +146,31 @@ class WorkerPool:
     def workers(self) -> list[WorkerInfo]:
         return list(self._workers) if self.redis_ok else []
 
+    def recipes(self) -> dict[str, int]:
+        """Live workers by the weights each chose for its card; "?" for a worker too old to say."""
+        return dict(Counter(worker.recipe or "?" for worker in self.workers()))
+
+    async def missing_loras(self, loras: tuple) -> list[str]:
+        """The job's LoRAs that keep every live worker from drawing it (no single worker holds them
+        all, as the bot's files); [] when one can, or while Redis is away (every job waits then)."""
+        needs = await self._needs(loras)
+        if not needs or not self.redis_ok or any(serves(worker.loras, needs) for worker in self._workers):
+            return []
+        nowhere = [name for name, digest in needs if not any(serves(w.loras, ((name, digest),)) for w in self._workers)]
+        return nowhere or [name for name, _ in needs]
+
+    async def _needs(self, loras: tuple) -> Needs:
+        """(name, sha256 of the bot's file) for each LoRA; an empty hash where the bot has no file."""
+        needs = []
+        for name, _ in loras:
+            lora = self.loras.get(name) if self.loras is not None else None
+            try:
+                digest = await asyncio.to_thread(content_hash, lora.path) if lora is not None else ""
+            except OSError:  # removed since the last scan
+                digest = ""
+            needs.append((name, digest))
+        return tuple(needs)
+
     async def run(self, job_id: int, request: DrawRequest, on_step: ProgressCallback | None = None) -> Result:
         """Hand the job to a worker (or adopt it if it already is) and wait for its outcome."""
         self._ensure_started()
@@ -151,18 +205,23 @@ class WorkerPool:
         if request.seed == RANDOM_SEED:  # chosen once: every delivery of this job draws the same picture
             handout = replace(request, seed=random.randint(0, MAX_SEED))
         source = await _read_source(request)
+        needs = await self._needs(request.loras)
+        route = _Route(stream_for(needs), needs)
         submitted = force = False
         failures = 0
         while True:
             try:
                 if not submitted:
-                    state = await self.broker.submit(job_id, print_, handout, source, self.config.result_ttl_s, force)
+                    if needs:
+                        await self.broker.register_needs(route.stream, needs)
+                    ttl = self.config.result_ttl_s
+                    state = await self.broker.submit(job_id, print_, handout, source, ttl, force, route.stream)
                     submitted, force = True, False
                     if state == "new":
                         log.info("job %s: handed to the workers", job_id)
                     else:
                         log.info("job %s: already in Redis (%s), following it", job_id, state)
-                check = await self.broker.check(job_id)
+                check = await self.broker.check(job_id, route.stream)
                 if check is None or check.fingerprint != print_ or not (check.state in TERMINAL or check.entry_alive):
                     if follower.cancel_requested:
                         raise Cancelled()
@@ -175,15 +234,36 @@ class WorkerPool:
                         return result
                     continue  # expired in between: the next check hands it out again
                 if follower.cancel_requested and not follower.cancel_sent:
-                    await self.broker.cancel(job_id)
+                    await self.broker.cancel(job_id, route.stream)
                     follower.cancel_sent = True
                     continue
+                if needs and await self._given_up(job_id, route):
+                    continue  # failed in Redis: the next check collects it
                 failures = 0
                 await follower.wait(self._check_s)
             except RedisError as exc:
                 self._down(exc)
                 failures += 1
                 await asyncio.sleep(min(5.0, 0.25 * 2**failures))
+
+    async def _given_up(self, job_id: int, route: _Route) -> bool:
+        """Fail a LoRA job that no live worker has been able to draw for EASEL_CLAIM_IDLE_S (a worker
+        restarting in that time keeps it); True when it was failed now."""
+        if not self.redis_ok or any(serves(worker.loras, route.needs) for worker in self._workers):
+            route.unserved_since = None  # (the live workers are not known while Redis is away)
+            return False
+        now = time.monotonic()
+        if route.unserved_since is None:
+            route.unserved_since = now
+        if now - route.unserved_since < self.config.claim_idle_s:
+            return False
+        names = ", ".join(name for name, _ in route.needs)
+        meta = {"error_key": "error.lora_not_on_workers", "error_params": {"names": names}}
+        idle_ms = int(self.config.claim_idle_s * 1000)
+        if not await self.broker.unserved(job_id, route.stream, meta, self.config.result_ttl_s, idle_ms):
+            return False
+        log.warning("job %s: no live worker has the LoRA files %s; failed (refunded)", job_id, names)
+        return True
 
     async def _collect(self, job_id: int, request: DrawRequest) -> Result | None:
         """The outcome as a result, or raised as the engine would raise it; None if it vanished."""
@@ -231,17 +311,20 @@ class WorkerPool:
             await asyncio.sleep(self._tick)
 
     async def _reap(self) -> None:
-        """Dead-letter jobs whose last allowed delivery died too (even with no worker left to notice)."""
+        """Dead-letter jobs whose last allowed delivery died too (even with no worker left to notice),
+        in every stream."""
         idle_ms = int(self.config.claim_idle_s * 1000)
-        try:
-            for handout in await self.broker.overdue(idle_ms, self.config.max_deliveries):
-                if await self.broker.dead_letter(handout, self.config.result_ttl_s):
-                    log.error("job %s: dead-lettered after %d deliveries", handout.job_id, handout.deliveries)
-            await self.broker.forget_consumers({w.id for w in self._workers}, min_idle_ms=max(60_000, 10 * idle_ms))
-        except ResponseError as exc:
-            if "NOGROUP" not in str(exc):
-                raise
-            await self.broker.ensure_group()
+        for stream in [JOBS, *await self.broker.lora_sets()]:
+            try:
+                for handout in await self.broker.overdue(idle_ms, self.config.max_deliveries, stream):
+                    if await self.broker.dead_letter(handout, self.config.result_ttl_s):
+                        log.error("job %s: dead-lettered after %d deliveries", handout.job_id, handout.deliveries)
+                live = {w.id for w in self._workers}
+                await self.broker.forget_consumers(live, min_idle_ms=max(60_000, 10 * idle_ms), stream=stream)
+            except ResponseError as exc:
+                if "NOGROUP" not in str(exc):
+                    raise
+                await self.broker.ensure_group(stream)
 
     async def _listen(self) -> None:
         after: str | None = None

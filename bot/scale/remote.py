@@ -6,6 +6,11 @@ one (XREADGROUP).  While drawing it heartbeats the entry (so nobody takes it ove
 progress and polls the cancel flag; the finished picture goes back as PNG bytes in the job's hash
 and the entry is acknowledged in the same atomic step.  It needs no database and no chat token.
 
+LoRA: the worker installs the files of its own EASEL_LORA_DIR and announces each by name and sha256
+(read again every heartbeat, between jobs); it reads the stream of every LoRA set the bot has used
+whose files it holds (bot/scale/protocol.py), and draws a job from one only while its files still
+match.
+
 SIGTERM/SIGINT: finish the job in hand, then leave; a second signal leaves at once (the job is
 taken over by another worker after EASEL_CLAIM_IDLE_S).
 """
@@ -36,9 +41,10 @@ from bot.runtime.logs import safe_url
 from bot.runtime.settings import Settings
 from bot.runtime.worker import Failure, GpuThread, engine_loader, failure_of
 from bot.scale.config import ScaleSettings
-from bot.scale.protocol import Broker, Handout, RedisTooOld, WorkerInfo, connect
+from bot.scale.protocol import JOBS, Broker, Handout, Needs, RedisTooOld, WorkerInfo, connect, serves
 from bot.scale.results import done_meta, encode_png
 from engine.errors import EngineError
+from engine.loras import content_hash
 from engine.request import DrawRequest
 from storage.jobs import JobStatus
 
@@ -63,7 +69,8 @@ class RemoteWorker:
         self.config = config
         self.id = config.worker_id
         self.broker = Broker(redis or connect(config.redis_url))
-        self._gpu = GpuThread(engine_factory or engine_loader(config.model, config.device))
+        loras = (config.loras_path, config.max_lora_mb, config.max_loaded_loras)
+        self._gpu = GpuThread(engine_factory or engine_loader(config.model, config.device, loras, config.weights()))
         self._info: WorkerInfo | None = None
         self._busy: int | None = None
         self._busy_since: float | None = None
@@ -73,6 +80,9 @@ class RemoteWorker:
         self._server_checked = False
         self._block_ms = int(min(1.0, config.claim_idle_s / 4) * 1000)
         self._tick = min(0.25, config.heartbeat_s)
+        self._loras: dict[str, str] = {}  # its LoRA files, name -> sha256, as last read
+        self._streams: dict[str, Needs] = {}  # the LoRA streams it reads, and what each needs
+        self._refreshed_at: float | None = None
 
     async def run(self) -> None:
         # 1. Check the server before the slow model load: an old Redis fails every take (RedisTooOld)
@@ -87,6 +97,7 @@ class RemoteWorker:
 
         # 2. Load the model once, off the event loop
         await self._gpu.load()
+        self._loras = await self._gpu.call(_lora_files, self._gpu.engine)
         self._info = self._describe()
         log.info("worker %s ready: %s, model %s", self.id, self._info.device, self._info.model)
 
@@ -122,7 +133,9 @@ class RemoteWorker:
                 if need_group:
                     await self._check_server()
                     await self.broker.ensure_group()
+                    self._refreshed_at, self._streams = None, {}  # the LoRA streams' groups too
                     need_group = False
+                await self._refresh_loras()
                 handout = await self._next()
                 if handout is not None:
                     await self._process(handout)
@@ -143,11 +156,32 @@ class RemoteWorker:
             failures += 1
             await self._sleep(min(5.0, 0.1 * 2**failures))
 
+    async def _refresh_loras(self) -> None:
+        """Between jobs, once a heartbeat: read the LoRA folder again (what is announced), and which
+        LoRA streams this worker can serve now."""
+        now = time.monotonic()
+        if self._refreshed_at is not None and now - self._refreshed_at < self.config.heartbeat_s:
+            return
+        self._refreshed_at = now
+        self._loras = await self._gpu.call(_lora_files, self._gpu.engine)
+        sets = await self.broker.lora_sets()
+        streams = {stream: needs for stream, needs in sets.items() if serves(self._loras, needs)}
+        for stream in streams.keys() - self._streams.keys():
+            await self.broker.ensure_group(stream)
+        self._streams = streams
+
     async def _next(self) -> Handout | None:
-        """A job whose worker died (unless it has died too often), else a new one."""
-        handout = await self.broker.claim_stale(self.id, int(self.config.claim_idle_s * 1000))
+        """A job whose worker died (unless it has died too often), else a new one: LoRA streams are
+        polled, the plain stream waited on (at most 250 ms while there are LoRA streams to poll)."""
+        idle_ms = int(self.config.claim_idle_s * 1000)
+        handout = None
+        for stream in [JOBS, *self._streams]:
+            handout = handout or await self.broker.claim_stale(self.id, idle_ms, stream)
         if handout is None:
-            return await self.broker.read_new(self.id, self._block_ms)
+            for stream in self._streams:
+                if (handout := await self.broker.read_new(self.id, None, stream)) is not None:
+                    return handout
+            return await self.broker.read_new(self.id, min(self._block_ms, 250) if self._streams else self._block_ms)
         if handout.deliveries > self.config.max_deliveries:
             if await self.broker.dead_letter(handout, self.config.result_ttl_s):
                 log.error("job %s: dead-lettered after %d deliveries", handout.job_id, handout.deliveries - 1)
@@ -157,7 +191,7 @@ class RemoteWorker:
 
     async def _process(self, handout: Handout) -> None:
         if handout.job_id is None:
-            await self.broker.drop(handout.entry)
+            await self.broker.drop(handout.entry, handout.stream)
             return
         verdict, payload, source = await self.broker.begin(handout, self.id)
         if verdict != "run":
@@ -175,7 +209,7 @@ class RemoteWorker:
                     path = Path(folder) / "source.png"
                     path.write_bytes(source)
                     request = replace(request, source_image=str(path))
-                state, meta, images = await self._draw(handout.job_id, request, stop, progress)
+                state, meta, images = await self._draw_if_held(handout, request, stop, progress)
         finally:
             watcher.cancel()
             self._busy = self._busy_since = None
@@ -188,6 +222,20 @@ class RemoteWorker:
         except (TypeError, ValueError):  # not validated (an older bot): count it as one unit
             cost = 1
         return self.config.job_timeout_for(cost)
+
+    async def _draw_if_held(
+        self, handout: Handout, request: DrawRequest, stop: threading.Event, progress: _Progress
+    ) -> tuple[JobStatus, dict, list[bytes]]:
+        """Draw, unless the job needs LoRA files this worker no longer holds as the bot's (one
+        replaced or removed since it was announced): then it fails, refunded, rather than drawing
+        with another file under the same name."""
+        needs = self._streams.get(handout.stream, ()) if handout.stream != JOBS else ()
+        if needs and not serves(await self._gpu.call(_lora_files, self._gpu.engine), needs):
+            names = ", ".join(name for name, _ in needs)
+            log.warning("job %s: LoRA files %s changed here since announced; not drawing it", handout.job_id, names)
+            meta = {"error_key": "error.lora_not_on_workers", "error_params": {"names": names}, "worker": self.id}
+            return JobStatus.FAILED, meta, []
+        return await self._draw(handout.job_id, request, stop, progress)
 
     async def _draw(
         self, job_id: int, request: DrawRequest, stop: threading.Event, progress: _Progress
@@ -263,7 +311,8 @@ class RemoteWorker:
             stuck = self._busy_since is not None and time.monotonic() - self._busy_since > self._busy_timeout
             try:
                 if not stuck:
-                    await self.broker.announce(replace(self._info, busy=self._busy), self.config.worker_ttl_s)
+                    info = replace(self._info, busy=self._busy, loras=self._loras)
+                    await self.broker.announce(info, self.config.worker_ttl_s)
             except RedisError as exc:
                 self._set_redis_ok(False, exc)
             await asyncio.sleep(self.config.heartbeat_s)
@@ -278,7 +327,9 @@ class RemoteWorker:
         except Exception:
             pass
         model = getattr(getattr(engine, "profile", None), "name", "") or self.config.model
-        return WorkerInfo(id=self.id, host=socket.gethostname(), device=device, slots=1, model=model, since=time.time())
+        recipe = str(getattr(engine, "recipe", ""))
+        host = socket.gethostname()
+        return WorkerInfo(id=self.id, host=host, device=device, slots=1, model=model, since=time.time(), recipe=recipe)
 
     def _set_redis_ok(self, ok: bool, exc: Exception | None = None) -> None:
         if ok and not self._redis_ok:
@@ -291,6 +342,22 @@ class RemoteWorker:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(seconds):
                 await self._stopping.wait()
+
+
+def _lora_files(engine) -> dict[str, str]:
+    """On the GPU thread: the engine's LoRA folder read again, and each accepted file's sha256 (read
+    once per file version); {} for an engine without LoRAs."""
+    registry = getattr(engine, "loras", None)
+    if registry is None:
+        return {}
+    registry.rescan()
+    files = {}
+    for name in registry.names():
+        try:
+            files[name] = content_hash(registry.get(name).path)
+        except OSError:  # removed since the scan
+            continue
+    return files
 
 
 def _encode_all(images: list) -> list[bytes]:

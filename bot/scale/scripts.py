@@ -107,3 +107,23 @@ FORGET = """
 if #redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', 1, ARGV[2]) > 0 then return 0 end
 return redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2])
 """
+
+# KEYS: job hash, its stream, events.  ARGV: job id, group, meta JSON, ttl, min idle ms.
+# Fails a job no live worker can draw (its LoRA files are on no live worker): 1 if it was waiting, or
+# running on a worker that stopped heartbeating it for min idle ms; 0 while a worker draws it.
+UNSERVED = """
+local h = redis.call('HMGET', KEYS[1], 'state', 'entry')
+if h[1] == 'running' then
+  local mine = redis.call('XPENDING', KEYS[2], ARGV[2], 'IDLE', ARGV[5], h[2], h[2], 1)
+  if #mine == 0 then return 0 end
+elseif h[1] ~= 'queued' then
+  return 0
+end
+redis.pcall('XACK', KEYS[2], ARGV[2], h[2])
+redis.pcall('XDEL', KEYS[2], h[2])
+redis.call('HSET', KEYS[1], 'state', 'failed', 'meta', ARGV[3], 'images', '0')
+redis.call('HDEL', KEYS[1], 'source')
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+redis.call('XADD', KEYS[3], 'MAXLEN', '~', '1000', '*', 'type', 'finished', 'job', ARGV[1], 'state', 'failed')
+return 1
+"""

@@ -44,3 +44,15 @@ def installed_loras(folder: Path, tiny_model_dir: str, extra: dict[str, str | No
             (folder / f"{name}.toml").write_text(settings)
     (folder / "broken.safetensors").write_bytes(b"not a LoRA")
     return folder
+
+
+def write_misshapen_lora(path: str | Path, transformer) -> Path:
+    """A LoRA whose keys name this transformer's modules, as the folder's checks want, but whose
+    matrices have the wrong shapes: it fails only when the pipeline loads it."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    path = Path(path)
+    good = load_file(str(write_lora(path, transformer)))
+    save_file({key: torch.zeros(value.shape[0] + 3, value.shape[1] + 1) for key, value in good.items()}, str(path))
+    return path

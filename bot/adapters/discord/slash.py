@@ -270,6 +270,13 @@ def build_commands(
         """Admins: totals and workers."""
         await run(interaction, "/stats")
 
+    @app_commands.command(name="lora")
+    @app_commands.describe(action="reload: read the folder now")
+    @app_commands.choices(action=[app_commands.Choice(name="reload", value="reload")])
+    async def lora_admin(interaction: discord.Interaction, action: str) -> None:
+        """Admins: read the LoRA folder again."""
+        await run(interaction, line("/lora", action))
+
     return [
         draw,
         styles,
@@ -286,6 +293,7 @@ def build_commands(
         setrole,
         queue,
         stats,
+        lora_admin,
         block,
         sensitive,
     ]
