@@ -40,9 +40,18 @@ from engine.planner import (
     choose_dtype,
     choose_recipe,
     ladder,
+    quantizing_shortfall,
     ram_shortfall,
 )
-from engine.quantize import Recipe, Weights, WeightsWanted, is_gguf, load_components, model_folder
+from engine.quantize import (
+    Recipe,
+    Weights,
+    WeightsWanted,
+    is_gguf,
+    is_quantized_already,
+    load_components,
+    model_folder,
+)
 from engine.request import MAX_SEED, RANDOM_SEED, DrawRequest, Kind, ModelProfile, profile_for, seed_for, validate
 from engine.result import Result
 
@@ -120,9 +129,11 @@ class Engine:
         if (refusal := why_it_cannot_run(model, facts, allow_cpu, profile)) is not None:
             raise refusal
         recipe = choose_recipe(facts, profile, weights.quantize)
-        shortfall = ram_shortfall(facts, profile, recipe)
-        if shortfall:
-            log.warning(shortfall)
+        first_start = weights.changes(recipe) and not is_quantized_already(model, recipe, weights.cache_dir)
+        quantizing = quantizing_shortfall(facts, profile, recipe) if first_start else None
+        for shortfall in (ram_shortfall(facts, profile, recipe), quantizing):
+            if shortfall:
+                log.warning(shortfall)
         dtype, _ = choose_dtype(facts)
         try:
             chosen = Weights(recipe, weights.transformer_file, weights.cache_dir)

@@ -304,6 +304,30 @@ def ram_shortfall(facts: DeviceFacts, profile: ModelProfile, recipe: Recipe = Re
     )
 
 
+def quantizing_ram_gb(profile: ModelProfile, recipe: Recipe) -> float:
+    """Peak system RAM (GB, not counting memory-mapped files) of the first start with `recipe`:
+    torchao quantizes a component while it loads it in bf16, one component at a time, and the GGUF
+    writer streams tensor by tensor.  bench/quantized_ram.py measured 11.8 GB for int8 (the 11.5 GB
+    transformer) and 7.4 GB for int4 (the 7.5 GB text encoder)."""
+    if recipe is Recipe.NONE:
+        return 0.0
+    loaded_whole = [profile.text_encoder_gb] + ([profile.transformer_gb] if recipe is Recipe.INT8 else [])
+    return round(max(loaded_whole) * 1.05, 1)
+
+
+def quantizing_shortfall(facts: DeviceFacts, profile: ModelProfile, recipe: Recipe) -> str | None:
+    """Why quantizing once may not fit in RAM + swap; None when it does (later starts need less)."""
+    needed = quantizing_ram_gb(profile, recipe)
+    if needed <= facts.memory_gb:
+        return None
+    return (
+        f"the first start quantizes {profile.name} to {recipe.value}, which needs ~{needed:.0f} GB of system RAM; "
+        f"this machine has {facts.system_ram_gb:.0f} GB RAM + {facts.swap_gb:.0f} GB swap. Add swap for that "
+        f"start (later starts load the quantized copy and need less), or quantize on a bigger machine and copy "
+        f"EASEL_DATA_DIR/quantized over."
+    )
+
+
 def largest_fitting_square(device: DeviceFacts, profile: ModelProfile, cfg: float = 1.0) -> int | None:
     """The largest square side (multiple of 64, within the profile) the safest rung could still hold."""
     if not device.is_gpu:

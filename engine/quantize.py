@@ -105,6 +105,17 @@ def is_complete(folder: Path) -> bool:
     return (folder / "complete").is_file()
 
 
+def is_quantized_already(model: str, recipe: Recipe, cache_dir: Path | None) -> bool:
+    """Whether `recipe`'s weights of a model already on disk were written (a later start); nothing
+    is downloaded to find out."""
+    from engine.model_files import local_folder
+
+    folder = local_folder(model)
+    if recipe is Recipe.NONE:
+        return True
+    return folder is not None and cache_dir is not None and is_complete(cache_folder(folder, recipe, cache_dir))
+
+
 def quantize_once(model_folder: Path, recipe: Recipe, cache_dir: Path, progress: bool = True) -> Path:
     """The folder of `recipe`'s weights, writing them first when they are not there yet."""
     folder = cache_folder(model_folder, recipe, cache_dir)

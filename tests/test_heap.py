@@ -8,9 +8,9 @@ import threading
 import pytest
 
 from bot.runtime import worker as worker_module
-from engine.heap import release_freed_memory
 from bot.runtime.worker import GpuThread
 from engine.errors import BadOutput
+from engine.heap import release_freed_memory
 from engine.request import DrawRequest
 
 

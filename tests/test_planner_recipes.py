@@ -79,3 +79,18 @@ def test_the_oom_ladder_keeps_the_recipe_on_every_rung():
     rungs = ladder(card(8.0, 16.0), Z_IMAGE_TURBO, 1024, 1024, recipe=Recipe.INT8)
     assert {plan.recipe for plan in rungs} == {"int8"}
     assert [plan.placement for plan in rungs][-1] is Placement.SEQUENTIAL_OFFLOAD
+
+
+def test_quantizing_once_needs_the_largest_component_in_bf16_and_the_check_says_so():
+    """bench/quantized_ram.py measured the first start's anonymous peak: int8 11.8 GB (the
+    transformer), int4 7.4 GB (the text encoder; the GGUF writer streams); the check stays above."""
+    from engine.planner import quantizing_ram_gb, quantizing_shortfall
+
+    assert 11.8 <= quantizing_ram_gb(Z_IMAGE_TURBO, Recipe.INT8) <= 13.0
+    assert 7.4 <= quantizing_ram_gb(Z_IMAGE_TURBO, Recipe.INT4) <= 8.5
+    assert quantizing_ram_gb(Z_IMAGE_TURBO, Recipe.NONE) == 0.0
+    assert quantizing_shortfall(card(6.0, 16.0), Z_IMAGE_TURBO, Recipe.INT4) is None
+    assert quantizing_shortfall(card(8.0, 16.0), Z_IMAGE_TURBO, Recipe.INT8) is None
+    tight = quantizing_shortfall(card(8.0, 8.0), Z_IMAGE_TURBO, Recipe.INT8)
+    assert tight is not None and "~12 GB" in tight and "8 GB RAM + 0 GB swap" in tight
+    assert quantizing_shortfall(card(8.0, 8.0, swap_gb=6.0), Z_IMAGE_TURBO, Recipe.INT8) is None

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from engine.engine import Engine
 from engine.quantize import GGUF_NAME, Recipe, WeightsWanted, cache_folder, is_complete, write_gguf
@@ -175,3 +176,24 @@ def test_a_lora_works_on_quantized_weights(tiny_model_dir, cache, tmp_path, reci
     assert not np.array_equal(inked, base)
     assert np.array_equal(pixels(draw(engine)), base)
     assert psnr(inked, pixels(draw(own, loras=(("ink", 1.0),)))) >= MIN_PSNR[recipe]
+
+
+@pytest.mark.parametrize("recipe", [Recipe.INT8, Recipe.INT4])
+def test_non_finite_output_on_bf16_quantized_weights_is_retried_in_fp32(tiny_model_dir, cache, monkeypatch, recipe):
+    """A GPU's bf16 engine, made on the CPU: the retry casts every layer but the quantized ones
+    (which refuse a cast and keep their own format) to fp32, and the picture comes out finite."""
+    import engine.engine as engine_module
+    from tests.support.pipeline import transformer_fault
+
+    import engine.planner as planner_module
+
+    bf16 = lambda facts: ("bfloat16", False)  # noqa: E731
+    monkeypatch.setattr(engine_module, "choose_dtype", bf16)  # loading
+    monkeypatch.setattr(planner_module, "choose_dtype", bf16)  # planning
+    engine = Engine.load(tiny_model_dir, device="cpu", weights=WeightsWanted(recipe.value, None, cache))
+    assert draw(engine).plan.dtype == "bfloat16"
+    with transformer_fault(engine, at_call=2, fault="nan"):
+        result = draw(engine, steps=3)
+    assert result.retries == ["non-finite latents in bfloat16: retried in float32"]
+    assert result.plan.dtype == "float32" and engine.pipeline.vae.dtype == torch.float32
+    assert np.isfinite(pixels(result)).all() and pixels(result).std() > 1.0

@@ -280,6 +280,8 @@ async def test_metrics_count_what_happened(make_app, engine):
     assert metrics.value("easel_job_wait_seconds_count") == 1
     assert metrics.value("easel_live_workers") == 1
     assert metrics.value("easel_queue_depth") == 0
+    assert metrics.value("easel_workers_by_recipe", recipe="none") == 1  # the model's own weights, on the CPU
+    assert metrics.value("easel_jobs_by_recipe_total", recipe="none") == 1
     # The same words again (a reroll would be the same): no text encoder run, counted as a cache hit.
     again = await app.service.handle_text(alice(), "/draw counted --steps 2", {})
     await settled(app, again.job_id)

@@ -6,8 +6,15 @@ import os
 from pathlib import Path
 
 from bot.runtime.settings import Settings
-from engine.planner import choose_recipe, largest_fitting_square, plan_for, quantized, ram_shortfall
-from engine.quantize import Recipe
+from engine.planner import (
+    choose_recipe,
+    largest_fitting_square,
+    plan_for,
+    quantized,
+    quantizing_shortfall,
+    ram_shortfall,
+)
+from engine.quantize import Recipe, is_quantized_already
 from engine.request import profile_for
 from storage.disk import DiskGuard
 
@@ -36,6 +43,8 @@ def report(settings: Settings) -> dict:
     plans, recipes = _plans(facts, profile, recipe)
     if facts.is_gpu and largest_fitting_square(facts, quantized(profile, recipe)) is None:
         problems.append("not enough free GPU memory for even the smallest picture")
+    if not is_quantized_already(settings.model, recipe, settings.quantized_path):
+        problems += [why for why in [quantizing_shortfall(facts, profile, recipe)] if why]
     shortfall = ram_shortfall(facts, profile, recipe)
     if shortfall:
         problems.append(shortfall)
