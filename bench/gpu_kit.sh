@@ -10,5 +10,5 @@ cd "$(dirname "$0")/.."
 pins=$(grep -oE '"(diffusers|transformers|torchao|gguf|peft)==[^"]+"' pyproject.toml | tr -d '"')
 python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
-    -d .whl $pins importlib_metadata "huggingface_hub>=1.32,<2"
+    -d .whl $pins importlib_metadata "huggingface_hub>=1.32,<2" "PyYAML>=6"  # gguf imports yaml
 ls -l .whl

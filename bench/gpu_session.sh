@@ -21,7 +21,7 @@ export PYTORCH_CUDA_ALLOC_CONF=${PYTORCH_CUDA_ALLOC_CONF:-expandable_segments:Tr
 nvidia-smi 2>&1 | tee "$OUT/device.txt"
 # Everything the engine and the tests import, checked once: a missing one ends the call here, cheaply.
 "$PYTHON" -c "
-import accelerate, diffusers, PIL, psutil, pytest, pytest_timeout, requests, torch, transformers
+import accelerate, diffusers, gguf, peft, PIL, psutil, pytest, pytest_timeout, requests, torch, torchao, transformers
 print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), 'diffusers', diffusers.__version__,
       'transformers', transformers.__version__, 'accelerate', accelerate.__version__)
 from engine.device import probe_device
