@@ -183,9 +183,8 @@ def test_non_finite_output_on_bf16_quantized_weights_is_retried_in_fp32(tiny_mod
     """A GPU's bf16 engine, made on the CPU: the retry casts every layer but the quantized ones
     (which refuse a cast and keep their own format) to fp32, and the picture comes out finite."""
     import engine.engine as engine_module
-    from tests.support.pipeline import transformer_fault
-
     import engine.planner as planner_module
+    from tests.support.pipeline import transformer_fault
 
     bf16 = lambda facts: ("bfloat16", False)  # noqa: E731
     monkeypatch.setattr(engine_module, "choose_dtype", bf16)  # loading

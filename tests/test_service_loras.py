@@ -93,3 +93,35 @@ async def test_a_file_that_fails_to_load_is_refunded_and_not_offered_until_it_ch
     fixed = await app.service.handle_text(alice(), "/draw a fox --lora warped --steps 2", {})
     await adapter.wait_until(lambda: adapter.delivered)
     assert adapter.delivered[0].job.id == fixed.job_id and len(adapter.failures) == 1
+
+
+async def test_a_presets_sensitive_lora_is_refused_outside_nsfw_channels_like_the_users_own(
+    make_app, tmp_path, tiny_model_dir
+):
+    """EASEL_NSFW_CHANNELS_ONLY: a preset that brings a LoRA marked sensitive is refused in an
+    ordinary Discord channel (no strike: the words are the admin's), and accepted behind a spoiler
+    in an age-restricted one."""
+    from engine.engine import Engine
+    from storage.jobs import JobStatus
+
+    transformer = Engine.load(tiny_model_dir, device="cpu").pipeline.transformer
+    folder = tmp_path / "loras"
+    write_lora(folder / "spicy.safetensors", transformer, seed=4)
+    (folder / "spicy.toml").write_text("sensitive = true\n")
+    (tmp_path / "styles.toml").write_text('[pinup]\nprompt = "{prompt}, pin-up poster"\nloras = ["spicy:0.8"]\n')
+    app = await make_app(
+        EASEL_LORA_DIR=str(folder), EASEL_STYLES_FILE=str(tmp_path / "styles.toml"), EASEL_NSFW_CHANNELS_ONLY="true"
+    )
+    await app.service.start()
+    sfw = Caller("discord", "5", chat_id="10", guild_id="77", nsfw_channel=False, language="en")
+    nsfw = Caller("discord", "5", chat_id="12", guild_id="77", nsfw_channel=True, language="en")
+
+    refused = await app.service.handle_text(sfw, "/draw a sailor --style pinup", {})
+    assert refused.job_id is None and refused.text == t("sensitive_nsfw_only", "en")
+    assert app.service.metrics.value("easel_refusals_total", reason="sensitive") == 1
+    assert await app.db.moderation.strikes_since(0.0) == []
+    accepted = await app.service.handle_text(nsfw, "/draw a sailor --style pinup --steps 1", {})
+    job = await app.db.jobs.get(accepted.job_id)
+    assert job is not None and job.sensitive and job.status in (JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.DONE,
+                                                                JobStatus.FAILED)  # fmt: skip
+    await app.service.handle_text(nsfw, f"/cancel {accepted.job_id}", {})

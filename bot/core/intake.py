@@ -103,6 +103,8 @@ class Intake:
             sensitive = await self._moderate(caller, user, request, parent_id, idempotency_key, own_words)
         request = validate(await self._with_style_and_loras(caller, request, style, stored), self.profile)
         cost = self.scheduler.cost_of(request)
+        if not resent and not sensitive and self._sensitive_lora(request):
+            self._refuse_outside_nsfw(caller)  # a preset brought a sensitive LoRA: no strike, not their words
         if not resent:
             await self._check_loras_drawable(request)
             self._check_job_cost(request, cost, lang)
@@ -243,11 +245,16 @@ class Intake:
         if not sensitive and parent_id is not None:
             parent = await self.jobs.get(parent_id)
             sensitive = parent is not None and parent.sensitive
+        if sensitive:
+            self._refuse_outside_nsfw(caller)
+        return sensitive
+
+    def _refuse_outside_nsfw(self, caller: Caller) -> None:
+        """Sensitive pictures only in age-restricted Discord channels, when the server asks for that."""
         needs_nsfw = self.settings.nsfw_channels_only and caller.platform == "discord"
-        if sensitive and needs_nsfw and caller.nsfw_channel is not True:
+        if needs_nsfw and caller.nsfw_channel is not True:
             self.metrics.refusals.labels("sensitive").inc()
             raise UserError("sensitive_nsfw_only")
-        return sensitive
 
     async def _with_style_and_loras(
         self, caller: Caller, request: DrawRequest, style: str | None, stored: dict[str, Any]
