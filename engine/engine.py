@@ -96,12 +96,14 @@ class Engine:
         self.one_call_batches = True
         self._loras: LoraSwitch | None = None
 
-    def install_loras(self, directory: str, max_mb: float, max_loaded: int = 4) -> LoraRegistry:
+    def install_loras(
+        self, directory: str, max_mb: float, max_loaded: int = 4, max_memory_mb: float = 1024.0
+    ) -> LoraRegistry:
         """Read the LoRA folder (engine/loras.py), keeping the files made for this transformer; call
         again to pick up changes.  Adapters already loaded stay loaded while their file is unchanged."""
         registry = scan(directory, max_mb, self._pipeline.transformer)
         if self._loras is None:
-            self._loras = LoraSwitch(self._pipeline, registry, max_loaded)
+            self._loras = LoraSwitch(self._pipeline, registry, max_loaded, max_memory_mb)
         self._loras.registry = registry
         return registry
 

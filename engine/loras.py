@@ -234,15 +234,18 @@ def tags(loras: tuple) -> str:
 
 
 class LoraSwitch:
-    """The adapters loaded into one pipeline: each file loaded once and kept (at most `max_loaded`,
-    least recently used dropped first), switched per job with `set_adapters`, disabled for a job
-    without LoRA so its picture is bit for bit the base model's."""
+    """The adapters loaded into one pipeline: each file loaded once and kept (at most `max_loaded`
+    of them and `max_memory_mb` of their weights, least recently used dropped first), switched per
+    job with `set_adapters`, disabled for a job without LoRA so its picture is bit for bit the base
+    model's.  The adapters one job needs are always kept together, whatever they weigh."""
 
-    def __init__(self, pipeline, registry: LoraRegistry, max_loaded: int = 4) -> None:
+    def __init__(self, pipeline, registry: LoraRegistry, max_loaded: int = 4, max_memory_mb: float = 1024.0) -> None:
         self.pipeline = pipeline
         self.registry = registry
         self.max_loaded = max(1, max_loaded, MAX_LORAS)
+        self.max_bytes = max_memory_mb * 1024**2
         self.loaded: OrderedDict[str, Lora] = OrderedDict()
+        self.sizes: dict[str, int] = {}  # bytes of each loaded adapter's weights, as loaded
         self._enabled = False
 
     def use(self, loras: tuple[tuple[str, float], ...]) -> None:
@@ -271,8 +274,9 @@ class LoraSwitch:
             return
         if name in self.loaded:  # the file was replaced under the same name: load it afresh
             self._drop(name)
-        while len(self.loaded) >= self.max_loaded:
-            self._drop(next(old for old in self.loaded if old not in keep))
+        # Before loading, its file's size stands in for what it will weigh (the same numbers).
+        while self._over(extra_count=1, extra_bytes=lora.path.stat().st_size) and self._droppable(keep):
+            self._drop(self._droppable(keep)[0])
         try:
             self.pipeline.load_lora_weights(str(lora.path), adapter_name=name)
         except Exception as exc:
@@ -288,8 +292,29 @@ class LoraSwitch:
                 self.pipeline.delete_adapters(name)  # diffusers already cleans up; an older one may not
             raise LoraUnusable(name=name) from exc
         self.loaded[name] = lora
-        log.info("LoRA %s loaded (%d kept)", name, len(self.loaded))
+        self.sizes[name] = self._weighs(name)
+        while self._over() and self._droppable(keep):
+            self._drop(self._droppable(keep)[0])
+        log.info("LoRA %s loaded (%d kept, %.1f MB)", name, len(self.loaded), sum(self.sizes.values()) / 1024**2)
+
+    def _over(self, extra_count: int = 0, extra_bytes: int = 0) -> bool:
+        over_count = len(self.loaded) + extra_count > self.max_loaded
+        return over_count or sum(self.sizes.values()) + extra_bytes > self.max_bytes
+
+    def _droppable(self, keep: list[str]) -> list[str]:
+        """Loaded adapters the job at hand does not need, least recently used first."""
+        return [name for name in self.loaded if name not in keep]
+
+    def _weighs(self, name: str) -> int:
+        """Bytes of one adapter's weights in the transformer (its lora_A and lora_B matrices)."""
+        marker = f".{name}."
+        return sum(
+            parameter.numel() * parameter.element_size()
+            for key, parameter in self.pipeline.transformer.named_parameters()
+            if "lora_" in key and marker in key
+        )
 
     def _drop(self, name: str) -> None:
         self.pipeline.delete_adapters(name)
         del self.loaded[name]
+        self.sizes.pop(name, None)

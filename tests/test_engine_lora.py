@@ -248,3 +248,28 @@ def test_a_files_hash_is_read_once_per_version(tmp_path):
     path.write_bytes(b"second version")  # replaced: read afresh, the old entry forgotten
     assert loras.content_hash(path) == hashlib.sha256(b"second version").hexdigest()
     assert key not in loras._HASHES
+
+
+def test_loaded_adapters_are_bounded_by_their_memory_too(tiny_model_dir, tmp_path):
+    """EASEL_MAX_LORA_MEMORY_MB: a budget of one and a half adapters keeps one loaded, least
+    recently used dropped first, but never the ones the job at hand needs together."""
+    from engine.engine import Engine
+
+    engine = Engine.load(tiny_model_dir, device="cpu")
+    for seed, name in enumerate(["ink", "neon", "clay"], start=1):
+        write_lora(tmp_path / f"{name}.safetensors", engine.pipeline.transformer, seed=seed)
+    engine.install_loras(str(tmp_path), max_mb=5, max_loaded=4, max_memory_mb=1024)
+    ink = draw(engine, ("ink", 1.0))
+    one = engine._loras.sizes["ink"]
+    assert one > 0 and one == sum(
+        p.numel() * p.element_size() for k, p in engine.pipeline.transformer.named_parameters() if ".ink." in k
+    )
+    engine._loras.max_bytes = 1.5 * one
+    draw(engine, ("neon", 1.0))
+    assert list(engine._loras.loaded) == ["neon"]
+    both = draw(engine, ("ink", 1.0), ("clay", 1.0))  # over budget, but one job's set stays together
+    assert list(engine._loras.loaded) == ["ink", "clay"] and not np.array_equal(both, ink)
+    assert np.array_equal(draw(engine, ("ink", 1.0)), ink)  # loaded already: nothing to load or drop
+    assert list(engine._loras.loaded) == ["clay", "ink"]
+    draw(engine, ("neon", 1.0))  # the next load makes room: both dropped, least recently used first
+    assert list(engine._loras.loaded) == ["neon"]

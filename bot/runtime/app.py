@@ -59,7 +59,7 @@ async def build_app(settings: Settings, factory: Callable[[], Any] | None = None
 
         worker: Worker = WorkerPool.from_settings(settings)
     else:
-        loras = (settings.loras_path, settings.max_lora_mb, settings.max_loaded_loras)
+        loras = (settings.loras_path, settings.max_lora_mb, settings.max_loaded_loras, settings.max_lora_memory_mb)
         worker = GpuWorker(factory or engine_loader(settings.model, settings.device, loras, settings.weights()))
     service = Service(settings, db, images, worker, profile_for(settings.model), model_name=_model_name(settings))
     if not settings.redis_url and factory is None:

@@ -70,6 +70,7 @@ class Settings(BaseSettings):
     lora_dir: Path | None = Field(default=None, alias="EASEL_LORA_DIR")  # None: <EASEL_DATA_DIR>/loras
     max_lora_mb: float = Field(default=512.0, gt=0, alias="EASEL_MAX_LORA_MB")
     max_loaded_loras: int = Field(default=4, ge=3, alias="EASEL_MAX_LOADED_LORAS")
+    max_lora_memory_mb: float = Field(default=1024.0, gt=0, alias="EASEL_MAX_LORA_MEMORY_MB")  # loaded adapters
 
     # Prompt enhancer (bot/core/enhancer.py): any OpenAI-compatible chat endpoint; off when no URL
     enhancer_url: str | None = Field(default=None, alias="EASEL_ENHANCER_URL")

@@ -61,7 +61,7 @@ def engine_loader(model: str, device: str, loras: tuple | None = None, weights: 
         log.info("loading model %s on %s", model, device)
         engine = Engine.load(model, device=device, weights=weights)
         if loras is not None:
-            engine.install_loras(str(loras[0]), loras[1], loras[2])
+            engine.install_loras(str(loras[0]), *loras[1:])
         return engine
 
     return load

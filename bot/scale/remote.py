@@ -69,7 +69,7 @@ class RemoteWorker:
         self.config = config
         self.id = config.worker_id
         self.broker = Broker(redis or connect(config.redis_url))
-        loras = (config.loras_path, config.max_lora_mb, config.max_loaded_loras)
+        loras = (config.loras_path, config.max_lora_mb, config.max_loaded_loras, config.max_lora_memory_mb)
         self._gpu = GpuThread(engine_factory or engine_loader(config.model, config.device, loras, config.weights()))
         self._info: WorkerInfo | None = None
         self._busy: int | None = None
