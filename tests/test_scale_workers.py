@@ -155,9 +155,11 @@ async def test_two_workers_share_a_burst_in_round_robin_order(two_workers, make_
     assert all(attempts(server, job_id) == 1 for job_id in expected)
     stats = await app.service.handle_text(Caller("console", "admin", language="en"), "/stats", {})
     assert "GPU workers: 2\n" in stats.text
+    assert t("stats_recipes", "en", recipes="none x2") in stats.text  # the CPU keeps the model's own weights
 
     doctor = report(app.settings)
     assert "2 live workers: w1 on" in doctor["mode"] and [w["id"] for w in doctor["redis"]["workers"]] == ["w1", "w2"]
+    assert "none weights, 0 LoRAs)" in doctor["mode"]
 
 
 def _entry_order(entry: bytes) -> tuple[int, int]:

@@ -203,5 +203,8 @@ def _describe_workers(status: dict) -> str:
     if not status["ok"]:
         return "unreachable"
     workers = status["workers"]
-    names = ", ".join(f"{w['id']} on {w['host']} ({w['device']})" for w in workers)
+    names = ", ".join(
+        f"{w['id']} on {w['host']} ({w['device']}, {w.get('recipe') or '?'} weights, {len(w.get('loras') or {})} LoRAs)"
+        for w in workers
+    )
     return f"{len(workers)} live worker{'' if len(workers) == 1 else 's'}" + (f": {names}" if names else "")
