@@ -170,7 +170,7 @@ def main() -> None:
         return
 
     from engine.planner import DeviceFacts, Placement, plan_for, plan_ram_gb, quantized
-    from engine.quantize import Recipe, cache_folder
+    from engine.quantize import Recipe, cache_folder, parts
     from engine.request import Z_IMAGE_TURBO
 
     build(args.dir)
@@ -190,7 +190,8 @@ def main() -> None:
         if not args.later_only:
             once = run_child("quantize", args.dir, name, cache)
         later = run_child("load", args.dir, name, cache)
-        files = size_gb(cache_folder(args.dir, recipe, cache))
+        copies = [cache_folder(args.dir, cache) / name for name in parts(recipe).values()]
+        files = sum(size_gb(path) if path.is_dir() else path.stat().st_size / 1024**3 for path in copies)
         # What the planner's RAM check assumes for the load (weights x 1.1) on a resident GPU plan.
         profile = quantized(Z_IMAGE_TURBO, recipe)
         card = DeviceFacts("cuda", "any", 24.0, 23.6, (8, 9), True, 64.0)

@@ -51,6 +51,7 @@ from engine.quantize import (
     is_quantized_already,
     load_components,
     model_folder,
+    with_transformer_file,
 )
 from engine.request import MAX_SEED, RANDOM_SEED, DrawRequest, Kind, ModelProfile, profile_for, seed_for, validate
 from engine.result import Result
@@ -125,13 +126,15 @@ class Engine:
         diffusers_logging.disable_progress_bar()
         transformers_logging.disable_progress_bar()
         weights = weights or WeightsWanted()
-        profile = profile_for(model)
+        profile = with_transformer_file(profile_for(model), weights.transformer_file)
         device = resolve_device(device)
         facts = probe_device(device)
         if (refusal := why_it_cannot_run(model, facts, allow_cpu, profile)) is not None:
             raise refusal
         recipe = choose_recipe(facts, profile, weights.quantize)
-        first_start = weights.changes(recipe) and not is_quantized_already(model, recipe, weights.cache_dir)
+        first_start = weights.changes(recipe) and not is_quantized_already(
+            model, recipe, weights.cache_dir, bool(weights.transformer_file)
+        )
         quantizing = quantizing_shortfall(facts, profile, recipe) if first_start else None
         for shortfall in (ram_shortfall(facts, profile, recipe), quantizing):
             if shortfall:

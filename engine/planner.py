@@ -213,13 +213,15 @@ def ladder(
 
 def quantized(profile: ModelProfile, recipe: Recipe) -> ModelProfile:
     """The profile with its transformer and text encoder sized for `recipe` (engine/quantize.py)."""
-    if recipe is Recipe.NONE:
-        return profile
     scale = SCALE[recipe]
+    transformer_gb = profile.transformer_file_gb or profile.transformer_gb * scale["transformer"]
+    if recipe is Recipe.NONE and profile.transformer_file_gb is None:
+        return profile
     return replace(
         profile,
-        transformer_gb=profile.transformer_gb * scale["transformer"],
+        transformer_gb=transformer_gb,
         text_encoder_gb=profile.text_encoder_gb * scale["text_encoder"],
+        transformer_file_gb=None,
     )
 
 

@@ -11,10 +11,10 @@ and optimum-quanto crashed (int8, bf16) or reloaded different pictures (int4).  
   in int8 as above (no 4-bit backend draws on the CPU).  A GGUF file of one's own
   (EASEL_TRANSFORMER_FILE, Q8_0, Q4_K, ...) loads the same way.
 
-Quantizing reads one component at a time (diffusers and transformers quantize shard by shard as they
-load; the GGUF writer one tensor at a time), so it never holds the whole bf16 model in RAM.  Each
-recipe's files are written into a temporary folder renamed when complete: a start killed half-way
-quantizes again instead of loading half a model.
+Quantizing reads one component at a time (torchao quantizes each while loading it; the GGUF writer
+goes tensor by tensor), so it never holds the whole bf16 model in RAM.  Each copy is written under a
+`.partial` name and renamed when complete: a start killed half-way quantizes that copy again
+instead of loading half of one.  The text encoder's int8 copy serves both recipes.
 """
 
 from __future__ import annotations
@@ -75,6 +75,17 @@ class WeightsWanted:
         return recipe is not Recipe.NONE or bool(self.transformer_file)
 
 
+def with_transformer_file(profile, transformer_file: str | None):
+    """The profile sized with a transformer file of one's own (GGUF's size on disk is its size
+    loaded: diffusers keeps GGUF weights packed)."""
+    from dataclasses import replace
+
+    path = Path(transformer_file).expanduser() if transformer_file else None
+    if path is None or not path.is_file():
+        return profile
+    return replace(profile, transformer_file_gb=path.stat().st_size / 1024**3)
+
+
 def model_folder(model: str) -> Path:
     """The model's files on disk (a directory, or a hub id's snapshot, downloaded when missing)."""
     from engine.model_files import local_folder
@@ -87,8 +98,8 @@ def model_folder(model: str) -> Path:
     return Path(snapshot_download(model))
 
 
-def cache_folder(model_folder: Path, recipe: Recipe, cache_dir: Path) -> Path:
-    """Where `recipe`'s weights of this model live: named after the model and what its transformer
+def cache_folder(model_folder: Path, cache_dir: Path) -> Path:
+    """Where the quantized copies of this model live: named after the model and what its transformer
     and text encoder files are (path, size, time), so a changed model is quantized again."""
     from engine.model_files import weight_files
 
@@ -98,56 +109,75 @@ def cache_folder(model_folder: Path, recipe: Recipe, cache_dir: Path) -> Path:
             stat = path.stat()
             identity.append(f"{path.name}:{stat.st_size}:{int(stat.st_mtime)}")
     digest = hashlib.sha256("\n".join(identity).encode()).hexdigest()[:12]
-    return cache_dir / f"{model_folder.name}-{digest}" / recipe.value
+    return cache_dir / f"{model_folder.name}-{digest}"
 
 
-def is_complete(folder: Path) -> bool:
-    return (folder / "complete").is_file()
+def parts(recipe: Recipe, own_transformer: bool = False) -> dict[str, str]:
+    """The quantized copies `recipe` loads, component -> name in the cache folder; the text encoder's
+    int8 copy serves both recipes, and a transformer file of one's own needs none of its own."""
+    if recipe is Recipe.NONE:
+        return {}
+    names = {"text_encoder": "text_encoder-int8"}
+    if not own_transformer:
+        names["transformer"] = "transformer-int8" if recipe is Recipe.INT8 else GGUF_NAME
+    return names
 
 
-def is_quantized_already(model: str, recipe: Recipe, cache_dir: Path | None) -> bool:
-    """Whether `recipe`'s weights of a model already on disk were written (a later start); nothing
-    is downloaded to find out."""
+def is_quantized_already(model: str, recipe: Recipe, cache_dir: Path | None, own_transformer: bool = False) -> bool:
+    """Whether every copy `recipe` loads of a model already on disk is written (a later start);
+    nothing is downloaded to find out."""
     from engine.model_files import local_folder
 
-    folder = local_folder(model)
-    if recipe is Recipe.NONE:
+    needed = parts(recipe, own_transformer)
+    if not needed:
         return True
-    return folder is not None and cache_dir is not None and is_complete(cache_folder(folder, recipe, cache_dir))
+    folder = local_folder(model)
+    if folder is None or cache_dir is None:
+        return False
+    return all((cache_folder(folder, cache_dir) / name).exists() for name in needed.values())
 
 
-def quantize_once(model_folder: Path, recipe: Recipe, cache_dir: Path, progress: bool = True) -> Path:
-    """The folder of `recipe`'s weights, writing them first when they are not there yet."""
-    folder = cache_folder(model_folder, recipe, cache_dir)
-    if is_complete(folder):
-        return folder
-    partial = folder.with_name(folder.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
-    log.info("quantizing %s to %s once, into %s (later starts load it directly)", model_folder, recipe, folder)
+def quantize_once(
+    model_folder: Path, recipe: Recipe, cache_dir: Path, progress: bool = True, own_transformer: bool = False
+) -> dict[str, Path]:
+    """The quantized copies `recipe` loads (component -> path), writing those not there yet.  Each is
+    written under a `.partial` name and renamed when complete, holding a lock so that a bot and a
+    worker sharing the data dir do not write the same copy at once."""
+    import fcntl
+
     from tqdm import tqdm
 
-    steps = tqdm(total=2, desc=f"quantizing to {recipe.value}", unit="component", disable=not progress)
-    if recipe is Recipe.INT4:
-        write_gguf(model_folder / "transformer", partial / GGUF_NAME, progress=progress)
-        _let_go()
-    else:
-        _save_int8(model_folder, "transformer", partial / "transformer")
-    steps.update()
-    _save_int8(model_folder, "text_encoder", partial / "text_encoder")
-    steps.update()
-    steps.close()
-    (partial / "complete").write_text(recipe.value)
-    shutil.rmtree(folder, ignore_errors=True)
-    os.replace(partial, folder)
-    return folder
+    folder = cache_folder(model_folder, cache_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    needed = {component: folder / name for component, name in parts(recipe, own_transformer).items()}
+    missing = {component: path for component, path in needed.items() if not path.exists()}
+    if not missing:
+        return needed
+    with (folder / ".lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        missing = {component: path for component, path in missing.items() if not path.exists()}
+        log.info("quantizing %s (%s) once into %s; later starts load it directly", model_folder, recipe, folder)
+        steps = tqdm(total=len(missing), desc=f"quantizing to {recipe.value}", unit="component", disable=not progress)
+        for component, path in missing.items():
+            partial = path.with_name(path.name + ".partial")
+            if partial.is_dir():  # what a start killed half-way left
+                shutil.rmtree(partial)
+            partial.unlink(missing_ok=True)
+            if path.name == GGUF_NAME:
+                write_gguf(model_folder / component, partial, progress=progress)
+            else:
+                _save_int8(model_folder, component, partial)
+            _let_go()
+            os.replace(partial, path)
+            steps.update()
+        steps.close()
+    return needed
 
 
 def _save_int8(model_folder: Path, component: str, target: Path) -> None:
     module = _load_int8(model_folder / component, component, quantize=True)
     module.save_pretrained(target)
     del module
-    _let_go()
 
 
 def _let_go() -> None:
@@ -183,15 +213,17 @@ def load_components(model_folder: Path, weights: Weights, dtype) -> dict:
     """The quantized components for `ZImagePipeline.from_pretrained(..., **components)`; {} for the
     model's own weights."""
     components = {}
+    own_transformer = bool(weights.transformer_file)
     if weights.recipe is not Recipe.NONE:
         assert weights.cache_dir is not None, "a quantized recipe needs a folder to keep its weights in"
-        folder = quantize_once(model_folder, weights.recipe, weights.cache_dir)
-        components["text_encoder"] = _load_int8(folder / "text_encoder", "text_encoder", False, dtype)
-        if weights.recipe is Recipe.INT8 and not weights.transformer_file:
-            components["transformer"] = _load_int8(folder / "transformer", "transformer", False, dtype)
-        elif weights.recipe is Recipe.INT4 and not weights.transformer_file:
-            components["transformer"] = load_gguf_transformer(folder / GGUF_NAME, model_folder, dtype)
-    if weights.transformer_file:
+        copies = quantize_once(model_folder, weights.recipe, weights.cache_dir, own_transformer=own_transformer)
+        components["text_encoder"] = _load_int8(copies["text_encoder"], "text_encoder", False, dtype)
+        transformer = copies.get("transformer")
+        if transformer is not None and transformer.name == GGUF_NAME:
+            components["transformer"] = load_gguf_transformer(transformer, model_folder, dtype)
+        elif transformer is not None:
+            components["transformer"] = _load_int8(transformer, "transformer", False, dtype)
+    if own_transformer:
         components["transformer"] = load_gguf_transformer(Path(weights.transformer_file), model_folder, dtype)
     return components
 

@@ -84,6 +84,8 @@ class ModelProfile:
     transformer_gb: float = 11.5
     text_encoder_gb: float = 7.5
     vae_gb: float = 0.16
+    # A transformer file of one's own (EASEL_TRANSFORMER_FILE, GGUF): its size, whatever the recipe.
+    transformer_file_gb: float | None = None
     max_count: int = 4
 
     @property

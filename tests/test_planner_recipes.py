@@ -94,3 +94,29 @@ def test_quantizing_once_needs_the_largest_component_in_bf16_and_the_check_says_
     tight = quantizing_shortfall(card(8.0, 8.0), Z_IMAGE_TURBO, Recipe.INT8)
     assert tight is not None and "~12 GB" in tight and "8 GB RAM + 0 GB swap" in tight
     assert quantizing_shortfall(card(8.0, 8.0, swap_gb=6.0), Z_IMAGE_TURBO, Recipe.INT8) is None
+
+
+def test_a_transformer_file_of_ones_own_is_planned_at_its_size(tmp_path):
+    """EASEL_TRANSFORMER_FILE: a Q4_K_M file of 5.0 GB is 5.0 GB whatever the recipe (GGUF stays
+    packed once loaded); the text encoder follows the recipe."""
+    from dataclasses import replace
+
+    from engine.quantize import with_transformer_file
+
+    file = tmp_path / "z-image-turbo-Q4_K_M.gguf"
+    with open(file, "wb") as handle:  # sparse: the size is all the planner reads
+        handle.truncate(5 * 1024**3)
+    profile = with_transformer_file(Z_IMAGE_TURBO, str(file))
+    assert profile.transformer_file_gb == pytest.approx(5.0)
+    assert with_transformer_file(Z_IMAGE_TURBO, str(tmp_path / "missing.gguf")) is Z_IMAGE_TURBO
+    for recipe in Recipe:
+        sized = quantized(profile, recipe)
+        assert sized.transformer_gb == pytest.approx(5.0)
+        assert sized.text_encoder_gb == pytest.approx(quantized(Z_IMAGE_TURBO, recipe).text_encoder_gb)
+    from engine.planner import ladder
+
+    def model_offload_peak(sized) -> float:
+        return ladder(card(8.0, 16.0), sized, 1024, 1024, recipe=Recipe.INT4)[1].estimated_peak_gb
+
+    assert model_offload_peak(profile) == pytest.approx(model_offload_peak(Z_IMAGE_TURBO) + 5.0 - 11.5 * 0.30)
+    assert replace(profile, transformer_file_gb=None) == Z_IMAGE_TURBO

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from engine.engine import Engine
-from engine.quantize import GGUF_NAME, Recipe, WeightsWanted, cache_folder, is_complete, write_gguf
+from engine.quantize import GGUF_NAME, Recipe, WeightsWanted, cache_folder, is_quantized_already, write_gguf
 from engine.request import DrawRequest, Kind
 
 # PSNR (dB) of the quantized tiny model's picture against the model's own, same seed.  Measured here:
@@ -57,26 +57,42 @@ def test_weights_are_quantized_once_and_read_back_bit_for_bit(tiny_model_dir, tm
     from pathlib import Path
 
     wanted = WeightsWanted(recipe.value, None, tmp_path)
+    assert not is_quantized_already(tiny_model_dir, recipe, tmp_path)
     first = Engine.load(tiny_model_dir, device="cpu", weights=wanted)
-    folder = cache_folder(Path(tiny_model_dir), recipe, tmp_path)
-    assert is_complete(folder)
+    assert is_quantized_already(tiny_model_dir, recipe, tmp_path)
+    folder = cache_folder(Path(tiny_model_dir), tmp_path)
     written = {path: path.stat().st_mtime_ns for path in folder.rglob("*") if path.is_file()}
     assert (folder / GGUF_NAME).is_file() == (recipe is Recipe.INT4)
+    assert (folder / "transformer-int8").is_dir() == (recipe is Recipe.INT8)
     again = Engine.load(tiny_model_dir, device="cpu", weights=wanted)
     assert {path: path.stat().st_mtime_ns for path in folder.rglob("*") if path.is_file()} == written
     assert np.array_equal(pixels(draw(first)), pixels(draw(again)))
 
 
-def test_a_start_killed_while_quantizing_quantizes_again(tiny_model_dir, tmp_path, reference):
-    """Half-written weights are never loaded: they live in a `.partial` folder until complete."""
+def test_the_text_encoders_copy_serves_both_recipes_and_a_gguf_file_needs_no_transformer_copy(tiny_model_dir, tmp_path):
     from pathlib import Path
 
-    folder = cache_folder(Path(tiny_model_dir), Recipe.INT8, tmp_path)
-    partial = folder.with_name(folder.name + ".partial")
-    (partial / "transformer").mkdir(parents=True)
-    (partial / "transformer" / "config.json").write_text("{")  # what a killed start left
+    folder = cache_folder(Path(tiny_model_dir), tmp_path)
+    own = tmp_path / "own.gguf"
+    write_gguf(Path(tiny_model_dir) / "transformer", own, "Q8_0", progress=False)
+    Engine.load(tiny_model_dir, device="cpu", weights=WeightsWanted("int8", str(own), tmp_path))
+    assert sorted(path.name for path in folder.iterdir() if not path.name.startswith(".")) == ["text_encoder-int8"]
+    encoder = {path: path.stat().st_mtime_ns for path in (folder / "text_encoder-int8").rglob("*")}
+    Engine.load(tiny_model_dir, device="cpu", weights=WeightsWanted("int4", None, tmp_path))
+    assert {path: path.stat().st_mtime_ns for path in (folder / "text_encoder-int8").rglob("*")} == encoder
+    assert (folder / GGUF_NAME).is_file()
+
+
+def test_a_start_killed_while_quantizing_quantizes_again(tiny_model_dir, tmp_path, reference):
+    """Half-written weights are never loaded: they live under a `.partial` name until complete."""
+    from pathlib import Path
+
+    folder = cache_folder(Path(tiny_model_dir), tmp_path)
+    partial = folder / "transformer-int8.partial"
+    partial.mkdir(parents=True)
+    (partial / "config.json").write_text("{")  # what a killed start left
     engine = Engine.load(tiny_model_dir, device="cpu", weights=WeightsWanted("int8", None, tmp_path))
-    assert is_complete(folder) and not partial.exists()
+    assert is_quantized_already(tiny_model_dir, Recipe.INT8, tmp_path) and not partial.exists()
     assert psnr(pixels(draw(engine)), reference) >= MIN_PSNR[Recipe.INT8]
 
 

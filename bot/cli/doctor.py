@@ -14,7 +14,7 @@ from engine.planner import (
     quantizing_shortfall,
     ram_shortfall,
 )
-from engine.quantize import Recipe, is_quantized_already
+from engine.quantize import Recipe, is_quantized_already, with_transformer_file
 from engine.request import profile_for
 from storage.disk import DiskGuard
 
@@ -24,7 +24,7 @@ SIZES = (512, 768, 1024, 1536)
 def report(settings: Settings) -> dict:
     from engine.device import probe_device  # imports torch: only when asked
 
-    profile = profile_for(settings.model)
+    profile = with_transformer_file(profile_for(settings.model), settings.weights().transformer_file)
     facts = probe_device(settings.device)
     problems: list[str] = []
     if facts.is_gpu:
@@ -43,7 +43,7 @@ def report(settings: Settings) -> dict:
     plans, recipes = _plans(facts, profile, recipe)
     if facts.is_gpu and largest_fitting_square(facts, quantized(profile, recipe)) is None:
         problems.append("not enough free GPU memory for even the smallest picture")
-    if not is_quantized_already(settings.model, recipe, settings.quantized_path):
+    if not is_quantized_already(settings.model, recipe, settings.quantized_path, bool(settings.transformer_file)):
         problems += [why for why in [quantizing_shortfall(facts, profile, recipe)] if why]
     shortfall = ram_shortfall(facts, profile, recipe)
     if shortfall:
