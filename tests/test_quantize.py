@@ -212,3 +212,19 @@ def test_non_finite_output_on_bf16_quantized_weights_is_retried_in_fp32(tiny_mod
     assert result.retries == ["non-finite latents in bfloat16: retried in float32"]
     assert result.plan.dtype == "float32" and engine.pipeline.vae.dtype == torch.float32
     assert np.isfinite(pixels(result)).all() and pixels(result).std() > 1.0
+
+
+@pytest.mark.parametrize("recipe", [Recipe.INT8, Recipe.INT4])
+def test_quantized_weights_draw_in_fp16_as_a_turing_card_runs_them(tiny_model_dir, cache, monkeypatch, recipe):
+    """Cards before Ampere run fp16 with the overflow clamp: torchao's int8 layers (their scales kept
+    in bf16) and GGUF's (dequantized to the compute dtype) take fp16 activations."""
+    import engine.engine as engine_module
+    import engine.planner as planner_module
+
+    fp16 = lambda facts: ("float16", True)  # noqa: E731
+    monkeypatch.setattr(engine_module, "choose_dtype", fp16)
+    monkeypatch.setattr(planner_module, "choose_dtype", fp16)
+    engine = Engine.load(tiny_model_dir, device="cpu", weights=WeightsWanted(recipe.value, None, cache))
+    result = draw(engine)
+    assert result.plan.dtype == "float16" and result.plan.clamp_fp16 and not result.retries
+    assert np.isfinite(pixels(result)).all() and pixels(result).std() > 1.0
