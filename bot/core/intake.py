@@ -103,14 +103,8 @@ class Intake:
             sensitive = await self._moderate(caller, user, request, parent_id, idempotency_key, own_words)
         request = validate(await self._with_style_and_loras(caller, request, style, stored), self.profile)
         cost = self.scheduler.cost_of(request)
-        if not resent and not sensitive and self._sensitive_lora(request):
-            self._refuse_outside_nsfw(caller)  # a preset brought a sensitive LoRA: no strike, not their words
         if not resent:
-            await self._check_loras_drawable(request)
-            self._check_job_cost(request, cost, lang)
-            # Pending and quota before the cooldown mark and the enhancer's call: a user with no room
-            # left must not make the bot call a language model (nor hold their cooldown) for nothing.
-            await self._check_room(caller, user, request, cost)
+            await self._check_styled(caller, user, request, cost, sensitive, lang)
         marks = None if resent else self._pace(caller, user)
         try:
             if not resent:  # after the cheap refusals (size, cooldown): a refused job never waits for it
@@ -248,6 +242,19 @@ class Intake:
         if sensitive:
             self._refuse_outside_nsfw(caller)
         return sensitive
+
+    async def _check_styled(
+        self, caller: Caller, user: User, request: DrawRequest, cost: int, sensitive: bool, lang: str
+    ) -> None:
+        """The refusals that need the styled request: a preset's sensitive LoRA outside NSFW channels
+        (no strike: not the user's words), LoRAs no worker holds, the job's size; then pending and
+        quota, before the cooldown mark and the enhancer's call: a user with no room left must not
+        make the bot call a language model (nor hold their cooldown) for nothing."""
+        if not sensitive and self._sensitive_lora(request):
+            self._refuse_outside_nsfw(caller)
+        await self._check_loras_drawable(request)
+        self._check_job_cost(request, cost, lang)
+        await self._check_room(caller, user, request, cost)
 
     def _refuse_outside_nsfw(self, caller: Caller) -> None:
         """Sensitive pictures only in age-restricted Discord channels, when the server asks for that."""
