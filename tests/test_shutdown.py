@@ -13,9 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from bot.language.messages import t
 from bot.runtime.app import build_app, run_forever
 from tests.support.console_process import PROGRESS, console, read_until
-from tests.support.service import RecordingAdapter, alice
+from tests.support.service import RecordingAdapter, alice, bob
 from tests.support.telegram_harness import Gate
 
 pytestmark = pytest.mark.slow
@@ -101,6 +102,10 @@ async def test_sigterm_delivers_the_finished_picture_before_the_adapters_close(m
         await gate.wait_reached()
         signal.raise_signal(signal.SIGTERM)
         await asyncio.sleep(0.2)  # the stop is under way while the picture is still being drawn
+        # A new job now would only wait for the restart: refused, nothing stored or charged.
+        late = await app.service.handle_text(bob(), "/draw a late owl --size 64x64", {"chat_id": "1"})
+        assert late.job_id is None and late.text == t("stopping", "zh")
+        assert app.service.metrics.value("easel_refusals_total", reason="stopping") == 1
         gate.open()
         await asyncio.wait_for(stopped, 60)
     assert [delivery.job.id for delivery in adapter.delivered] == [reply.job_id]

@@ -72,6 +72,7 @@ class Intake:
         # Set when this process's own GPU thread can never draw (the full model on a machine
         # without a GPU): every new job is refused with it instead of being queued to fail.
         self.cannot_draw: EngineError | None = None
+        self.stopping = False  # set when the service stops taking jobs (SIGTERM's drain)
         self.enhancer = PromptEnhancer.from_settings(settings)  # None: no prompt enhancer configured
 
     async def submit(
@@ -95,6 +96,8 @@ class Intake:
         stored: dict[str, Any] = {}
         # A re-sent update must get its job back, never a cooldown or a second strike.
         resent = idempotency_key is not None and await self.jobs.find_by_key(idempotency_key) is not None
+        if not resent:
+            self._refuse_while_stopping()
         if not resent and self.disk is not None and self.disk.low():  # accepted jobs still run
             self._refuse_for_disk(caller)
         sensitive = False
@@ -137,6 +140,7 @@ class Intake:
         least one unit left).  Raises UserError; `accept` still decides atomically."""
         if self.cannot_draw is not None:
             raise self.cannot_draw
+        self._refuse_while_stopping()
         if self.disk is not None and self.disk.low():
             self._refuse_for_disk(caller)
         if self.members.is_admin(caller):
@@ -285,6 +289,13 @@ class Intake:
         """A LoRA its admin marked sensitive puts every picture drawn with it behind a spoiler."""
         found = [self.loras.get(name) for name, _ in request.loras] if self.loras is not None else []
         return any(lora is not None and lora.sensitive for lora in found)
+
+    def _refuse_while_stopping(self) -> None:
+        """Stopping (SIGTERM's drain): a new job would only wait for the restart behind a "queued"
+        that is not true now; say so, charge nothing.  A re-sent update still gets its job back."""
+        if self.stopping:
+            self.metrics.refusals.labels("stopping").inc()
+            raise UserError("stopping")
 
     def _refuse_for_disk(self, caller: Caller) -> None:
         """The disk is under EASEL_MIN_FREE_GB: members hear "try later", an admin what to do about it."""

@@ -123,6 +123,7 @@ class Service:
         hand back the rest, give in-flight deliveries a moment to finish, then cancel the rest.
 
         Whatever is cut short is still in the database and resumes at the next start."""
+        self.intake.stopping = True
         await self.background.stop_loops()
         if finish_s > 0:
             await self.background.settle(finish_s)

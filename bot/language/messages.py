@@ -210,6 +210,8 @@ _EN = {
     "New jobs are refused until space returns; free some with `easel prune --older-than 30d` and drawing "
     "resumes by itself.",
     "admin_disk_back": "✅ Disk space is back: {free} GB free (guard {guard} GB). Drawing resumed.",
+    "stopping": "I'm restarting, so I can't take new drawings for a moment. Nothing was charged; "
+    "please send it again in a minute.",
     "disk_full": "The server is out of disk space, so I can't take new drawings right now. "
     "Nothing was charged; please try again later.",
     "picture_expired": "This picture is no longer kept on the server, so I can't start from it. "
@@ -536,6 +538,7 @@ _ZH = {
     "在空间恢复前不接新任务；用 `easel prune --older-than 30d` 清理一些后会自动恢复绘图。",
     "admin_disk_back": "✅ 磁盘空间已恢复：剩余 {free} GB（警戒线 {guard} GB）。已恢复绘图。",
     "disk_full": "服务器磁盘空间不足，暂时不能接新的绘图。没有扣额度，请稍后再试。",
+    "stopping": "机器人正在重启，暂时不能接新的绘图。没有扣额度，请过一分钟再发一次。",
     "picture_expired": "这张图已不在服务器上保存，无法以它为基础继续。"
     "🎲 重新生成仍然可用，/show {job_id} 里有它的种子和描述。",
     "already_have": "这条请求已经收到过了：#{job_id}（{status}）。",
