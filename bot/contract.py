@@ -172,6 +172,9 @@ class Worker(Protocol):
 
     # Whether a stopping service must cancel running jobs (they run again after the restart).
     cancel_on_shutdown: bool
+    # Whether the engine runs in this process: a LoRA that fails to load here is bad for everyone;
+    # one that fails on a remote worker may be that worker's own problem (its worker stops offering it).
+    loads_here: bool
     # The bot's installed LoRAs, set by the service: with workers, the files theirs must match.
     loras: LoraRegistry | None
 

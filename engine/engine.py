@@ -40,6 +40,7 @@ from engine.planner import (
     choose_dtype,
     choose_recipe,
     ladder,
+    quantized,
     quantizing_shortfall,
     ram_shortfall,
 )
@@ -189,7 +190,8 @@ class Engine:
         lesson = (request.width, request.height, request.cfg > 1.0, request.count) if facts.is_gpu else None
         held = self._learned.holding(lesson, facts.free_vram_gb) if lesson else None
         ladders = functools.partial(self._ladders, facts, request)
-        fallback = Fallback(ladders, facts, self.profile, request, held, self.one_call_batches)
+        sized = quantized(self.profile, self.recipe)  # RAM and the largest size for the loaded weights
+        fallback = Fallback(ladders, facts, sized, request, held, self.one_call_batches, self.gguf)
         batch = _Batch(request, [seed_for(seed, i) for i in range(request.count)], Progress(on_step), should_stop)
 
         # 3. Run, stepping down on OOM and retrying once on non-finite output (engine/fallback.py)

@@ -45,10 +45,12 @@ class Fallback:
         request: DrawRequest,
         held: Lesson | None = None,
         one_call_batches: bool = True,
+        gguf: bool = False,
     ) -> None:
         self._ladders = ladders
         self._facts = facts
-        self._profile = profile
+        self._profile = profile  # sized for the loaded weights (planner.quantized)
+        self._gguf = gguf  # a GGUF transformer: group offload is its safest rung
         self._request = request
         self.plans, self.batch_plans = ladders(None)
         # The fastest rung that fits, unless this size ran out of memory there lately (`held`).
@@ -99,7 +101,7 @@ class Fallback:
             if drawn:
                 self.warnings.append(f"out of memory: {drawn} of {count} drawn")
                 return False
-            fits = largest_fitting_square(self._facts, self._profile, self._request.cfg)
+            fits = largest_fitting_square(self._facts, self._profile, self._request.cfg, self._gguf)
             raise OutOfMemory(width=self._request.width, height=self._request.height, fits=fits)
         lower = self.plans[self.rung + 1]
         self.fallbacks.append(f"out of memory on {self.plan.placement.value}: fell back to {lower.placement.value}")

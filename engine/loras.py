@@ -274,8 +274,13 @@ class LoraSwitch:
             return
         if name in self.loaded:  # the file was replaced under the same name: load it afresh
             self._drop(name)
-        # Before loading, its file's size stands in for what it will weigh (the same numbers).
-        while self._over(extra_count=1, extra_bytes=lora.path.stat().st_size) and self._droppable(keep):
+        # Before loading, its file's size stands in for what it will weigh (the same numbers); a file
+        # removed since the scan weighs nothing here and fails to load below, refused clearly.
+        try:
+            expected = lora.path.stat().st_size
+        except OSError:
+            expected = 0
+        while self._over(extra_count=1, extra_bytes=expected) and self._droppable(keep):
             self._drop(self._droppable(keep)[0])
         try:
             self.pipeline.load_lora_weights(str(lora.path), adapter_name=name)
@@ -307,11 +312,11 @@ class LoraSwitch:
 
     def _weighs(self, name: str) -> int:
         """Bytes of one adapter's weights in the transformer (its lora_A and lora_B matrices)."""
-        marker = f".{name}."
+        markers = (f".lora_A.{name}.", f".lora_B.{name}.")  # not `.{name}.`: a LoRA may be called "0"
         return sum(
             parameter.numel() * parameter.element_size()
             for key, parameter in self.pipeline.transformer.named_parameters()
-            if "lora_" in key and marker in key
+            if any(marker in key for marker in markers)
         )
 
     def _drop(self, name: str) -> None:

@@ -306,14 +306,16 @@ def ram_shortfall(facts: DeviceFacts, profile: ModelProfile, recipe: Recipe = Re
     )
 
 
-def quantizing_ram_gb(profile: ModelProfile, recipe: Recipe) -> float:
+def quantizing_ram_gb(profile: ModelProfile, recipe: Recipe, own_transformer: bool = False) -> float:
     """Peak system RAM (GB, not counting memory-mapped files) of the first start with `recipe`:
     torchao quantizes a component while it loads it in bf16, one component at a time, and the GGUF
     writer streams tensor by tensor.  bench/quantized_ram.py measured 11.8 GB for int8 (the 11.5 GB
     transformer) and 7.4 GB for int4 (the 7.5 GB text encoder)."""
     if recipe is Recipe.NONE:
         return 0.0
-    loaded_whole = [profile.text_encoder_gb] + ([profile.transformer_gb] if recipe is Recipe.INT8 else [])
+    # A transformer file of one's own (EASEL_TRANSFORMER_FILE): only the text encoder is quantized.
+    int8_transformer = recipe is Recipe.INT8 and not own_transformer and profile.transformer_file_gb is None
+    loaded_whole = [profile.text_encoder_gb] + ([profile.transformer_gb] if int8_transformer else [])
     return round(max(loaded_whole) * 1.05, 1)
 
 
@@ -330,11 +332,14 @@ def quantizing_shortfall(facts: DeviceFacts, profile: ModelProfile, recipe: Reci
     )
 
 
-def largest_fitting_square(device: DeviceFacts, profile: ModelProfile, cfg: float = 1.0) -> int | None:
-    """The largest square side (multiple of 64, within the profile) the safest rung could still hold."""
+def largest_fitting_square(
+    device: DeviceFacts, profile: ModelProfile, cfg: float = 1.0, gguf: bool = False
+) -> int | None:
+    """The largest square side (multiple of 64, within the profile) the safest rung could still hold:
+    sequential offload, or group offload for a GGUF transformer (which has no sequential rung)."""
     if not device.is_gpu:
         return None
-    safest = GPU_LADDER[-1]
+    safest = Placement.GROUP_OFFLOAD if gguf else GPU_LADDER[-1]
     side = profile.max_side
     while side >= profile.min_side:
         if estimate_peak_gb(safest, profile, side, side, cfg, True) + HEADROOM_GB <= device.free_vram_gb:

@@ -156,6 +156,8 @@ def quantize_once(
     with (folder / ".lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         missing = {component: path for component, path in missing.items() if not path.exists()}
+        if not missing:  # another process wrote them while this one waited for the lock
+            return needed
         log.info("quantizing %s (%s) once into %s; later starts load it directly", model_folder, recipe, folder)
         steps = tqdm(total=len(missing), desc=f"quantizing to {recipe.value}", unit="component", disable=not progress)
         for component, path in missing.items():
@@ -168,10 +170,22 @@ def quantize_once(
             else:
                 _save_int8(model_folder, component, partial)
             _let_go()
+            _sync(partial)  # on disk before the name says complete: a power cut leaves no torn copy
             os.replace(partial, path)
+            _sync(folder)
             steps.update()
         steps.close()
     return needed
+
+
+def _sync(path: Path) -> None:
+    """fsync a file, or a folder's files and the folder itself."""
+    for item in [*sorted(path.rglob("*")), path] if path.is_dir() else [path]:
+        descriptor = os.open(item, os.O_RDONLY)
+        try:
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
 
 
 def _save_int8(model_folder: Path, component: str, target: Path) -> None:

@@ -176,6 +176,7 @@ async def test_telegram_5xx_backs_off_and_ends_as_a_dead_delivery_admins_see(eas
     assert gaps[0] >= 0.05 and gaps[1] >= 0.1  # backing off within a round: 0.05 s, then 0.1 s
     assert job.delivery_failures == 2 and job.delivery_error.startswith("failed 2 delivery rounds")
     assert await quota_used(app, ALICE) == charged > 0
+    assert app.service.metrics.value("easel_dead_deliveries_total") == 1
 
     stats = (await say(tg, ADMIN, ADMIN, "/stats")).params["text"]
     assert t("stats_dead_deliveries", "en", count=1) in stats

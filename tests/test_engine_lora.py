@@ -273,3 +273,18 @@ def test_loaded_adapters_are_bounded_by_their_memory_too(tiny_model_dir, tmp_pat
     assert list(engine._loras.loaded) == ["clay", "ink"]
     draw(engine, ("neon", 1.0))  # the next load makes room: both dropped, least recently used first
     assert list(engine._loras.loaded) == ["neon"]
+
+
+def test_a_file_removed_after_the_scan_is_refused_clearly(tiny_model_dir, tmp_path):
+    """Between the folder's scan and the job: the job fails with the LoRA's own message (refunded by
+    the service), not an internal error."""
+    from engine.engine import Engine
+    from engine.errors import LoraUnusable
+
+    engine = Engine.load(tiny_model_dir, device="cpu")
+    write_lora(tmp_path / "ink.safetensors", engine.pipeline.transformer, seed=1)
+    engine.install_loras(str(tmp_path), max_mb=5)
+    (tmp_path / "ink.safetensors").unlink()
+    engine._loras.registry = engine.loras  # the scan from before the removal stays in force
+    with pytest.raises((LoraUnusable, InvalidRequest)):
+        engine._loras.use((("ink", 1.0),))

@@ -228,3 +228,25 @@ def test_quantized_weights_draw_in_fp16_as_a_turing_card_runs_them(tiny_model_di
     result = draw(engine)
     assert result.plan.dtype == "float16" and result.plan.clamp_fp16 and not result.retries
     assert np.isfinite(pixels(result)).all() and pixels(result).std() > 1.0
+
+
+def test_the_fallback_sizes_ram_and_the_largest_size_for_the_loaded_weights(tiny_model_dir, cache, monkeypatch):
+    """A NaN retry's RAM check and an OOM's "largest size that fits" must see the int8 weights, not
+    the model's own bf16 ones (an 8 GB card in a 32 GB machine would otherwise refuse the fp32 retry)."""
+    import engine.engine as engine_module
+    from engine.planner import quantized
+
+    seen = []
+
+    class Recording(engine_module.Fallback):
+        def __init__(self, ladders, facts, profile, *args, **kwargs):
+            seen.append((profile, kwargs.get("gguf", args[-1] if args else None)))
+            super().__init__(ladders, facts, profile, *args, **kwargs)
+
+    monkeypatch.setattr(engine_module, "Fallback", Recording)
+    for recipe in (Recipe.INT8, Recipe.INT4):
+        engine = Engine.load(tiny_model_dir, device="cpu", weights=WeightsWanted(recipe.value, None, cache))
+        draw(engine)
+        profile, gguf = seen[-1]
+        assert profile == quantized(engine.profile, recipe) and profile.model_gb < engine.profile.model_gb
+        assert gguf is (recipe is Recipe.INT4)

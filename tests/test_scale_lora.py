@@ -14,6 +14,7 @@ import pytest
 from bot.language.messages import t
 from bot.scale.protocol import JOBS, serves, stream_for
 from engine.metadata import read_parameters
+from engine.request import DrawRequest
 from storage.jobs import JobStatus
 from tests.support.faults import FaultyEngine
 from tests.support.loras import write_lora
@@ -182,3 +183,37 @@ async def test_a_lora_job_whose_workers_all_left_is_failed_and_refunded(
     user = await app.db.users.find("telegram", "300")
     assert await app.db.quota.used(user.id, app.service.today()) == 0  # refunded
     assert job_hash(redis_server, second.job_id).get("worker") is None  # no worker ever took it
+
+
+async def test_a_job_adopted_after_a_restart_stays_on_its_stream_and_its_set_is_written_again(
+    redis_server, make_settings
+):
+    """A bot restarted after the admin replaced `ink`: the job it adopts was handed out on the old
+    file's stream, where the worker with that file holds it, so it stays there (recorded in its
+    hash); and the set record workers find streams by is written again if it was lost."""
+    from bot.scale.pool import WorkerPool
+    from bot.scale.protocol import LORA_SETS, Broker, connect
+
+    old = (("ink", "a" * 64),)
+    stream = stream_for(old)
+    broker = Broker(connect(redis_server.url))
+    pool = WorkerPool(scale_settings(make_settings, redis_server.url))
+    try:
+        await broker.register_needs(stream, old)
+        request = DrawRequest("a fox", loras=(("ink", 1.0),))
+        assert await broker.submit(7, "print", request, b"", 60, stream=stream) == "new"
+        assert await broker.stream_of(7) == stream
+        route = await pool._route(7, (("ink", "b" * 64),))  # the bot's file is another one now
+        assert (route.stream, route.needs) == (stream, old)
+        fresh = await pool._route(8, (("ink", "b" * 64),))  # a new job goes where the new file is
+        assert fresh.stream == stream_for((("ink", "b" * 64),)) != stream
+
+        following = asyncio.create_task(pool.run(9, request))  # no live worker: it waits in Redis
+        await eventually(lambda: redis_server.client().hget("easel:job:9", "stream"), what="job 9 handed out")
+        waiting_on = redis_server.client().hget("easel:job:9", "stream").decode()
+        redis_server.client().delete(LORA_SETS)  # lost (an admin, an eviction)
+        await eventually(lambda: redis_server.client().hexists(LORA_SETS, waiting_on), what="the set written again")
+        following.cancel()
+    finally:
+        await broker.redis.aclose()
+        await pool.close()

@@ -40,14 +40,9 @@ def report(settings: Settings) -> dict:
                 f"~{profile.model_gb * 2:.0f} GB of RAM and minutes per picture."
             )
     recipe = choose_recipe(facts, profile, settings.quantize)
-    plans, recipes = _plans(facts, profile, recipe)
-    if facts.is_gpu and largest_fitting_square(facts, quantized(profile, recipe)) is None:
-        problems.append("not enough free GPU memory for even the smallest picture")
-    if not is_quantized_already(settings.model, recipe, settings.quantized_path, bool(settings.transformer_file)):
-        problems += [why for why in [quantizing_shortfall(facts, profile, recipe)] if why]
-    shortfall = ram_shortfall(facts, profile, recipe)
-    if shortfall:
-        problems.append(shortfall)
+    gguf = True if settings.transformer_file else None  # None: as the recipe has it (int4's is GGUF)
+    plans, recipes = _plans(facts, profile, recipe, gguf)
+    problems += _memory_problems(settings, facts, profile, recipe, recipe is Recipe.INT4 or bool(gguf))
     model = _model_status(settings.model)
     if model["status"] == "missing":
         problems.append(model["hint"])
@@ -83,15 +78,25 @@ def report(settings: Settings) -> dict:
     }
 
 
-def _plans(facts, profile, recipe: Recipe) -> tuple[dict, dict]:
+def _memory_problems(settings: Settings, facts, profile, recipe: Recipe, gguf: bool) -> list[str]:
+    """Not enough VRAM for anything; not enough RAM + swap to quantize once, or for the plan."""
+    problems = []
+    if facts.is_gpu and largest_fitting_square(facts, quantized(profile, recipe), gguf=gguf) is None:
+        problems.append("not enough free GPU memory for even the smallest picture")
+    if not is_quantized_already(settings.model, recipe, settings.quantized_path, bool(settings.transformer_file)):
+        problems += [why for why in [quantizing_shortfall(facts, profile, recipe)] if why]
+    return problems + [why for why in [ram_shortfall(facts, profile, recipe)] if why]
+
+
+def _plans(facts, profile, recipe: Recipe, gguf: bool | None = None) -> tuple[dict, dict]:
     """Per size: the plan in the recipe the engine will load, and the plan in each recipe."""
     plans, recipes = {}, {}
     for side in SIZES:
         if side > profile.max_side:
             continue
-        plans[f"{side}x{side}"] = _fitting(plan_for(facts, profile, side, side, recipe=recipe))
+        plans[f"{side}x{side}"] = _fitting(plan_for(facts, profile, side, side, recipe=recipe, gguf=gguf))
         recipes[f"{side}x{side}"] = {
-            other.value: _fitting(plan_for(facts, profile, side, side, recipe=other)) for other in Recipe
+            other.value: _fitting(plan_for(facts, profile, side, side, recipe=other, gguf=gguf)) for other in Recipe
         }
     return plans, recipes
 

@@ -185,7 +185,10 @@ class Deliverer:
     async def _give_up(self, job_id: int, reason: str) -> bool:
         """True for the one caller that gave this delivery up."""
         self._sweep_after.pop(job_id, None)
-        return await self.db.jobs.give_up_delivery(job_id, reason[:500])
+        gave_up = await self.db.jobs.give_up_delivery(job_id, reason[:500])
+        if gave_up:
+            self.metrics.dead_deliveries.inc()
+        return gave_up
 
     async def _tell(self, adapter, job: Job, key: str) -> None:
         """A chat that refuses the picture (but not text) hears why its status went quiet; a chat that

@@ -152,8 +152,9 @@ class Dispatcher:
             result = await self.worker.run(job_id, request, on_step=lambda step, total: self._on_step(job, step, total))
         except Exception as error:
             failure = failure_of(error, job_id)
-            if failure.key == LoraUnusable.key and self.loras is not None:
-                # It failed where it was loaded (here or on a worker): listed and offered no more.
+            if failure.key == LoraUnusable.key and self.loras is not None and self.worker.loads_here:
+                # It failed in this process's engine: listed and offered no more.  On a remote worker
+                # it may be that worker's own trouble; that worker stops announcing the file.
                 self.loras.mark_bad(str(failure.params.get("name", "")), "failed to load into the model")
             if failure.status is JobStatus.CANCELLED:
                 await self._cancelled(job)

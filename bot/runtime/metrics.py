@@ -78,6 +78,9 @@ class Metrics:
             "easel_pictures_expired", "Picture files removed by retention (EASEL_KEEP_DAYS)", registry=r
         )
         self.expired_bytes = Counter("easel_expired_bytes", "Bytes freed by retention", registry=r)
+        self.dead_deliveries = Counter(
+            "easel_dead_deliveries", "Pictures whose delivery was given up (see /queue)", registry=r
+        )
 
     def watch_disk(self, free_gb: Callable[[], float], low: Callable[[], bool]) -> None:
         """Free space on the data disk, and whether the guard (EASEL_MIN_FREE_GB) refuses jobs."""

@@ -123,6 +123,7 @@ class GpuWorker:
 
     # The GPU thread must be told to stop for the process to exit; the job runs again after restart.
     cancel_on_shutdown = True
+    loads_here = True
     loras = None  # unused: this process's engine reads the LoRA folder itself
 
     def __init__(self, engine_factory: Callable[[], Any]) -> None:

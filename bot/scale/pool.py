@@ -95,6 +95,7 @@ class WorkerPool:
     # Jobs keep running on the workers while the bot restarts, and the next start adopts them, so
     # a stopping service has no reason to cancel them (see "Limits" in docs/SCALE_OUT.md).
     cancel_on_shutdown = False
+    loads_here = False
     # The bot's installed LoRAs, set by the service: the files a worker's must match (docs/SCALE_OUT.md).
     loras: LoraRegistry | None = None
 
@@ -206,14 +207,15 @@ class WorkerPool:
             handout = replace(request, seed=random.randint(0, MAX_SEED))
         source = await _read_source(request)
         needs = await self._needs(request.loras)
-        route = _Route(stream_for(needs), needs)
+        route: _Route | None = None
         submitted = force = False
         failures = 0
         while True:
             try:
+                route = route or await self._route(job_id, needs)
+                if route.needs:  # every check: workers find LoRA streams only through this record
+                    await self.broker.register_needs(route.stream, route.needs)
                 if not submitted:
-                    if needs:
-                        await self.broker.register_needs(route.stream, needs)
                     ttl = self.config.result_ttl_s
                     state = await self.broker.submit(job_id, print_, handout, source, ttl, force, route.stream)
                     submitted, force = True, False
@@ -237,7 +239,7 @@ class WorkerPool:
                     await self.broker.cancel(job_id, route.stream)
                     follower.cancel_sent = True
                     continue
-                if needs and await self._given_up(job_id, route):
+                if route.needs and await self._given_up(job_id, route):
                     continue  # failed in Redis: the next check collects it
                 failures = 0
                 await follower.wait(self._check_s)
@@ -245,6 +247,17 @@ class WorkerPool:
                 self._down(exc)
                 failures += 1
                 await asyncio.sleep(min(5.0, 0.25 * 2**failures))
+
+    async def _route(self, job_id: int, needs: Needs) -> _Route:
+        """Where the job goes: where it already is when this bot adopts it after a restart (the bot's
+        file may have changed meanwhile, and the worker drawing it has the file it had), else the
+        stream of the files it needs now."""
+        stream = await self.broker.stream_of(job_id)
+        if stream is not None and stream != JOBS:
+            known = (await self.broker.lora_sets()).get(stream)
+            if known:
+                return _Route(stream, known)
+        return _Route(stream_for(needs), needs)
 
     async def _given_up(self, job_id: int, route: _Route) -> bool:
         """Fail a LoRA job that no live worker has been able to draw for EASEL_CLAIM_IDLE_S (a worker

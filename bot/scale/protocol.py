@@ -211,6 +211,11 @@ class Broker:
         args = [job_id, print_, payload, source, ttl, "1" if force else "0"]
         return _text(await self._submit(keys=[job_key(job_id), stream], args=args))
 
+    async def stream_of(self, job_id: int) -> str | None:
+        """The stream a job already in Redis was handed out on (None: not there, or an older bot's)."""
+        stream = await self.redis.hget(job_key(job_id), "stream")
+        return _text(stream) if stream is not None else None
+
     async def register_needs(self, stream: str, needs: Needs) -> None:
         """Tell the workers that `stream` exists and which files it needs (before its first entry)."""
         await self.ensure_group(stream)

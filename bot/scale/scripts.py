@@ -17,7 +17,7 @@ end
 redis.call('DEL', KEYS[1])
 local entry = redis.call('XADD', KEYS[2], '*', 'job', ARGV[1])
 redis.call('HSET', KEYS[1], 'state', 'queued', 'fingerprint', ARGV[2], 'request', ARGV[3], 'entry', entry,
-           'attempts', '0')
+           'attempts', '0', 'stream', KEYS[2])
 if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], 'source', ARGV[4]) end
 redis.call('EXPIRE', KEYS[1], ARGV[5])
 return 'new'
