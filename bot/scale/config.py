@@ -23,6 +23,9 @@ class ScaleSettings(Settings):
     max_deliveries: int = Field(default=3, ge=1, alias="EASEL_MAX_DELIVERIES")
     result_ttl_s: int = Field(default=86_400, ge=60, alias="EASEL_RESULT_TTL_S")
     job_timeout_s: float = Field(default=900.0, gt=0, alias="EASEL_JOB_TIMEOUT_S")
+    # A LoRA job whose workers all left waits this long for one to come back (a restart loads the
+    # model before it announces itself) before it is failed and refunded.
+    lora_wait_s: float = Field(default=300.0, ge=0, alias="EASEL_LORA_WAIT_S")
 
     @model_validator(mode="after")
     def _claim_after_heartbeats(self) -> ScaleSettings:

@@ -268,7 +268,7 @@ class WorkerPool:
         now = time.monotonic()
         if route.unserved_since is None:
             route.unserved_since = now
-        if now - route.unserved_since < self.config.claim_idle_s:
+        if now - route.unserved_since < max(self.config.claim_idle_s, self.config.lora_wait_s):
             return False
         names = ", ".join(name for name, _ in route.needs)
         meta = {"error_key": "error.lora_not_on_workers", "error_params": {"names": names}}

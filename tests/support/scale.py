@@ -15,7 +15,7 @@ import redis
 
 from tests.support.service import RecordingAdapter
 
-FAST = {"EASEL_HEARTBEAT_S": 0.25, "EASEL_CLAIM_IDLE_S": 2, "EASEL_MAX_DELIVERIES": 2}
+FAST = {"EASEL_HEARTBEAT_S": 0.25, "EASEL_CLAIM_IDLE_S": 2, "EASEL_MAX_DELIVERIES": 2, "EASEL_LORA_WAIT_S": 2}
 
 
 class RedisServer:
