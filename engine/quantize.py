@@ -175,7 +175,21 @@ def quantize_once(
             _sync(folder)
             steps.update()
         steps.close()
+        _forget_older_copies(model_folder, folder)
     return needed
+
+
+def _forget_older_copies(model_folder: Path, folder: Path) -> None:
+    """Quantized copies of an earlier version of the same model (its files changed since) are never
+    loaded again: delete them, so that a bot that follows model updates for months does not keep
+    ~10 GB for each.  Each folder names the model it was made from in `source`."""
+    source = str(model_folder.resolve())
+    (folder / "source").write_text(source)
+    for sibling in folder.parent.glob(f"{model_folder.name}-*"):
+        marker = sibling / "source"
+        if sibling != folder and marker.is_file() and marker.read_text() == source:
+            log.info("deleting quantized copies of an earlier %s: %s", model_folder.name, sibling)
+            shutil.rmtree(sibling, ignore_errors=True)
 
 
 def _sync(path: Path) -> None:

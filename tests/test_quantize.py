@@ -5,6 +5,8 @@ EASEL_TRANSFORMER_FILE.  Sizes and speed on the real architecture: bench/quantiz
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -76,7 +78,7 @@ def test_the_text_encoders_copy_serves_both_recipes_and_a_gguf_file_needs_no_tra
     own = tmp_path / "own.gguf"
     write_gguf(Path(tiny_model_dir) / "transformer", own, "Q8_0", progress=False)
     Engine.load(tiny_model_dir, device="cpu", weights=WeightsWanted("int8", str(own), tmp_path))
-    assert sorted(path.name for path in folder.iterdir() if not path.name.startswith(".")) == ["text_encoder-int8"]
+    assert sorted(path.name for path in folder.iterdir() if path.is_dir()) == ["text_encoder-int8"]
     encoder = {path: path.stat().st_mtime_ns for path in (folder / "text_encoder-int8").rglob("*")}
     Engine.load(tiny_model_dir, device="cpu", weights=WeightsWanted("int4", None, tmp_path))
     assert {path: path.stat().st_mtime_ns for path in (folder / "text_encoder-int8").rglob("*")} == encoder
@@ -250,3 +252,23 @@ def test_the_fallback_sizes_ram_and_the_largest_size_for_the_loaded_weights(tiny
         profile, gguf = seen[-1]
         assert profile == quantized(engine.profile, recipe) and profile.model_gb < engine.profile.model_gb
         assert gguf is (recipe is Recipe.INT4)
+
+
+def test_copies_of_an_earlier_version_of_the_model_are_deleted_once_new_ones_are_written(tiny_model_dir, tmp_path):
+    """A model updated in place (new weight files) is quantized again; the old copies, never loaded
+    again, go, while another model's copies stay."""
+    import shutil
+    from pathlib import Path
+
+    model = Path(shutil.copytree(tiny_model_dir, tmp_path / "tiny-z-image"))
+    other = Path(shutil.copytree(tiny_model_dir, tmp_path / "elsewhere" / "tiny-z-image"))
+    cache = tmp_path / "quantized"
+    Engine.load(str(model), device="cpu", weights=WeightsWanted("int8", None, cache))
+    Engine.load(str(other), device="cpu", weights=WeightsWanted("int8", None, cache))
+    before, kept = cache_folder(model, cache), cache_folder(other, cache)
+    assert before.is_dir() and kept.is_dir() and before != kept
+    weights = model / "transformer" / "diffusion_pytorch_model.safetensors"
+    os.utime(weights, (weights.stat().st_atime, weights.stat().st_mtime + 10))  # the model was updated
+    Engine.load(str(model), device="cpu", weights=WeightsWanted("int8", None, cache))
+    after = cache_folder(model, cache)
+    assert after != before and after.is_dir() and not before.exists() and kept.is_dir()
