@@ -38,6 +38,8 @@ bench: $(STAMP)
 	$(PY) bench/bot_overhead.py
 	$(PY) bench/memory_growth.py
 	$(PY) bench/batch.py
+	$(PY) bench/quantized_speed.py
+	$(PY) bench/lora_switch.py
 	$(PY) bench/wordlist.py
 	$(PY) bench/chat_list_lag.py
 	$(PY) bench/prompt_cache.py
