@@ -244,15 +244,30 @@ def load_components(model_folder: Path, weights: Weights, dtype) -> dict:
     own_transformer = bool(weights.transformer_file)
     if weights.recipe is not Recipe.NONE:
         assert weights.cache_dir is not None, "a quantized recipe needs a folder to keep its weights in"
-        copies = quantize_once(model_folder, weights.recipe, weights.cache_dir, own_transformer=own_transformer)
-        components["text_encoder"] = _load_int8(copies["text_encoder"], "text_encoder", False, dtype)
-        transformer = copies.get("transformer")
-        if transformer is not None and transformer.name == GGUF_NAME:
-            components["transformer"] = load_gguf_transformer(transformer, model_folder, dtype)
-        elif transformer is not None:
-            components["transformer"] = _load_int8(transformer, "transformer", False, dtype)
+        try:
+            components = _load_copies(model_folder, weights, dtype)
+        except Exception as exc:  # a copy that cannot be read (a disk fault, a torn write): make it again
+            if isinstance(exc, MemoryError):
+                raise
+            log.warning("quantized copies of %s unreadable (%s): quantizing again", model_folder, exc)
+            shutil.rmtree(cache_folder(model_folder, weights.cache_dir), ignore_errors=True)
+            components = _load_copies(model_folder, weights, dtype)
     if own_transformer:
         components["transformer"] = load_gguf_transformer(Path(weights.transformer_file), model_folder, dtype)
+    return components
+
+
+def _load_copies(model_folder: Path, weights: Weights, dtype) -> dict:
+    """The recipe's copies, written first when missing, loaded."""
+    copies = quantize_once(
+        model_folder, weights.recipe, weights.cache_dir, own_transformer=bool(weights.transformer_file)
+    )
+    components = {"text_encoder": _load_int8(copies["text_encoder"], "text_encoder", False, dtype)}
+    transformer = copies.get("transformer")
+    if transformer is not None and transformer.name == GGUF_NAME:
+        components["transformer"] = load_gguf_transformer(transformer, model_folder, dtype)
+    elif transformer is not None:
+        components["transformer"] = _load_int8(transformer, "transformer", False, dtype)
     return components
 
 

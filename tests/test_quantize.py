@@ -272,3 +272,15 @@ def test_copies_of_an_earlier_version_of_the_model_are_deleted_once_new_ones_are
     Engine.load(str(model), device="cpu", weights=WeightsWanted("int8", None, cache))
     after = cache_folder(model, cache)
     assert after != before and after.is_dir() and not before.exists() and kept.is_dir()
+
+
+def test_an_unreadable_copy_is_made_again_instead_of_failing_every_start(tiny_model_dir, tmp_path, reference):
+    """A copy torn by a disk fault (its name says complete, its bytes do not): the start quantizes
+    again and draws, instead of failing at every start."""
+    from pathlib import Path
+
+    Engine.load(tiny_model_dir, device="cpu", weights=WeightsWanted("int4", None, tmp_path))
+    copy = cache_folder(Path(tiny_model_dir), tmp_path) / GGUF_NAME
+    copy.write_bytes(copy.read_bytes()[: copy.stat().st_size // 3])
+    engine = Engine.load(tiny_model_dir, device="cpu", weights=WeightsWanted("int4", None, tmp_path))
+    assert copy.stat().st_size > 0 and psnr(pixels(draw(engine)), reference) >= MIN_PSNR[Recipe.INT4]
