@@ -78,3 +78,13 @@ def cpu_as_accelerator(monkeypatch):
         return original(module, name, device, *args, **kwargs)
 
     monkeypatch.setattr(accelerate.hooks, "set_module_tensor_to_device", normalised)
+
+
+@pytest.fixture
+def redis_server(tmp_path):
+    """A throwaway redis-server of this test's own (tests/support/scale.py)."""
+    from tests.support.scale import RedisServer
+
+    server = RedisServer(tmp_path).start()
+    yield server
+    server.kill()

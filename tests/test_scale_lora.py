@@ -6,7 +6,6 @@ nothing, and one whose workers all left after it was accepted is failed and refu
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 
 import pytest
@@ -16,17 +15,9 @@ from bot.scale.protocol import JOBS, serves, stream_for
 from engine.metadata import read_parameters
 from engine.request import DrawRequest
 from storage.jobs import JobStatus
-from tests.support.faults import FaultyEngine
 from tests.support.loras import write_lora
-from tests.support.scale import RedisServer, ScaleApps, eventually, job_hash, scale_settings
+from tests.support.scale import ScaleApps, WorkerLoops, eventually, job_hash, scale_settings
 from tests.support.service import alice, bob, carol, settled
-
-
-@pytest.fixture
-def redis_server(tmp_path):
-    server = RedisServer(tmp_path).start()
-    yield server
-    server.kill()
 
 
 @pytest.fixture(scope="module")
@@ -79,22 +70,9 @@ async def make_scale_app(make_settings, lora_dir):
 @pytest.fixture
 async def run_worker(make_settings):
     """`run_worker(redis_url, engine, name, slow_on=None)`: an `easel worker` loop on `engine`."""
-    from bot.scale.remote import RemoteWorker
-
-    workers = []
-
-    def start(redis_url: str, engine, name: str, slow_on: str | None = None):
-        config = scale_settings(make_settings, redis_url, EASEL_WORKER_ID=name)
-        drawing = FaultyEngine(engine, slow_on=slow_on) if slow_on else engine
-        worker = RemoteWorker(config, engine_factory=lambda: drawing)
-        workers.append((worker, asyncio.create_task(worker.run())))
-        return worker
-
-    yield start
-    for worker, task in workers:
-        worker.stop()
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(task, 10)
+    loops = WorkerLoops(make_settings)
+    yield loops.start
+    await loops.close()
 
 
 def sha256(path) -> str:

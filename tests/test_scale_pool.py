@@ -6,7 +6,6 @@ atomic scripts that make an outcome count once.  (tests/test_scale_workers.py ru
 from __future__ import annotations
 
 import asyncio
-import contextlib
 
 import pytest
 from PIL import Image
@@ -15,16 +14,8 @@ from bot.language.buttons import Action, button_id
 from bot.language.messages import t
 from engine.request import DrawRequest, seed_for
 from storage.jobs import JobStatus
-from tests.support.faults import FaultyEngine
-from tests.support.scale import RedisServer, ScaleApps, eventually, job_hash, scale_settings
+from tests.support.scale import RedisServer, ScaleApps, WorkerLoops, eventually, job_hash
 from tests.support.service import alice, bob, settled, shown_on
-
-
-@pytest.fixture
-def redis_server(tmp_path):
-    server = RedisServer(tmp_path).start()
-    yield server
-    server.kill()
 
 
 @pytest.fixture
@@ -38,23 +29,14 @@ async def make_scale_app(make_settings):
 @pytest.fixture
 async def run_worker(make_settings, engine):
     """`run_worker(redis_url, slow_on=None, **overrides)`: the `easel worker` loop as a task in this
-    process; jobs whose prompt contains `slow_on` take 0.2 s longer a step (tests/support/faults.py)."""
-    from bot.scale.remote import RemoteWorker
+    process on the shared tiny engine (tests/support/scale.py `WorkerLoops`)."""
+    loops = WorkerLoops(make_settings)
 
-    workers: list[tuple[RemoteWorker, asyncio.Task]] = []
-
-    def start(redis_url: str, slow_on: str | None = None, **overrides) -> RemoteWorker:
-        config = scale_settings(make_settings, redis_url, EASEL_WORKER_ID=f"inproc-{len(workers)}", **overrides)
-        drawing = FaultyEngine(engine, slow_on=slow_on) if slow_on else engine
-        worker = RemoteWorker(config, engine_factory=lambda: drawing)
-        workers.append((worker, asyncio.create_task(worker.run())))
-        return worker
+    def start(redis_url: str, slow_on: str | None = None, **overrides):
+        return loops.start(redis_url, engine, f"inproc-{len(loops.running)}", slow_on, **overrides)
 
     yield start
-    for worker, task in workers:
-        worker.stop()
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(task, 10)
+    await loops.close()
 
 
 async def test_a_job_runs_on_a_worker_with_the_bots_seed_and_image_to_image_works(

@@ -5,8 +5,6 @@ one with the model's own weights, one quantized to int8."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 
 import pytest
@@ -14,15 +12,8 @@ import pytest
 from bot.language.messages import t
 from engine.quantize import WeightsWanted
 from storage.jobs import JobStatus
-from tests.support.scale import RedisServer, ScaleApps, eventually, job_hash, scale_settings
+from tests.support.scale import ScaleApps, WorkerLoops, eventually, job_hash
 from tests.support.service import Caller, alice, bob, settled
-
-
-@pytest.fixture
-def redis_server(tmp_path):
-    server = RedisServer(tmp_path).start()
-    yield server
-    server.kill()
 
 
 @pytest.fixture(scope="module")
@@ -36,15 +27,9 @@ def int8_engine(tiny_model_dir, tmp_path_factory):
 async def test_workers_say_which_weights_they_run_and_every_job_records_its_own(
     redis_server, make_settings, engine, int8_engine
 ):
-    from bot.scale.remote import RemoteWorker
-
-    apps, tasks = ScaleApps(make_settings), []
-    workers = []
-    for name, drawing in (("bf16-box", engine), ("int8-box", int8_engine)):
-        config = scale_settings(make_settings, redis_server.url, EASEL_WORKER_ID=name)
-        worker = RemoteWorker(config, engine_factory=lambda drawing=drawing: drawing)
-        workers.append(worker)
-        tasks.append(asyncio.create_task(worker.run()))
+    apps, loops = ScaleApps(make_settings), WorkerLoops(make_settings)
+    loops.start(redis_server.url, engine, "bf16-box")
+    loops.start(redis_server.url, int8_engine, "int8-box")
     try:
         app, adapter = await apps.make(redis_server.url, EASEL_ADMINS="telegram:999", EASEL_DAILY_QUOTA=20)
         await eventually(lambda: app.service.live_workers() == 2, what="both announcements")
@@ -72,9 +57,5 @@ async def test_workers_say_which_weights_they_run_and_every_job_records_its_own(
         stats = await app.service.handle_text(Caller("telegram", "999", language="en"), "/stats", {})
         assert t("stats_recipes", "en", recipes="int8 x1, none x1") in stats.text
     finally:
-        for worker in workers:
-            worker.stop()
-        for task in tasks:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(task, 10)
+        await loops.close()
         await apps.close()

@@ -95,6 +95,31 @@ class ScaleApps:
             await app.worker.close()
 
 
+class WorkerLoops:
+    """`easel worker` loops as tasks in this process, each on an engine of the test's choosing; jobs
+    whose prompt contains `slow_on` take 0.2 s longer a step (tests/support/faults.py)."""
+
+    def __init__(self, make_settings) -> None:
+        self.make_settings = make_settings
+        self.running: list[tuple[object, asyncio.Task]] = []
+
+    def start(self, redis_url: str, engine, name: str, slow_on: str | None = None, **overrides):
+        from bot.scale.remote import RemoteWorker
+        from tests.support.faults import FaultyEngine
+
+        config = scale_settings(self.make_settings, redis_url, EASEL_WORKER_ID=name, **overrides)
+        drawing = FaultyEngine(engine, slow_on=slow_on) if slow_on else engine
+        worker = RemoteWorker(config, engine_factory=lambda: drawing)
+        self.running.append((worker, asyncio.create_task(worker.run())))
+        return worker
+
+    async def close(self) -> None:
+        for worker, task in self.running:
+            worker.stop()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(task, 10)
+
+
 async def eventually(predicate, timeout: float = 20.0, what: str = "condition"):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
