@@ -191,9 +191,7 @@ def ladder(
     dtype = dtype or default_dtype
     clamp = dtype == "float16"
     size = bytes_per_param(dtype)
-    rungs = GPU_LADDER if device.is_gpu else CPU_LADDER
-    if gguf:
-        rungs = [rung for rung in rungs if rung is not Placement.SEQUENTIAL_OFFLOAD]
+    rungs = gpu_rungs(gguf) if device.is_gpu else CPU_LADDER
     plans = []
     for placement in rungs:
         tiling = _needs_tiling(placement, width, height)
@@ -209,6 +207,11 @@ def ladder(
         plan = Plan(device.kind, dtype, placement, tiling, clamp, round(peak, 2), fits, tuple(warnings), low_ram)
         plans.append(replace(plan, recipe=recipe.value))
     return plans
+
+
+def gpu_rungs(gguf: bool = False) -> list[Placement]:
+    """A GPU's placements, fastest first; a GGUF transformer stops at group offload (see `ladder`)."""
+    return [rung for rung in GPU_LADDER if not (gguf and rung is Placement.SEQUENTIAL_OFFLOAD)]
 
 
 def quantized(profile: ModelProfile, recipe: Recipe) -> ModelProfile:
@@ -339,7 +342,7 @@ def largest_fitting_square(
     sequential offload, or group offload for a GGUF transformer (which has no sequential rung)."""
     if not device.is_gpu:
         return None
-    safest = Placement.GROUP_OFFLOAD if gguf else GPU_LADDER[-1]
+    safest = gpu_rungs(gguf)[-1]
     side = profile.max_side
     while side >= profile.min_side:
         if estimate_peak_gb(safest, profile, side, side, cfg, True) + HEADROOM_GB <= device.free_vram_gb:

@@ -196,17 +196,26 @@ def test_a_lora_works_on_quantized_weights(tiny_model_dir, cache, tmp_path, reci
     assert psnr(inked, pixels(draw(own, loras=(("ink", 1.0),)))) >= MIN_PSNR[recipe]
 
 
+def load_and_plan_in(monkeypatch, dtype: str) -> None:
+    """A GPU's precision on the CPU: loading (engine) and planning (planner) both choose `dtype`,
+    fp16 with the overflow clamp as on a card before Ampere."""
+    import engine.engine as engine_module
+    import engine.planner as planner_module
+
+    def choose(facts):
+        return dtype, dtype == "float16"
+
+    monkeypatch.setattr(engine_module, "choose_dtype", choose)
+    monkeypatch.setattr(planner_module, "choose_dtype", choose)
+
+
 @pytest.mark.parametrize("recipe", [Recipe.INT8, Recipe.INT4])
 def test_non_finite_output_on_bf16_quantized_weights_is_retried_in_fp32(tiny_model_dir, cache, monkeypatch, recipe):
     """A GPU's bf16 engine, made on the CPU: the retry casts every layer but the quantized ones
     (which refuse a cast and keep their own format) to fp32, and the picture comes out finite."""
-    import engine.engine as engine_module
-    import engine.planner as planner_module
     from tests.support.pipeline import transformer_fault
 
-    bf16 = lambda facts: ("bfloat16", False)  # noqa: E731
-    monkeypatch.setattr(engine_module, "choose_dtype", bf16)  # loading
-    monkeypatch.setattr(planner_module, "choose_dtype", bf16)  # planning
+    load_and_plan_in(monkeypatch, "bfloat16")
     engine = Engine.load(tiny_model_dir, device="cpu", weights=WeightsWanted(recipe.value, None, cache))
     assert draw(engine).plan.dtype == "bfloat16"
     with transformer_fault(engine, at_call=2, fault="nan"):
@@ -220,12 +229,7 @@ def test_non_finite_output_on_bf16_quantized_weights_is_retried_in_fp32(tiny_mod
 def test_quantized_weights_draw_in_fp16_as_a_turing_card_runs_them(tiny_model_dir, cache, monkeypatch, recipe):
     """Cards before Ampere run fp16 with the overflow clamp: torchao's int8 layers (their scales kept
     in bf16) and GGUF's (dequantized to the compute dtype) take fp16 activations."""
-    import engine.engine as engine_module
-    import engine.planner as planner_module
-
-    fp16 = lambda facts: ("float16", True)  # noqa: E731
-    monkeypatch.setattr(engine_module, "choose_dtype", fp16)
-    monkeypatch.setattr(planner_module, "choose_dtype", fp16)
+    load_and_plan_in(monkeypatch, "float16")
     engine = Engine.load(tiny_model_dir, device="cpu", weights=WeightsWanted(recipe.value, None, cache))
     result = draw(engine)
     assert result.plan.dtype == "float16" and result.plan.clamp_fp16 and not result.retries
