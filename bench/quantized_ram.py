@@ -98,7 +98,7 @@ def child(step: str, folder: str, recipe: str, cache: str) -> None:
     """One step in this (fresh) process; prints a JSON line with its peak memory and seconds."""
     import torch
 
-    from engine.quantize import Recipe, Weights, load_components, quantize_once
+    from engine.quantize import Recipe, WeightsWanted, load_components, quantize_once
 
     memory = PeakMemory()
     started = time.perf_counter()
@@ -107,8 +107,8 @@ def child(step: str, folder: str, recipe: str, cache: str) -> None:
     else:
         from diffusers import ZImagePipeline
 
-        weights = Weights(Recipe(recipe), None, Path(cache))
-        components = load_components(Path(folder), weights, torch.bfloat16)
+        weights = WeightsWanted(recipe, None, Path(cache))
+        components = load_components(Path(folder), Recipe(recipe), weights, torch.bfloat16)
         pipeline = ZImagePipeline.from_pretrained(folder, dtype=torch.bfloat16, **components)
         # Weights read from safetensors stay memory-mapped until used: read every one, as placing
         # the pipeline (or the first job) does, so the figure is what a working bot holds.

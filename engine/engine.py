@@ -46,7 +46,6 @@ from engine.planner import (
 )
 from engine.quantize import (
     Recipe,
-    Weights,
     WeightsWanted,
     is_gguf,
     is_quantized_already,
@@ -142,8 +141,8 @@ class Engine:
                 log.warning(shortfall)
         dtype, _ = choose_dtype(facts)
         try:
-            chosen = Weights(recipe, weights.transformer_file, weights.cache_dir)
-            components = load_components(model_folder(model), chosen, DTYPES[dtype]) if weights.changes(recipe) else {}
+            changed = weights.changes(recipe)
+            components = load_components(model_folder(model), recipe, weights, DTYPES[dtype]) if changed else {}
             pipeline = ZImagePipeline.from_pretrained(model, dtype=DTYPES[dtype], **components)
         except (OSError, ValueError) as exc:
             raise ModelNotFound(model=model, reason=str(exc).splitlines()[0][:200]) from exc

@@ -53,15 +53,6 @@ SCALE = {
 
 
 @dataclass(frozen=True)
-class Weights:
-    """Which weights to load: the recipe, a GGUF transformer file of one's own, where quantized copies live."""
-
-    recipe: Recipe = Recipe.NONE
-    transformer_file: str | None = None
-    cache_dir: Path | None = None
-
-
-@dataclass(frozen=True)
 class WeightsWanted:
     """What the settings ask for (EASEL_QUANTIZE, EASEL_TRANSFORMER_FILE), before the planner picks:
     `quantize` is auto, none, int8 or int4; quantized copies are kept under `cache_dir`."""
@@ -237,31 +228,30 @@ def _load_int8(folder: Path, component: str, quantize: bool, dtype=None):
     return AutoModel.from_pretrained(folder, dtype=dtype, **extra)
 
 
-def load_components(model_folder: Path, weights: Weights, dtype) -> dict:
-    """The quantized components for `ZImagePipeline.from_pretrained(..., **components)`; {} for the
+def load_components(model_folder: Path, recipe: Recipe, weights: WeightsWanted, dtype) -> dict:
+    """The components for `ZImagePipeline.from_pretrained(..., **components)` in `recipe` (the one
+    the planner chose for what `weights` asks), with a transformer file of one's own; {} for the
     model's own weights."""
     components = {}
     own_transformer = bool(weights.transformer_file)
-    if weights.recipe is not Recipe.NONE:
+    if recipe is not Recipe.NONE:
         assert weights.cache_dir is not None, "a quantized recipe needs a folder to keep its weights in"
         try:
-            components = _load_copies(model_folder, weights, dtype)
+            components = _load_copies(model_folder, recipe, weights, dtype)
         except Exception as exc:  # a copy that cannot be read (a disk fault, a torn write): make it again
             if isinstance(exc, MemoryError):
                 raise
             log.warning("quantized copies of %s unreadable (%s): quantizing again", model_folder, exc)
             shutil.rmtree(cache_folder(model_folder, weights.cache_dir), ignore_errors=True)
-            components = _load_copies(model_folder, weights, dtype)
+            components = _load_copies(model_folder, recipe, weights, dtype)
     if own_transformer:
         components["transformer"] = load_gguf_transformer(Path(weights.transformer_file), model_folder, dtype)
     return components
 
 
-def _load_copies(model_folder: Path, weights: Weights, dtype) -> dict:
+def _load_copies(model_folder: Path, recipe: Recipe, weights: WeightsWanted, dtype) -> dict:
     """The recipe's copies, written first when missing, loaded."""
-    copies = quantize_once(
-        model_folder, weights.recipe, weights.cache_dir, own_transformer=bool(weights.transformer_file)
-    )
+    copies = quantize_once(model_folder, recipe, weights.cache_dir, own_transformer=bool(weights.transformer_file))
     components = {"text_encoder": _load_int8(copies["text_encoder"], "text_encoder", False, dtype)}
     transformer = copies.get("transformer")
     if transformer is not None and transformer.name == GGUF_NAME:
