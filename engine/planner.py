@@ -309,7 +309,7 @@ def ram_shortfall(facts: DeviceFacts, profile: ModelProfile, recipe: Recipe = Re
     )
 
 
-def quantizing_ram_gb(profile: ModelProfile, recipe: Recipe, own_transformer: bool = False) -> float:
+def quantizing_ram_gb(profile: ModelProfile, recipe: Recipe) -> float:
     """Peak system RAM (GB, not counting memory-mapped files) of the first start with `recipe`:
     torchao quantizes a component while it loads it in bf16, one component at a time, and the GGUF
     writer streams tensor by tensor.  bench/quantized_ram.py measured 11.8 GB for int8 (the 11.5 GB
@@ -317,7 +317,7 @@ def quantizing_ram_gb(profile: ModelProfile, recipe: Recipe, own_transformer: bo
     if recipe is Recipe.NONE:
         return 0.0
     # A transformer file of one's own (EASEL_TRANSFORMER_FILE): only the text encoder is quantized.
-    int8_transformer = recipe is Recipe.INT8 and not own_transformer and profile.transformer_file_gb is None
+    int8_transformer = recipe is Recipe.INT8 and profile.transformer_file_gb is None
     loaded_whole = [profile.text_encoder_gb] + ([profile.transformer_gb] if int8_transformer else [])
     return round(max(loaded_whole) * 1.05, 1)
 
